@@ -1,0 +1,128 @@
+"""Errors the gateway answers with, and the one handler that renders them.
+
+Every error a client can see is a ``GatewayError`` carrying its HTTP status, and
+is rendered as ``application/problem+json`` (RFC 9457) with the request id::
+
+    GatewayError
+    ├── BadRequest              400  malformed or hostile request target
+    ├── RouteNotFound           404  no route matches the path
+    ├── MethodNotAllowed        405  route exists, method is not allowed (Allow header)
+    ├── PayloadTooLarge         413  body over the route's max_body_bytes
+    └── UpstreamError           502  the upstream could not be reached or broke
+        ├── UpstreamUnavailable 503  no connection free in the pool in time
+        └── UpstreamTimeout     504  connect, read or write timed out
+
+httpx exceptions are translated to these in one place:
+``app.proxy.forwarding.map_upstream_errors``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import orjson
+
+PROBLEM_CONTENT_TYPE = b"application/problem+json"
+
+
+class GatewayError(Exception):
+    """Base class: a failure the gateway answers itself, with a problem body."""
+
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal gateway error"
+    slug: ClassVar[str] = "internal"
+
+    def __init__(self, detail: str, *, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or []
+
+    @property
+    def type_uri(self) -> str:
+        return f"urn:gatehouse:problem:{self.slug}"
+
+
+class BadRequest(GatewayError):
+    status = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+
+class RouteNotFound(GatewayError):
+    status = 404
+    title = "No route"
+    slug = "route-not-found"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    title = "Method not allowed"
+    slug = "method-not-allowed"
+
+    def __init__(self, detail: str, *, allow: bytes) -> None:
+        super().__init__(detail, headers=[(b"allow", allow)])
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    title = "Payload too large"
+    slug = "payload-too-large"
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    title = "Bad gateway"
+    slug = "upstream-error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 503
+    title = "Upstream unavailable"
+    slug = "upstream-unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    title = "Upstream timeout"
+    slug = "upstream-timeout"
+
+
+def problem_body(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    type_uri: str = "about:blank",
+    instance: str | None = None,
+    request_id: str | None = None,
+) -> bytes:
+    """Serialise an RFC 9457 problem document."""
+    problem: dict[str, object] = {"type": type_uri, "title": title, "status": status, "detail": detail}
+    if instance is not None:
+        problem["instance"] = instance
+    if request_id is not None:
+        problem["request_id"] = request_id
+    return orjson.dumps(problem)
+
+
+def render_problem(
+    error: GatewayError, *, instance: str | None, request_id: str | None
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body for ``error``; the single way errors become responses."""
+    body = problem_body(
+        error.status,
+        error.title,
+        error.detail,
+        type_uri=error.type_uri,
+        instance=instance,
+        request_id=request_id,
+    )
+    headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *error.headers,
+    ]
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode()))
+    return error.status, headers, body
