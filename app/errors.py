@@ -18,9 +18,14 @@ httpx exceptions are translated to these in one place:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from http import HTTPStatus
 from typing import ClassVar
 
 import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_CONTENT_TYPE = b"application/problem+json"
 
@@ -126,3 +131,23 @@ def render_problem(
     if request_id is not None:
         headers.append((b"x-request-id", request_id.encode()))
     return error.status, headers, body
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render the framework's own errors (ops endpoints) as problem+json too."""
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return _framework_problem(request, exc.status_code, str(exc.detail), exc.headers)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        return _framework_problem(request, 422, str(exc), None)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def _framework_problem(request: Request, status: int, detail: str, headers: Mapping[str, str] | None) -> Response:
+    rid = request.headers.get("x-request-id")
+    body = problem_body(status, HTTPStatus(status).phrase, detail, instance=request.url.path, request_id=rid)
+    return Response(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE.decode())

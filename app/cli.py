@@ -1,0 +1,115 @@
+"""``gatehouse serve`` and ``gatehouse check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+
+from app.settings import ConfigError, Settings, load_settings
+
+
+def server_options(*, host: str, port: int, log_level: str = "info") -> dict[str, Any]:
+    """The uvicorn settings Gatehouse runs with (tests serve it with the same).
+
+    uvicorn's own proxy-header handling is off: the gateway decides itself
+    which X-Forwarded-* to believe (``trusted_proxies``). The Server header is
+    Gatehouse's, the Date header uvicorn's; the upstream's copies are dropped.
+    """
+    return {
+        "host": host,
+        "port": port,
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "lifespan": "on",
+        "proxy_headers": False,
+        "server_header": False,
+        "date_header": True,
+        "headers": [("server", "gatehouse")],
+        "log_level": log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 30,
+    }
+
+
+def server_config(app: Any, *, host: str, port: int, log_level: str = "info", **overrides: Any) -> uvicorn.Config:
+    return uvicorn.Config(app, **(server_options(host=host, port=port, log_level=log_level) | overrides))
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request at INFO; per-request lines belong to the access log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _load(config: str | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        print(f"gatehouse: {exc}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(1) from None
+
+
+def serve(args: argparse.Namespace) -> None:
+    if args.config:
+        # Workers re-read settings from the environment, so the file goes there too.
+        os.environ["GATEHOUSE_CONFIG"] = os.path.abspath(args.config)
+    settings = _load(None)  # fail fast, before any worker starts
+    configure_logging(settings.log_level)
+    if args.workers > 1:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            workers=args.workers,
+            **server_options(host=args.host, port=args.port, log_level=settings.log_level),
+        )
+        return
+    from app.main import create_app
+
+    config = server_config(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level)
+    uvicorn.Server(config).run()
+
+
+def check_config(args: argparse.Namespace) -> None:
+    settings = _load(args.file)
+    from app.proxy.routing import CompiledRoute
+
+    print(f"configuration OK: {len(settings.routes)} route(s), ops at {settings.ops_prefix}")  # noqa: T201
+    for route in settings.routes:
+        compiled = CompiledRoute.compile(route, settings.timeout)
+        t = compiled.timeouts
+        print(  # noqa: T201
+            f"  {route.name:<20} {route.prefix:<24} -> {route.upstream}"
+            f"  strip_prefix={route.strip_prefix} methods={','.join(route.methods or ['*'])}"
+            f" http2={route.http2} timeout=connect {t.connect}/read {t.read}/write {t.write}/pool {t.pool}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="gatehouse", description="API gateway and webhook relay.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the gateway")
+    serve_cmd.add_argument("--config", help="YAML or JSON settings file (else GATEHOUSE_CONFIG)")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--workers", type=int, default=1)
+    serve_cmd.set_defaults(handler=serve)
+    check_cmd = commands.add_parser("check-config", help="validate a settings file and print its routes")
+    check_cmd.add_argument("file")
+    check_cmd.set_defaults(handler=check_config)
+    args = parser.parse_args(argv)
+    args.handler(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Lifespan: what lives as long as the process, handed to requests as state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypedDict
+
+from app.proxy.clients import UpstreamClients
+from app.proxy.routing import RouteTable
+from app.settings import Settings
+
+log = logging.getLogger("gatehouse")
+
+
+class State(TypedDict):
+    """Lifespan state; requests reach it as ``scope["state"]`` / ``request.state``."""
+
+    settings: Settings
+    routes: RouteTable
+    clients: UpstreamClients
+
+
+def make_lifespan(settings: Settings, routes: RouteTable) -> Callable[[Any], AbstractAsyncContextManager[State]]:
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[State]:
+        clients = UpstreamClients(routes.routes, settings.limits)
+        log.info("gatehouse ready: %d route(s)", len(routes.routes))
+        try:
+            yield {"settings": settings, "routes": routes, "clients": clients}
+        finally:
+            await clients.aclose()
+            log.info("gatehouse stopped: upstream clients closed")
+
+    return lifespan

@@ -1,0 +1,50 @@
+"""The application factory: ``create_app(settings)``; ``app`` for ``uvicorn app.main:app``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.errors import install_error_handlers
+from app.lifespan import make_lifespan
+from app.ops import router as ops_router
+from app.proxy.gateway import Gateway
+from app.proxy.routing import CompiledRoute, RouteTable
+from app.settings import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build a Gatehouse app from ``settings`` (default: file + environment)."""
+    settings = settings if settings is not None else load_settings()
+    routes = RouteTable(CompiledRoute.compile(route, settings.timeout) for route in settings.routes)
+    app = FastAPI(
+        title="Gatehouse",
+        lifespan=make_lifespan(settings, routes),
+        redirect_slashes=False,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.include_router(ops_router, prefix=settings.ops_prefix)
+    app.add_middleware(
+        Gateway,
+        routes=routes,
+        ops_prefix=settings.ops_prefix,
+        trusted_proxies=settings.trusted_proxies,
+    )
+    install_error_handlers(app)
+    return app
+
+
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # ``app`` is built on first access, so importing this module reads no settings.
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

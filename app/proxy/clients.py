@@ -1,0 +1,127 @@
+"""The upstream clients: one ``httpx.AsyncClient`` per upstream origin.
+
+One client per origin rather than one for everything: each upstream gets its
+own connection pool (``limits`` apply per upstream), so a slow upstream that
+holds every connection it may have cannot starve the others, and each origin
+gets the transport it needs (aiohttp for HTTP/1.1, httpcore for HTTP/2). They
+are created in the lifespan and closed on shutdown.
+
+No client keeps cookies: a shared jar would hand one caller's cookies to the next.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from http.cookiejar import CookieJar, CookiePolicy, DefaultCookiePolicy
+from pathlib import Path
+
+import certifi
+import httpx
+
+from app.proxy.routing import CompiledRoute
+from app.proxy.transport import AiohttpTransport
+from app.settings import Limits
+
+
+class _NoCookies(DefaultCookiePolicy):
+    """Refuse to store or return any cookie."""
+
+    def set_ok(self, cookie: object, request: object) -> bool:  # noqa: ARG002
+        return False
+
+    def return_ok(self, cookie: object, request: object) -> bool:  # noqa: ARG002
+        return False
+
+
+def cookieless_jar() -> CookieJar:
+    policy: CookiePolicy = _NoCookies()
+    return CookieJar(policy=policy)
+
+
+def ssl_context(verify: bool | Path, *, http2: bool) -> ssl.SSLContext:
+    """A fresh context per transport (httpcore sets ALPN on the one it is given)."""
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        cafile = str(verify) if isinstance(verify, Path) else certifi.where()
+        context = ssl.create_default_context(cafile=cafile)
+    context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    origin: str
+    http2: bool
+    verify: bool | Path
+
+
+class UpstreamClients:
+    """Owns the upstream clients; ``for_route`` is a dict lookup."""
+
+    def __init__(self, routes: tuple[CompiledRoute, ...], limits: Limits) -> None:
+        self._limits = httpx.Limits(
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+        )
+        self._clients: dict[ClientKey, httpx.AsyncClient] = {}
+        self._transports: dict[ClientKey, httpx.AsyncBaseTransport] = {}
+        self._by_route: dict[str, httpx.AsyncClient] = {}
+        for route in routes:
+            key = ClientKey(route.upstream.origin, route.http2, route.route.verify)
+            if key not in self._clients:
+                transport = self._transport(key, route.upstream.scheme)
+                self._transports[key] = transport
+                self._clients[key] = httpx.AsyncClient(
+                    transport=transport,
+                    follow_redirects=False,
+                    cookies=cookieless_jar(),
+                    trust_env=False,
+                    timeout=httpx.Timeout(
+                        connect=route.timeouts.connect,
+                        read=route.timeouts.read,
+                        write=route.timeouts.write,
+                        pool=route.timeouts.pool,
+                    ),
+                )
+            self._by_route[route.name] = self._clients[key]
+        self.closed = False
+
+    def _transport(self, key: ClientKey, scheme: str) -> httpx.AsyncBaseTransport:
+        https = scheme == "https"
+        if key.http2:
+            # h2 over TLS is negotiated by ALPN; cleartext h2c uses prior knowledge.
+            return httpx.AsyncHTTPTransport(
+                http1=https,
+                http2=True,
+                limits=self._limits,
+                verify=ssl_context(key.verify, http2=True) if https else True,
+                trust_env=False,
+            )
+        context = ssl_context(key.verify, http2=False) if https else None
+        return AiohttpTransport(limits=self._limits, ssl_context=context)
+
+    def for_route(self, route_name: str) -> httpx.AsyncClient:
+        return self._by_route[route_name]
+
+    def in_use(self) -> dict[str, int]:
+        """Connections held by open exchanges, per upstream origin (leak check)."""
+        counts: dict[str, int] = {}
+        for key, transport in self._transports.items():
+            if isinstance(transport, AiohttpTransport):
+                held = transport.in_use
+            else:
+                pool = transport._pool  # type: ignore[attr-defined]
+                held = len(pool._requests)
+            name = f"{key.origin} (h2)" if key.http2 else key.origin
+            counts[name] = counts.get(name, 0) + held
+        return counts
+
+    async def aclose(self) -> None:
+        self.closed = True
+        for client in self._clients.values():
+            await client.aclose()

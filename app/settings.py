@@ -1,0 +1,307 @@
+"""Settings: one ``Settings`` object, built once from a file and the environment.
+
+Precedence, highest first: keyword arguments, ``GATEHOUSE_*`` environment
+variables, a ``.env`` file, the YAML/JSON file named by ``GATEHOUSE_CONFIG``,
+then the defaults below. Nested values use ``__`` (``GATEHOUSE_TIMEOUT__READ=10``).
+
+Anything invalid fails at start-up with a ``ConfigError`` naming the route and
+field, e.g. ``routes[1] 'users' -> upstream: ...``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token (method, header name)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message lists every bad field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Model):
+    """Seconds; ``connect`` to open a connection, ``pool`` to wait for a free one."""
+
+    connect: float = Field(5.0, gt=0)
+    read: float = Field(30.0, gt=0)
+    write: float = Field(30.0, gt=0)
+    pool: float = Field(5.0, gt=0)
+
+
+class TimeoutOverride(_Model):
+    connect: float | None = Field(None, gt=0)
+    read: float | None = Field(None, gt=0)
+    write: float | None = Field(None, gt=0)
+    pool: float | None = Field(None, gt=0)
+
+    def over(self, base: Timeouts) -> Timeouts:
+        return base.model_copy(update=self.model_dump(exclude_none=True))
+
+
+class Limits(_Model):
+    """Connection pool size, per upstream origin."""
+
+    max_connections: int = Field(100, ge=1)
+    max_keepalive_connections: int = Field(20, ge=0)
+    keepalive_expiry: float = Field(5.0, ge=0)
+
+
+class HeaderRules(_Model):
+    """Headers to set (replacing any the message had) and to remove."""
+
+    set: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+    @field_validator("set")
+    @classmethod
+    def _valid_set(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header_value in value.items():
+            _check_header_name(name)
+            if any(c in header_value for c in "\r\n\x00"):
+                raise ValueError(f"header {name!r}: value must not contain CR, LF or NUL")
+        return value
+
+    @field_validator("remove")
+    @classmethod
+    def _valid_remove(cls, value: list[str]) -> list[str]:
+        for name in value:
+            _check_header_name(name)
+        return value
+
+
+def _check_header_name(name: str) -> None:
+    if not _TOKEN.match(name):
+        raise ValueError(f"{name!r} is not a valid header name")
+
+
+class Route(_Model):
+    """One upstream behind one path prefix."""
+
+    name: str
+    prefix: str
+    upstream: str
+    strip_prefix: bool = True
+    methods: list[str] | None = None
+    timeout: TimeoutOverride = Field(default_factory=TimeoutOverride)
+    preserve_host: bool = False
+    http2: bool = False
+    request_headers: HeaderRules = Field(default_factory=HeaderRules)
+    response_headers: HeaderRules = Field(default_factory=HeaderRules)
+    max_body_bytes: int | None = Field(None, ge=0)
+    verify: bool | Path = True
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        if value != "/" and value.endswith("/"):
+            raise ValueError("must not end with '/' (prefixes match whole segments)")
+        if "//" in value or "?" in value or "#" in value or "%" in value:
+            raise ValueError("must be a plain path: no '//', '?', '#' or percent-escapes")
+        if any(segment in (".", "..") for segment in value.split("/")):
+            raise ValueError("must not contain '.' or '..' segments")
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _valid_upstream(cls, value: str) -> str:
+        from app.proxy.urls import parse_upstream  # local: urls is pure and imports nothing back
+
+        parse_upstream(value)  # raises ValueError with the reason
+        return value.rstrip("/") if value.count("/") > 2 else value
+
+    @field_validator("methods")
+    @classmethod
+    def _valid_methods(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must list at least one method (omit it to allow all)")
+        upper = [m.upper() for m in value]
+        for method in upper:
+            if not _TOKEN.match(method):
+                raise ValueError(f"{method!r} is not a valid method")
+        return upper
+
+    @model_validator(mode="after")
+    def _verify_bundle_exists(self) -> Route:
+        if isinstance(self.verify, Path) and not self.verify.is_file():
+            raise ValueError(f"verify: CA bundle {str(self.verify)!r} does not exist")
+        return self
+
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Reads the YAML or JSON file named by ``config`` (``GATEHOUSE_CONFIG``)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ is overridden; pydantic-settings requires the method
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"config: cannot read {str(self.path)!r}: {exc.strerror}") from exc
+        try:
+            if self.path.suffix.lower() == ".json":
+                data = json.loads(text)
+            else:
+                data = yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"config: {str(self.path)!r} is not valid YAML/JSON: {exc}") from exc
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config: {str(self.path)!r} must hold a mapping at the top level")
+        return data
+
+
+class Settings(BaseSettings):
+    """Everything Gatehouse reads at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATEHOUSE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        frozen=True,
+    )
+
+    config: Path | None = None
+    routes: list[Route] = Field(default_factory=list)
+    timeout: Timeouts = Field(default_factory=Timeouts)
+    limits: Limits = Field(default_factory=Limits)
+    trusted_proxies: list[IPNetwork] = Field(default_factory=list)
+    ops_prefix: str = "/_gatehouse"
+    log_level: LogLevel = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path: Any = None
+        for source in (init_settings, env_settings, dotenv_settings):
+            path = source().get("config") or path
+            if path:
+                break
+        file_source = _ConfigFileSource(settings_cls, Path(path) if path else None)
+        return init_settings, env_settings, dotenv_settings, file_source, file_secret_settings
+
+    @field_validator("ops_prefix")
+    @classmethod
+    def _valid_ops_prefix(cls, value: str) -> str:
+        if not value.startswith("/") or value == "/" or value.endswith("/") or "//" in value:
+            raise ValueError("must look like '/_gatehouse': a leading '/', no trailing '/'")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _name_route_errors(cls, data: Any, handler: Any) -> Settings:
+        try:
+            settings: Settings = handler(data)
+        except ValidationError as exc:
+            raise ConfigError(format_errors(exc, data)) from None
+        return settings
+
+    @model_validator(mode="after")
+    def _unique_routes(self) -> Settings:
+        problems: list[str] = []
+        seen_names: dict[str, int] = {}
+        seen_prefixes: dict[str, int] = {}
+        for index, route in enumerate(self.routes):
+            label = f"routes[{index}] {route.name!r}"
+            if route.name in seen_names:
+                problems.append(f"{label} -> name: duplicate of routes[{seen_names[route.name]}]")
+            seen_names.setdefault(route.name, index)
+            if route.prefix in seen_prefixes:
+                problems.append(
+                    f"{label} -> prefix: {route.prefix!r} is already used by routes[{seen_prefixes[route.prefix]}]"
+                )
+            seen_prefixes.setdefault(route.prefix, index)
+            ops = self.ops_prefix
+            if route.prefix == ops or route.prefix.startswith(ops + "/"):
+                problems.append(f"{label} -> prefix: {route.prefix!r} is inside ops_prefix {ops!r}")
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        return self
+
+
+def format_errors(exc: ValidationError, data: Any) -> str:
+    """Turn pydantic's errors into lines that name the route and the field."""
+    raw_routes = data.get("routes") if isinstance(data, dict) else None
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = list(error["loc"])
+        where = ".".join(str(part) for part in loc) or "settings"
+        if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
+            index = loc[1]
+            name = None
+            if isinstance(raw_routes, list) and index < len(raw_routes) and isinstance(raw_routes[index], dict):
+                name = raw_routes[index].get("name")
+            field = ".".join(str(part) for part in loc[2:]) or "(route)"
+            where = f"routes[{index}]" + (f" {name!r}" if name else "") + f" -> {field}"
+        message = error["msg"].removeprefix("Value error, ")
+        value = error.get("input")
+        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+        lines.append(f"{where}: {message}{shown}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from ``config`` (or ``GATEHOUSE_CONFIG``) and the environment."""
+    if config is not None:
+        overrides["config"] = Path(config)
+    return Settings(**overrides)
