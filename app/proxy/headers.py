@@ -177,6 +177,9 @@ def upstream_request_headers(
         out.append((b"x-forwarded-prefix", prefix))
     out.append((b"x-request-id", rid))
     out.extend(plan.set_request)
+    if chunked:
+        # Transfer-Encoding is hop-by-hop: the upstream hop frames the body anew.
+        out.append((b"transfer-encoding", b"chunked"))
     return InboundRequest(out, rid, host, content_length, chunked)
 
 
