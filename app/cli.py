@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -66,6 +67,9 @@ def serve(args: argparse.Namespace) -> None:
         os.environ["GATEHOUSE_CONFIG"] = os.path.abspath(args.config)
     settings = _load(None)  # fail fast, before any worker starts
     configure_logging(settings.log_level)
+    # After a graceful shutdown uvicorn re-raises the signal it stopped on, which
+    # would end the process as "killed by SIGTERM" (143). A drained stop is a success.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     if args.workers > 1:
         uvicorn.run(
             "app.main:create_app",
@@ -78,6 +82,10 @@ def serve(args: argparse.Namespace) -> None:
 
     config = server_config(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level)
     uvicorn.Server(config).run()
+
+
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    sys.exit(0)
 
 
 def check_config(args: argparse.Namespace) -> None:

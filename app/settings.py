@@ -199,6 +199,23 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
         return data
 
 
+class _KnownFieldsOnly(PydanticBaseSettingsSource):
+    """A ``.env`` is shared with other tools (docker compose reads it too):
+    keys that are not Gatehouse settings are ignored there, as in the real
+    environment, instead of failing start-up. Typos in the config file still fail."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ is overridden; pydantic-settings requires the method
+
+    def __call__(self) -> dict[str, Any]:
+        fields = self.settings_cls.model_fields
+        return {key: value for key, value in self.inner().items() if key in fields}
+
+
 class Settings(BaseSettings):
     """Everything Gatehouse reads at start-up."""
 
@@ -233,7 +250,8 @@ class Settings(BaseSettings):
             if path:
                 break
         file_source = _ConfigFileSource(settings_cls, Path(path) if path else None)
-        return init_settings, env_settings, dotenv_settings, file_source, file_secret_settings
+        dotenv = _KnownFieldsOnly(settings_cls, dotenv_settings)
+        return init_settings, env_settings, dotenv, file_source, file_secret_settings
 
     @field_validator("ops_prefix")
     @classmethod

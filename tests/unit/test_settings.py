@@ -80,3 +80,9 @@ def test_unreadable_or_malformed_file_is_a_config_error(tmp_path):
     bad.write_text("routes: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(bad)
+
+
+def test_dotenv_keys_that_are_not_settings_are_ignored(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("GATEHOUSE_LOG_LEVEL=debug\nCOMPOSE_PROJECT_NAME=gh\nGATEHOUSE_NOT_A_SETTING=1\n")
+    assert Settings().log_level == "debug"
