@@ -27,7 +27,7 @@ from app.errors import (
 from app.proxy.body import ClientDisconnected, RequestBody
 from app.proxy.forwarding import relay_response, send_upstream
 from app.proxy.headers import sane_request_id, upstream_request_headers
-from app.proxy.pipeline import Exchange, Filter, build_chain
+from app.proxy.pipeline import Exchange, FilterFactory, chain_for
 from app.proxy.routing import RouteTable
 from app.proxy.urls import normalise_path, upstream_target
 from app.settings import IPNetwork
@@ -45,14 +45,14 @@ class Gateway:
         routes: RouteTable,
         ops_prefix: str,
         trusted_proxies: Sequence[IPNetwork] = (),
-        filters: Sequence[Filter] = (),
+        filters: Sequence[FilterFactory] = (),
     ) -> None:
         self.app = app
         self.routes = routes
         self._ops = ops_prefix
         self._ops_slash = ops_prefix + "/"
         self._trusted = tuple(trusted_proxies)
-        self._handlers = {route.name: build_chain(filters, send_upstream) for route in routes.routes}
+        self._handlers = {route.name: chain_for(route, filters, send_upstream) for route in routes.routes}
         self._origins = {route.name: httpx.URL(route.upstream.origin) for route in routes.routes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

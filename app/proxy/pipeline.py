@@ -42,6 +42,16 @@ class Filter(Protocol):
     async def __call__(self, exchange: Exchange, call_next: Handler) -> httpx.Response: ...
 
 
+# Builds a route's filter from its settings at start-up, or None if the route does not use it.
+FilterFactory = Callable[[CompiledRoute], Filter | None]
+
+
+def chain_for(route: CompiledRoute, factories: Sequence[FilterFactory], endpoint: Handler) -> Handler:
+    """The route's handler: the filters its settings ask for, around ``endpoint``."""
+    filters = [f for factory in factories if (f := factory(route)) is not None]
+    return build_chain(filters, endpoint)
+
+
 def build_chain(filters: Sequence[Filter], endpoint: Handler) -> Handler:
     """Compose ``filters`` (outermost first) around ``endpoint``."""
     handler = endpoint
