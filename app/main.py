@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.edge.runtime import Edge
 from app.errors import install_error_handlers
 from app.lifespan import make_lifespan
 from app.ops import router as ops_router
@@ -18,9 +19,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build a Gatehouse app from ``settings`` (default: file + environment)."""
     settings = settings if settings is not None else load_settings()
     routes = RouteTable(CompiledRoute.compile(route, settings.timeout) for route in settings.routes)
+    edge = Edge(settings)
     app = FastAPI(
         title="Gatehouse",
-        lifespan=make_lifespan(settings, routes),
+        lifespan=make_lifespan(settings, routes, edge),
         redirect_slashes=False,
         docs_url=None,
         redoc_url=None,
@@ -32,6 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes=routes,
         ops_prefix=settings.ops_prefix,
         trusted_proxies=settings.trusted_proxies,
+        filters=edge.filters(),
+        max_header_count=settings.max_header_count,
+        max_header_bytes=settings.max_header_bytes,
     )
     install_error_handlers(app)
     return app

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.errors import (
     BadRequest,
     GatewayError,
+    HeadersTooLarge,
     MethodNotAllowed,
     PayloadTooLarge,
     RouteNotFound,
@@ -46,9 +47,13 @@ class Gateway:
         ops_prefix: str,
         trusted_proxies: Sequence[IPNetwork] = (),
         filters: Sequence[FilterFactory] = (),
+        max_header_count: int = 100,
+        max_header_bytes: int = 16384,
     ) -> None:
         self.app = app
         self.routes = routes
+        self._max_header_count = max_header_count
+        self._max_header_bytes = max_header_bytes
         self._ops = ops_prefix
         self._ops_slash = ops_prefix + "/"
         self._trusted = tuple(trusted_proxies)
@@ -69,6 +74,7 @@ class Gateway:
         request_id: bytes | None = None
         route_name = "-"
         try:
+            self._check_header_limits(scope["headers"])
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
             normalised = normalise_path(raw_path)
             route = self.routes.resolve(normalised)
@@ -76,7 +82,8 @@ class Gateway:
                 raise RouteNotFound(f"No route matches the path {normalised.path!r}.")
             route_name = route.name
             method: str = scope["method"]
-            if not route.allows(method):
+            # A CORS preflight is the CORS filter's to answer, whatever the route's methods.
+            if not route.allows(method) and not (method == "OPTIONS" and route.route.cors is not None):
                 raise MethodNotAllowed(
                     f"Route {route.name!r} does not allow {method}.",
                     allow=route.allow,
@@ -99,7 +106,7 @@ class Gateway:
             length = inbound.content_length
             if limit is not None and length is not None and length > limit:
                 raise PayloadTooLarge(f"The request body ({length} bytes) exceeds this route's limit of {limit}.")
-            body = RequestBody(receive, limit) if inbound.chunked or length else None
+            body = RequestBody(receive, limit, route.timeouts.write) if inbound.chunked or length else None
             target = upstream_target(
                 route.upstream.base_path,
                 route.prefix,
@@ -126,6 +133,13 @@ class Gateway:
             log.info("client disconnected before the upstream answered", extra={"route": route_name})
             return
         await relay_response(exchange, response, send, receive)
+
+    def _check_header_limits(self, headers: list[tuple[bytes, bytes]]) -> None:
+        if len(headers) > self._max_header_count:
+            raise HeadersTooLarge(f"The request has {len(headers)} header fields; at most {self._max_header_count}.")
+        size = sum(len(name) + len(value) for name, value in headers)
+        if size > self._max_header_bytes:
+            raise HeadersTooLarge(f"The request's header fields total {size} bytes; at most {self._max_header_bytes}.")
 
     async def _answer_error(
         self, exc: GatewayError, scope: Scope, send: Send, route: str, request_id: bytes | None
