@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, CookiePolicy, DefaultCookiePolicy
 from pathlib import Path
 
 import certifi
@@ -24,19 +23,34 @@ from app.proxy.transport import AiohttpTransport
 from app.settings import Limits
 
 
-class _NoCookies(DefaultCookiePolicy):
-    """Refuse to store or return any cookie."""
+class _NoCookies(httpx.Cookies):
+    """A jar that never stores or sends anything."""
 
-    def set_ok(self, cookie: object, request: object) -> bool:  # noqa: ARG002
-        return False
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass
 
-    def return_ok(self, cookie: object, request: object) -> bool:  # noqa: ARG002
-        return False
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        pass
 
 
-def cookieless_jar() -> CookieJar:
-    policy: CookiePolicy = _NoCookies()
-    return CookieJar(policy=policy)
+class UpstreamClient(httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` without a cookie jar.
+
+    A shared jar would hand one caller's cookies to the next (fastapi-proxy-lib
+    shipped that as a security advisory); a jar that merely refuses cookies
+    still parses every response's headers, so this one does nothing at all.
+    """
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        pass
+
+
+_NO_COOKIES = _NoCookies()
 
 
 def ssl_context(verify: bool | Path, *, http2: bool) -> ssl.SSLContext:
@@ -76,10 +90,9 @@ class UpstreamClients:
             if key not in self._clients:
                 transport = self._transport(key, route.upstream.scheme)
                 self._transports[key] = transport
-                self._clients[key] = httpx.AsyncClient(
+                self._clients[key] = UpstreamClient(
                     transport=transport,
                     follow_redirects=False,
-                    cookies=cookieless_jar(),
                     trust_env=False,
                     timeout=httpx.Timeout(
                         connect=route.timeouts.connect,

@@ -154,8 +154,9 @@ def _with_target(origin: httpx.URL, target: bytes) -> httpx.URL:
     target is already canonical here (see ``urls``), so it is set as is.
     """
     path, _, query = target.decode("ascii").partition("?")
+    base = origin._uri_reference
     url = httpx.URL.__new__(httpx.URL)
-    url._uri_reference = origin._uri_reference._replace(path=path, query=query or None)
+    url._uri_reference = type(base)(base.scheme, base.userinfo, base.host, base.port, path, query or None, None)
     return url
 
 
