@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from app.errors import install_error_handlers
 from app.lifespan import make_lifespan
@@ -14,11 +15,25 @@ from app.proxy.routing import CompiledRoute, RouteTable
 from app.settings import Settings, load_settings
 
 
+class GatehouseApp(FastAPI):
+    """FastAPI for the ops endpoints, with the proxy in front of its middleware.
+
+    Proxied requests go straight from the server to ``Gateway``: none of
+    FastAPI's per-request middleware (error pages, telemetry, body limits)
+    runs on the hot path; the gateway renders its own errors.
+    """
+
+    gateway_options: dict[str, Any]
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return Gateway(super().build_middleware_stack(), **self.gateway_options)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build a Gatehouse app from ``settings`` (default: file + environment)."""
     settings = settings if settings is not None else load_settings()
     routes = RouteTable(CompiledRoute.compile(route, settings.timeout) for route in settings.routes)
-    app = FastAPI(
+    app = GatehouseApp(
         title="Gatehouse",
         lifespan=make_lifespan(settings, routes),
         redirect_slashes=False,
@@ -27,12 +42,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
     )
     app.include_router(ops_router, prefix=settings.ops_prefix)
-    app.add_middleware(
-        Gateway,
-        routes=routes,
-        ops_prefix=settings.ops_prefix,
-        trusted_proxies=settings.trusted_proxies,
-    )
+    app.gateway_options = {
+        "routes": routes,
+        "ops_prefix": settings.ops_prefix,
+        "trusted_proxies": settings.trusted_proxies,
+    }
     install_error_handlers(app)
     return app
 

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.errors import (
     BadRequest,
     GatewayError,
+    InternalError,
     MethodNotAllowed,
     PayloadTooLarge,
     RouteNotFound,
@@ -125,7 +126,16 @@ class Gateway:
         except ClientDisconnected:
             log.info("client disconnected before the upstream answered", extra={"route": route_name})
             return
-        await relay_response(exchange, response, send, receive)
+        except Exception:
+            log.exception("unexpected error while proxying", extra={"route": route_name})
+            error = InternalError("The gateway failed unexpectedly; the error is in its log.")
+            await self._answer_error(error, scope, send, route_name, request_id)
+            return
+        try:
+            await relay_response(exchange, response, send, receive)
+        except Exception:
+            # The status line may be out already: the connection is cut, the log says why.
+            log.exception("unexpected error while relaying the response", extra={"route": route_name})
 
     async def _answer_error(
         self, exc: GatewayError, scope: Scope, send: Send, route: str, request_id: bytes | None
