@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
+from starlette.types import Receive, Scope, Send
 
 from app.errors import install_error_handlers
 from app.lifespan import make_lifespan
@@ -16,17 +16,20 @@ from app.settings import Settings, load_settings
 
 
 class GatehouseApp(FastAPI):
-    """FastAPI for the ops endpoints, with the proxy in front of its middleware.
+    """FastAPI for the ops endpoints; every other HTTP request goes to the gateway.
 
-    Proxied requests go straight from the server to ``Gateway``: none of
-    FastAPI's per-request middleware (error pages, telemetry, body limits)
-    runs on the hot path; the gateway renders its own errors.
+    The split happens here, before any of FastAPI's per-request machinery
+    (middleware, telemetry checks, routing), so the proxy's hot path is the
+    gateway alone. The gateway renders its own errors.
     """
 
-    gateway_options: dict[str, Any]
+    gateway: Gateway
 
-    def build_middleware_stack(self) -> ASGIApp:
-        return Gateway(super().build_middleware_stack(), **self.gateway_options)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.gateway.is_ops_path(scope["path"]):
+            await self.gateway(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,11 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
     )
     app.include_router(ops_router, prefix=settings.ops_prefix)
-    app.gateway_options = {
-        "routes": routes,
-        "ops_prefix": settings.ops_prefix,
-        "trusted_proxies": settings.trusted_proxies,
-    }
+    app.gateway = Gateway(routes=routes, ops_prefix=settings.ops_prefix, trusted_proxies=settings.trusted_proxies)
     install_error_handlers(app)
     return app
 

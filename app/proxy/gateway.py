@@ -1,7 +1,8 @@
 """The proxy's ASGI entry point.
 
-Paths under ``ops_prefix`` go to the FastAPI app (health, routes); everything
-else is proxied here as plain ASGI, with no framework routing on the hot path:
+``GatehouseApp`` (app.main) sends paths under ``ops_prefix`` to FastAPI and
+every other HTTP request here, where it is proxied as plain ASGI, with no
+framework routing on the hot path:
 normalise the raw path → match a route → check method and body size → build
 the upstream request → run the route's pipeline → relay the response.
 """
@@ -14,7 +15,7 @@ import logging
 from collections.abc import Sequence
 
 import httpx
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.errors import (
     BadRequest,
@@ -37,18 +38,16 @@ log = logging.getLogger("gatehouse.proxy")
 
 
 class Gateway:
-    """ASGI middleware that proxies every request outside ``ops_prefix``."""
+    """ASGI app that proxies HTTP requests to the routes' upstreams."""
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         routes: RouteTable,
         ops_prefix: str,
         trusted_proxies: Sequence[IPNetwork] = (),
         filters: Sequence[FilterFactory] = (),
     ) -> None:
-        self.app = app
         self.routes = routes
         self._ops = ops_prefix
         self._ops_slash = ops_prefix + "/"
@@ -56,14 +55,10 @@ class Gateway:
         self._handlers = {route.name: chain_for(route, filters, send_upstream) for route in routes.routes}
         self._origins = {route.name: httpx.URL(route.upstream.origin) for route in routes.routes}
 
+    def is_ops_path(self, path: str) -> bool:
+        return path == self._ops or path.startswith(self._ops_slash)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if path == self._ops or path.startswith(self._ops_slash):
-            await self.app(scope, receive, send)
-            return
         await self._proxy(scope, receive, send)
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:

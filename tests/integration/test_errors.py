@@ -175,6 +175,7 @@ async def test_upstream_killed_mid_response_cuts_the_client_response_short():
 
 async def test_a_bug_in_a_filter_is_a_logged_500_problem_not_a_crash(upstream, caplog):
     from app.main import create_app
+    from app.proxy.gateway import Gateway
 
     server, _ = upstream
 
@@ -182,7 +183,7 @@ async def test_a_bug_in_a_filter_is_a_logged_500_problem_not_a_crash(upstream, c
         raise RuntimeError("bug in a filter")
 
     app = create_app(Settings(routes=[route("up", "/up", server.url)]))
-    app.gateway_options["filters"] = [lambda _route: broken]
+    app.gateway = Gateway(routes=app.gateway.routes, ops_prefix="/_gatehouse", filters=[lambda _route: broken])
     async with run_uvicorn(config=server_config(app, host="127.0.0.1", port=0, log_level="warning")) as gw:
         async with httpx.AsyncClient() as client:
             response = await client.get(f"{gw.url}/up/echo")
