@@ -25,7 +25,7 @@ class State(TypedDict):
 def make_lifespan(settings: Settings, routes: RouteTable) -> Callable[[Any], AbstractAsyncContextManager[State]]:
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[State]:
-        clients = UpstreamClients(routes.routes, settings.limits)
+        clients = UpstreamClients(routes.routes, settings.limits, http1=settings.upstream_transport)
         log.info("gatehouse ready: %d route(s)", len(routes.routes))
         try:
             yield {"settings": settings, "routes": routes, "clients": clients}

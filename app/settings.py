@@ -234,6 +234,8 @@ class Settings(BaseSettings):
     trusted_proxies: list[IPNetwork] = Field(default_factory=list)
     ops_prefix: str = "/_gatehouse"
     log_level: LogLevel = "info"
+    # What carries HTTP/1.1 under the httpx clients; HTTP/2 routes always use httpcore.
+    upstream_transport: Literal["aiohttp", "httpcore"] = "aiohttp"
 
     @classmethod
     def settings_customise_sources(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-RATIO_BASES = ("fastapi-proxy-lib", "aiohttp", "nginx", "direct")
+RATIO_BASES = ("gatehouse-httpcore", "fastapi-proxy-lib", "aiohttp", "nginx", "direct")
 
 
 def _ms(value: float | None) -> str:

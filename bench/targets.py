@@ -28,13 +28,17 @@ class Launch:
 Launcher = Callable[[Path, int, str, dict[str, str]], Launch]
 
 
-def gatehouse(workdir: Path, port: int, upstream: str, _tools: dict[str, str]) -> Launch:
+def gatehouse(workdir: Path, port: int, upstream: str, _tools: dict[str, str], transport: str = "aiohttp") -> Launch:
     config = workdir / f"gatehouse-{port}.yaml"
-    config.write_text(
-        yaml.safe_dump({"routes": [{"name": "bench", "prefix": "/", "upstream": upstream}]}, sort_keys=False)
-    )
+    settings = {"upstream_transport": transport, "routes": [{"name": "bench", "prefix": "/", "upstream": upstream}]}
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
     args = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     return Launch(python_command("app.cli", *args), python=True)
+
+
+def gatehouse_httpcore(workdir: Path, port: int, upstream: str, tools: dict[str, str]) -> Launch:
+    """Gatehouse on httpx's own HTTP/1.1 transport: the figure behind the aiohttp choice."""
+    return gatehouse(workdir, port, upstream, tools, transport="httpcore")
 
 
 def nginx_proxy(workdir: Path, port: int, upstream: str, tools: dict[str, str]) -> Launch:
@@ -59,6 +63,7 @@ def aiohttp_proxy(_workdir: Path, port: int, upstream: str, _tools: dict[str, st
 # "direct" has no launcher: wrk talks to the upstream itself.
 LAUNCHERS: dict[str, Launcher] = {
     "gatehouse": gatehouse,
+    "gatehouse-httpcore": gatehouse_httpcore,
     "nginx": nginx_proxy,
     "fastapi-proxy-lib": fastapi_proxy_lib,
     "aiohttp": aiohttp_proxy,
@@ -68,6 +73,6 @@ TARGETS = ("direct", *LAUNCHERS)
 
 def unavailable(target: str) -> str | None:
     """Why ``target`` cannot run here, or None."""
-    if target == "gatehouse" and not GATEHOUSE_CLI.is_file():
+    if target.startswith("gatehouse") and not GATEHOUSE_CLI.is_file():
         return f"{GATEHOUSE_CLI.relative_to(REPO_ROOT)} does not exist yet"
     return None
