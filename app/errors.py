@@ -13,6 +13,7 @@ is rendered as ``application/problem+json`` (RFC 9457) with the request id::
     ├── PayloadTooLarge         413  body over the route's max_body_bytes
     ├── RateLimited             429  over the route's rate limit (Retry-After, RateLimit-*)
     ├── HeadersTooLarge         431  too many header fields, or too many bytes of them
+    ├── InternalError           500  a bug in the gateway (logged with its traceback)
     ├── RateLimitUnavailable    503  the rate-limit storage is down and fail_open is false
     └── UpstreamError           502  the upstream could not be reached or broke
         ├── UpstreamUnavailable 503  no connection free in the pool in time
@@ -120,6 +121,12 @@ class RateLimitUnavailable(GatewayError):
     status = 503
     title = "Rate limiting unavailable"
     slug = "rate-limit-unavailable"
+
+
+class InternalError(GatewayError):
+    status = 500
+    title = "Internal gateway error"
+    slug = "internal"
 
 
 class UpstreamError(GatewayError):

@@ -29,7 +29,7 @@ def make_lifespan(
 ) -> Callable[[Any], AbstractAsyncContextManager[State]]:
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[State]:
-        clients = UpstreamClients(routes.routes, settings.limits)
+        clients = UpstreamClients(routes.routes, settings.limits, http1=settings.upstream_transport)
         await edge.open()
         log.info("gatehouse ready: %d route(s)", len(routes.routes))
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from app.edge.runtime import Edge
 from app.errors import install_error_handlers
@@ -15,12 +16,29 @@ from app.proxy.routing import CompiledRoute, RouteTable
 from app.settings import Settings, load_settings
 
 
+class GatehouseApp(FastAPI):
+    """FastAPI for the ops endpoints; every other HTTP request goes to the gateway.
+
+    The split happens here, before any of FastAPI's per-request machinery
+    (middleware, telemetry checks, routing), so the proxy's hot path is the
+    gateway alone. The gateway renders its own errors.
+    """
+
+    gateway: Gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.gateway.is_ops_path(scope["path"]):
+            await self.gateway(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build a Gatehouse app from ``settings`` (default: file + environment)."""
     settings = settings if settings is not None else load_settings()
     routes = RouteTable(CompiledRoute.compile(route, settings.timeout) for route in settings.routes)
     edge = Edge(settings)
-    app = FastAPI(
+    app = GatehouseApp(
         title="Gatehouse",
         lifespan=make_lifespan(settings, routes, edge),
         redirect_slashes=False,
@@ -29,8 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
     )
     app.include_router(ops_router, prefix=settings.ops_prefix)
-    app.add_middleware(
-        Gateway,
+    app.gateway = Gateway(
         routes=routes,
         ops_prefix=settings.ops_prefix,
         trusted_proxies=settings.trusted_proxies,

@@ -254,6 +254,8 @@ class Settings(BaseSettings):
     max_header_count: int = Field(100, ge=1)
     max_header_bytes: int = Field(16384, ge=256)  # names + values, all fields together
     redact_query_params: list[str] = Field(default_factory=lambda: ["token", "access_token", "api_key", "key"])
+    # What carries HTTP/1.1 under the httpx clients; HTTP/2 routes always use httpcore.
+    upstream_transport: Literal["aiohttp", "httpcore"] = "aiohttp"
 
     @classmethod
     def settings_customise_sources(

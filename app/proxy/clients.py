@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, CookiePolicy, DefaultCookiePolicy
 from pathlib import Path
+from typing import Literal
 
 import certifi
 import httpx
@@ -24,19 +24,34 @@ from app.proxy.transport import AiohttpTransport
 from app.settings import Limits
 
 
-class _NoCookies(DefaultCookiePolicy):
-    """Refuse to store or return any cookie."""
+class _NoCookies(httpx.Cookies):
+    """A jar that never stores or sends anything."""
 
-    def set_ok(self, cookie: object, request: object) -> bool:  # noqa: ARG002
-        return False
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass
 
-    def return_ok(self, cookie: object, request: object) -> bool:  # noqa: ARG002
-        return False
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        pass
 
 
-def cookieless_jar() -> CookieJar:
-    policy: CookiePolicy = _NoCookies()
-    return CookieJar(policy=policy)
+class UpstreamClient(httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` without a cookie jar.
+
+    A shared jar would hand one caller's cookies to the next (fastapi-proxy-lib
+    shipped that as a security advisory); a jar that merely refuses cookies
+    still parses every response's headers, so this one does nothing at all.
+    """
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        pass
+
+
+_NO_COOKIES = _NoCookies()
 
 
 def ssl_context(verify: bool | Path, *, http2: bool) -> ssl.SSLContext:
@@ -62,7 +77,10 @@ class ClientKey:
 class UpstreamClients:
     """Owns the upstream clients; ``for_route`` is a dict lookup."""
 
-    def __init__(self, routes: tuple[CompiledRoute, ...], limits: Limits) -> None:
+    def __init__(
+        self, routes: tuple[CompiledRoute, ...], limits: Limits, *, http1: Literal["aiohttp", "httpcore"] = "aiohttp"
+    ) -> None:
+        self._http1 = http1
         self._limits = httpx.Limits(
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
@@ -76,10 +94,9 @@ class UpstreamClients:
             if key not in self._clients:
                 transport = self._transport(key, route.upstream.scheme)
                 self._transports[key] = transport
-                self._clients[key] = httpx.AsyncClient(
+                self._clients[key] = UpstreamClient(
                     transport=transport,
                     follow_redirects=False,
-                    cookies=cookieless_jar(),
                     trust_env=False,
                     timeout=httpx.Timeout(
                         connect=route.timeouts.connect,
@@ -103,6 +120,8 @@ class UpstreamClients:
                 trust_env=False,
             )
         context = ssl_context(key.verify, http2=False) if https else None
+        if self._http1 == "httpcore":
+            return httpx.AsyncHTTPTransport(limits=self._limits, verify=context or True, trust_env=False)
         return AiohttpTransport(limits=self._limits, ssl_context=context)
 
     def for_route(self, route_name: str) -> httpx.AsyncClient:

@@ -76,8 +76,9 @@ async def relay_response(exchange: Exchange, response: httpx.Response, send: Sen
     """Stream ``response`` to the client and close it, whatever happens."""
     route = exchange.route
     try:
-        headers = client_response_headers(response.headers.raw, route.headers, exchange.request_id)
-        if response.has_redirect_location:
+        outbound = client_response_headers(response.headers.raw, route.headers, exchange.request_id)
+        headers = outbound.headers
+        if outbound.has_location and 300 <= response.status_code < 400:
             headers = _rewrite_locations(headers, exchange)
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         chunks = response.stream.__aiter__()  # type: ignore[union-attr]
@@ -87,7 +88,7 @@ async def relay_response(exchange: Exchange, response: httpx.Response, send: Sen
             if first is None:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-            length = _content_length(response)
+            length = outbound.content_length
             if length is not None and len(first) >= length:
                 await send({"type": "http.response.body", "body": first, "more_body": False})
                 return
@@ -141,11 +142,6 @@ async def _next(chunks: AsyncIterator[bytes]) -> bytes | None:
         if chunk:
             return chunk
     return None
-
-
-def _content_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-length")
-    return int(value) if value is not None and value.isdigit() else None
 
 
 def _rewrite_locations(headers: list[tuple[bytes, bytes]], exchange: Exchange) -> list[tuple[bytes, bytes]]:

@@ -1,7 +1,8 @@
 """The proxy's ASGI entry point.
 
-Paths under ``ops_prefix`` go to the FastAPI app (health, routes); everything
-else is proxied here as plain ASGI, with no framework routing on the hot path:
+``GatehouseApp`` (app.main) sends paths under ``ops_prefix`` to FastAPI and
+every other HTTP request here, where it is proxied as plain ASGI, with no
+framework routing on the hot path:
 normalise the raw path → match a route → check method and body size → build
 the upstream request → run the route's pipeline → relay the response.
 """
@@ -14,12 +15,13 @@ import logging
 from collections.abc import Sequence
 
 import httpx
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.errors import (
     BadRequest,
     GatewayError,
     HeadersTooLarge,
+    InternalError,
     MethodNotAllowed,
     PayloadTooLarge,
     RouteNotFound,
@@ -37,11 +39,10 @@ log = logging.getLogger("gatehouse.proxy")
 
 
 class Gateway:
-    """ASGI middleware that proxies every request outside ``ops_prefix``."""
+    """ASGI app that proxies HTTP requests to the routes' upstreams."""
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         routes: RouteTable,
         ops_prefix: str,
@@ -50,7 +51,6 @@ class Gateway:
         max_header_count: int = 100,
         max_header_bytes: int = 16384,
     ) -> None:
-        self.app = app
         self.routes = routes
         self._max_header_count = max_header_count
         self._max_header_bytes = max_header_bytes
@@ -60,14 +60,10 @@ class Gateway:
         self._handlers = {route.name: chain_for(route, filters, send_upstream) for route in routes.routes}
         self._origins = {route.name: httpx.URL(route.upstream.origin) for route in routes.routes}
 
+    def is_ops_path(self, path: str) -> bool:
+        return path == self._ops or path.startswith(self._ops_slash)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if path == self._ops or path.startswith(self._ops_slash):
-            await self.app(scope, receive, send)
-            return
         await self._proxy(scope, receive, send)
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -132,7 +128,16 @@ class Gateway:
         except ClientDisconnected:
             log.info("client disconnected before the upstream answered", extra={"route": route_name})
             return
-        await relay_response(exchange, response, send, receive)
+        except Exception:
+            log.exception("unexpected error while proxying", extra={"route": route_name})
+            error = InternalError("The gateway failed unexpectedly; the error is in its log.")
+            await self._answer_error(error, scope, send, route_name, request_id)
+            return
+        try:
+            await relay_response(exchange, response, send, receive)
+        except Exception:
+            # The status line may be out already: the connection is cut, the log says why.
+            log.exception("unexpected error while relaying the response", extra={"route": route_name})
 
     def _check_header_limits(self, headers: list[tuple[bytes, bytes]]) -> None:
         if len(headers) > self._max_header_count:
@@ -168,8 +173,9 @@ def _with_target(origin: httpx.URL, target: bytes) -> httpx.URL:
     target is already canonical here (see ``urls``), so it is set as is.
     """
     path, _, query = target.decode("ascii").partition("?")
+    base = origin._uri_reference
     url = httpx.URL.__new__(httpx.URL)
-    url._uri_reference = origin._uri_reference._replace(path=path, query=query or None)
+    url._uri_reference = type(base)(base.scheme, base.userinfo, base.host, base.port, path, query or None, None)
     return url
 
 

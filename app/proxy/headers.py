@@ -8,6 +8,7 @@ Per-route work (which names to drop, which to set) is compiled once into a
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -38,8 +39,13 @@ RESPONSE_REPLACED = frozenset({b"date", b"server", b"x-request-id"})
 _SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:+/=@-]{1,128}$")
 
 
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
 def new_request_id() -> bytes:
-    return os.urandom(16).hex().encode()
+    """32 hex characters: a random per-process prefix and a counter (unique, and no syscall)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}".encode()
 
 
 def sane_request_id(value: bytes | None) -> bytes:
@@ -194,24 +200,39 @@ def _parse_content_length(value: bytes) -> int:
     return int(only)
 
 
+@dataclass(slots=True)
+class OutboundResponse:
+    """What one pass over the upstream's response headers found."""
+
+    headers: list[tuple[bytes, bytes]]
+    content_length: int | None
+    has_location: bool
+
+
 def client_response_headers(
     upstream_headers: list[tuple[bytes, bytes]],
     plan: HeaderPlan,
     request_id: bytes,
-) -> list[tuple[bytes, bytes]]:
+) -> OutboundResponse:
     """Headers for the client: hop-by-hop and replaced fields out, route's set in."""
     drop = plan.drop_response
     out: list[tuple[bytes, bytes]] = []
     listed: set[bytes] | None = None
+    content_length: int | None = None
+    has_location = False
     for name, value in upstream_headers:
         name = name.lower()
         if name in drop:
             if name == b"connection":
                 listed = (listed or set()) | connection_tokens(value)
             continue
+        if name == b"content-length" and value.isdigit():
+            content_length = int(value)
+        elif name == b"location":
+            has_location = True
         out.append((name, value))
     if listed:
         out = [(k, v) for k, v in out if k not in listed]
     out.extend(plan.set_response)
     out.append((b"x-request-id", request_id))
-    return out
+    return OutboundResponse(out, content_length, has_location)

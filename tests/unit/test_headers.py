@@ -156,10 +156,16 @@ def test_response_headers_drop_hop_by_hop_date_server_and_keep_cookies_apart():
         plan(response_set={"X-Frame-Options": "DENY"}, response_remove=["X-Powered-By"]),
         b"rid-1",
     )
-    assert out == [
+    assert out.content_length is None and not out.has_location
+    assert out.headers == [
         (b"set-cookie", b"a=1"),
         (b"set-cookie", b"b=2"),
         (b"content-encoding", b"gzip"),
         (b"x-frame-options", b"DENY"),
         (b"x-request-id", b"rid-1"),
     ]
+
+
+def test_response_pass_notes_content_length_and_location():
+    out = client_response_headers([(b"Content-Length", b"12"), (b"Location", b"/x")], plan(), b"r")
+    assert out.content_length == 12 and out.has_location
