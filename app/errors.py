@@ -203,6 +203,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _framework_problem(request: Request, status: int, detail: str, headers: Mapping[str, str] | None) -> Response:
-    rid = request.headers.get("x-request-id")
-    body = problem_body(status, HTTPStatus(status).phrase, detail, instance=request.url.path, request_id=rid)
-    return Response(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE.decode())
+    from app.proxy.headers import sane_request_id  # local: errors is imported by the proxy package
+
+    rid = sane_request_id(request.headers.get("x-request-id", "").encode() or None).decode()
+    phrase = HTTPStatus(status).phrase
+    slug = phrase.lower().replace(" ", "-").replace("'", "")
+    body = problem_body(
+        status, phrase, detail, type_uri=f"urn:gatehouse:problem:{slug}", instance=request.url.path, request_id=rid
+    )
+    out = Response(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE.decode())
+    out.headers["x-request-id"] = rid
+    return out
