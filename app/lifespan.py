@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypedDict
 
+from app.edge.runtime import Edge
 from app.proxy.clients import UpstreamClients
 from app.proxy.routing import RouteTable
 from app.settings import Settings
@@ -20,17 +21,22 @@ class State(TypedDict):
     settings: Settings
     routes: RouteTable
     clients: UpstreamClients
+    edge: Edge  # the shared client for JWKS / OAuth token fetches, and the rate-limit storage
 
 
-def make_lifespan(settings: Settings, routes: RouteTable) -> Callable[[Any], AbstractAsyncContextManager[State]]:
+def make_lifespan(
+    settings: Settings, routes: RouteTable, edge: Edge
+) -> Callable[[Any], AbstractAsyncContextManager[State]]:
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[State]:
         clients = UpstreamClients(routes.routes, settings.limits, http1=settings.upstream_transport)
+        await edge.open()
         log.info("gatehouse ready: %d route(s)", len(routes.routes))
         try:
-            yield {"settings": settings, "routes": routes, "clients": clients}
+            yield {"settings": settings, "routes": routes, "clients": clients, "edge": edge}
         finally:
             await clients.aclose()
+            await edge.aclose()
             log.info("gatehouse stopped: upstream clients closed")
 
     return lifespan

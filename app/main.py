@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
+from app.edge.runtime import Edge
 from app.errors import install_error_handlers
 from app.lifespan import make_lifespan
 from app.ops import router as ops_router
@@ -36,16 +37,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build a Gatehouse app from ``settings`` (default: file + environment)."""
     settings = settings if settings is not None else load_settings()
     routes = RouteTable(CompiledRoute.compile(route, settings.timeout) for route in settings.routes)
+    edge = Edge(settings)
     app = GatehouseApp(
         title="Gatehouse",
-        lifespan=make_lifespan(settings, routes),
+        lifespan=make_lifespan(settings, routes, edge),
         redirect_slashes=False,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
     )
     app.include_router(ops_router, prefix=settings.ops_prefix)
-    app.gateway = Gateway(routes=routes, ops_prefix=settings.ops_prefix, trusted_proxies=settings.trusted_proxies)
+    app.gateway = Gateway(
+        routes=routes,
+        ops_prefix=settings.ops_prefix,
+        trusted_proxies=settings.trusted_proxies,
+        filters=edge.filters(),
+        max_header_count=settings.max_header_count,
+        max_header_bytes=settings.max_header_bytes,
+    )
     install_error_handlers(app)
     return app
 

@@ -62,7 +62,9 @@ async def send_upstream(exchange: Exchange) -> httpx.Response:
     )
     try:
         with map_upstream_errors(route.name):
-            return await exchange.client.send(request, stream=True)
+            if exchange.upstream_auth is None:
+                return await exchange.client.send(request, stream=True)
+            return await exchange.client.send(request, stream=True, auth=exchange.upstream_auth)
     except (GatewayError, ClientDisconnected) as exc:
         failure = exchange.body.failure() if exchange.body is not None else None
         if failure is not None and failure is not exc:
