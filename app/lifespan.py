@@ -9,6 +9,9 @@ from typing import Any, TypedDict
 
 from app.proxy.clients import UpstreamClients
 from app.proxy.routing import RouteTable
+from app.resilience.checks import HealthChecks
+from app.resilience.drain import Drain
+from app.resilience.upstreams import Upstreams
 from app.settings import Settings
 
 log = logging.getLogger("gatehouse")
@@ -20,16 +23,26 @@ class State(TypedDict):
     settings: Settings
     routes: RouteTable
     clients: UpstreamClients
+    upstreams: Upstreams
+    drain: Drain
 
 
-def make_lifespan(settings: Settings, routes: RouteTable) -> Callable[[Any], AbstractAsyncContextManager[State]]:
+def make_lifespan(
+    settings: Settings, routes: RouteTable, upstreams: Upstreams, drain: Drain
+) -> Callable[[Any], AbstractAsyncContextManager[State]]:
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[State]:
         clients = UpstreamClients(routes.routes, settings.limits)
+        upstreams.bind(clients)
+        checks = HealthChecks(upstreams)
+        checks.start()
         log.info("gatehouse ready: %d route(s)", len(routes.routes))
         try:
-            yield {"settings": settings, "routes": routes, "clients": clients}
+            yield {"settings": settings, "routes": routes, "clients": clients, "upstreams": upstreams, "drain": drain}
         finally:
+            # uvicorn has stopped accepting and waited for in-flight exchanges (up to shutdown_grace).
+            drain.start("lifespan shutdown")
+            await checks.stop()
             await clients.aclose()
             log.info("gatehouse stopped: upstream clients closed")
 
