@@ -5,7 +5,7 @@ import pytest
 from app.resilience.backoff import full_jitter, parse_retry_after
 
 
-def upper_bound(low, high):
+def upper_bound(_low, high):
     return high
 
 
