@@ -8,6 +8,7 @@ is rendered as ``application/problem+json`` (RFC 9457) with the request id::
     ├── RouteNotFound           404  no route matches the path
     ├── MethodNotAllowed        405  route exists, method is not allowed (Allow header)
     ├── PayloadTooLarge         413  body over the route's max_body_bytes
+    ├── InternalError           500  a bug in the gateway (logged with its traceback)
     └── UpstreamError           502  the upstream could not be reached or broke
         ├── UpstreamUnavailable 503  no connection free in the pool in time
         │   ├── CircuitOpen     503  every target's breaker is open (Retry-After)
@@ -75,6 +76,12 @@ class PayloadTooLarge(GatewayError):
     status = 413
     title = "Payload too large"
     slug = "payload-too-large"
+
+
+class InternalError(GatewayError):
+    status = 500
+    title = "Internal gateway error"
+    slug = "internal"
 
 
 class UpstreamError(GatewayError):

@@ -32,7 +32,7 @@ def make_lifespan(
 ) -> Callable[[Any], AbstractAsyncContextManager[State]]:
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[State]:
-        clients = UpstreamClients(routes.routes, settings.limits)
+        clients = UpstreamClients(routes.routes, settings.limits, http1=settings.upstream_transport)
         upstreams.bind(clients)
         checks = HealthChecks(upstreams)
         checks.start()

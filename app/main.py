@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from app.errors import install_error_handlers
 from app.lifespan import make_lifespan
@@ -14,6 +15,23 @@ from app.proxy.routing import CompiledRoute, RouteTable
 from app.resilience.drain import Drain
 from app.resilience.upstreams import Upstreams
 from app.settings import Settings, load_settings
+
+
+class GatehouseApp(FastAPI):
+    """FastAPI for the ops endpoints; every other HTTP request goes to the gateway.
+
+    The split happens here, before any of FastAPI's per-request machinery
+    (middleware, telemetry checks, routing), so the proxy's hot path is the
+    gateway alone. The gateway renders its own errors.
+    """
+
+    gateway: Gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.gateway.is_ops_path(scope["path"]):
+            await self.gateway(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -28,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     upstreams = Upstreams(routes)
     drain = Drain()
-    app = FastAPI(
+    app = GatehouseApp(
         title="Gatehouse",
         lifespan=make_lifespan(settings, routes, upstreams, drain),
         redirect_slashes=False,
@@ -37,8 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
     )
     app.include_router(ops_router, prefix=settings.ops_prefix)
-    app.add_middleware(
-        Gateway,
+    app.gateway = Gateway(
         routes=routes,
         ops_prefix=settings.ops_prefix,
         trusted_proxies=settings.trusted_proxies,

@@ -406,6 +406,8 @@ class Settings(BaseSettings):
     circuit_breaker: CircuitBreaker | None = None
     max_concurrent: int | None = Field(None, ge=1)
     shutdown_grace: float = Field(30.0, ge=0)
+    # What carries HTTP/1.1 under the httpx clients; HTTP/2 routes always use httpcore.
+    upstream_transport: Literal["aiohttp", "httpcore"] = "aiohttp"
 
     @classmethod
     def settings_customise_sources(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import certifi
 import httpx
@@ -76,7 +77,10 @@ class ClientKey:
 class UpstreamClients:
     """Owns the upstream clients; ``for_route`` is a dict lookup."""
 
-    def __init__(self, routes: tuple[CompiledRoute, ...], limits: Limits) -> None:
+    def __init__(
+        self, routes: tuple[CompiledRoute, ...], limits: Limits, *, http1: Literal["aiohttp", "httpcore"] = "aiohttp"
+    ) -> None:
+        self._http1 = http1
         self._limits = httpx.Limits(
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
@@ -122,6 +126,8 @@ class UpstreamClients:
                 trust_env=False,
             )
         context = ssl_context(key.verify, http2=False) if https else None
+        if self._http1 == "httpcore":
+            return httpx.AsyncHTTPTransport(limits=self._limits, verify=context or True, trust_env=False)
         return AiohttpTransport(limits=self._limits, ssl_context=context)
 
     def for_route(self, route_name: str) -> httpx.AsyncClient:

@@ -1,7 +1,8 @@
 """The proxy's ASGI entry point.
 
-Paths under ``ops_prefix`` go to the FastAPI app (health, routes); everything
-else is proxied here as plain ASGI, with no framework routing on the hot path:
+``GatehouseApp`` (app.main) sends paths under ``ops_prefix`` to FastAPI and
+every other HTTP request here, where it is proxied as plain ASGI, with no
+framework routing on the hot path:
 normalise the raw path → match a route → check method and body size → build
 the upstream request → run the route's pipeline → relay the response.
 """
@@ -15,11 +16,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import httpx
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.errors import (
     BadRequest,
     GatewayError,
+    InternalError,
     MethodNotAllowed,
     PayloadTooLarge,
     RouteNotFound,
@@ -40,11 +42,10 @@ log = logging.getLogger("gatehouse.proxy")
 
 
 class Gateway:
-    """ASGI middleware that proxies every request outside ``ops_prefix``."""
+    """ASGI app that proxies HTTP requests to the routes' upstreams."""
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         routes: RouteTable,
         ops_prefix: str,
@@ -52,7 +53,6 @@ class Gateway:
         filters: Sequence[FilterFactory] = (),
         upstreams: Upstreams | None = None,
     ) -> None:
-        self.app = app
         self.routes = routes
         self._ops = ops_prefix
         self._ops_slash = ops_prefix + "/"
@@ -66,14 +66,10 @@ class Gateway:
     def _endpoint(route: CompiledRoute, upstreams: Upstreams | None) -> Handler:
         return send_upstream if upstreams is None else upstreams.endpoint_for(route)
 
+    def is_ops_path(self, path: str) -> bool:
+        return path == self._ops or path.startswith(self._ops_slash)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if path == self._ops or path.startswith(self._ops_slash):
-            await self.app(scope, receive, send)
-            return
         await self._proxy(scope, receive, send)
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -136,7 +132,16 @@ class Gateway:
         except ClientDisconnected:
             log.info("client disconnected before the upstream answered", extra={"route": route_name})
             return
-        await relay_response(exchange, response, send, receive)
+        except Exception:
+            log.exception("unexpected error while proxying", extra={"route": route_name})
+            error = InternalError("The gateway failed unexpectedly; the error is in its log.")
+            await self._answer_error(error, scope, send, route_name, request_id)
+            return
+        try:
+            await relay_response(exchange, response, send, receive)
+        except Exception:
+            # The status line may be out already: the connection is cut, the log says why.
+            log.exception("unexpected error while relaying the response", extra={"route": route_name})
 
     async def _answer_error(
         self, exc: GatewayError, scope: Scope, send: Send, route: str, request_id: bytes | None

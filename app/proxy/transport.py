@@ -2,9 +2,11 @@
 
 The shared clients stay ``httpx.AsyncClient`` (its Timeout, Limits, Auth, event
 hooks and MockTransport are what users and tests program against); only the
-HTTP/1.1 wire work moves to aiohttp, whose C-accelerated parser and pool are
-about five times faster than httpcore's at 64 concurrent requests (figures in
-bench/README.md). HTTP/2 routes keep ``httpx.AsyncHTTPTransport``.
+HTTP/1.1 wire work moves to aiohttp, whose C-accelerated parser and pool make
+the whole gateway several times faster than on httpcore at 64 concurrent
+requests (``gatehouse`` vs ``gatehouse-httpcore`` in bench/README.md).
+``upstream_transport: httpcore`` switches back; HTTP/2 routes always use
+``httpx.AsyncHTTPTransport``.
 
 What this transport guarantees, and the published ``httpx-aiohttp`` adapter
 does not: the upstream sees only the headers it is given (aiohttp adds no

@@ -8,7 +8,10 @@ import anyio
 import httpx
 import pytest
 
+from app.cli import server_config
+from app.settings import Settings
 from tests.gateway import route, run_gateway
+from tests.servers import run_uvicorn
 
 pytestmark = pytest.mark.anyio
 
@@ -160,8 +163,6 @@ async def test_upstream_killed_mid_response_cuts_the_client_response_short():
         await send({"type": "http.response.body", "body": b"a" * 1000, "more_body": True})
         raise RuntimeError("upstream dies mid-body")  # uvicorn drops the connection
 
-    from tests.servers import run_uvicorn
-
     async with run_uvicorn(dying_upstream, log_level="critical") as up, run_gateway(route("d", "/d", up.url)) as gw:
         async with httpx.AsyncClient() as client:
             with pytest.raises(httpx.RemoteProtocolError):
@@ -170,3 +171,25 @@ async def test_upstream_killed_mid_response_cuts_the_client_response_short():
             health = await client.get(f"{gw.url}/_gatehouse/healthz")
         assert health.status_code == 200
         assert gw.connections_in_use() == 0
+
+
+async def test_a_bug_in_a_filter_is_a_logged_500_problem_not_a_crash(upstream, caplog):
+    from app.main import create_app
+    from app.proxy.gateway import Gateway
+
+    server, _ = upstream
+
+    async def broken(exchange, call_next):  # noqa: ARG001
+        raise RuntimeError("bug in a filter")
+
+    app = create_app(Settings(routes=[route("up", "/up", server.url)]))
+    app.gateway = Gateway(routes=app.gateway.routes, ops_prefix="/_gatehouse", filters=[lambda _route: broken])
+    async with run_uvicorn(config=server_config(app, host="127.0.0.1", port=0, log_level="warning")) as gw:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"{gw.url}/up/echo")
+            health = await client.get(f"{gw.url}/_gatehouse/healthz")
+    problem = assert_problem(response, 500, "internal")
+    assert "bug in a filter" not in response.text  # the trace stays in the log
+    assert "RuntimeError: bug in a filter" in caplog.text
+    assert problem["detail"].startswith("The gateway failed unexpectedly")
+    assert health.status_code == 200

@@ -170,3 +170,29 @@ async def test_completed_responses_return_their_connections(upstream):
             for _ in range(20):
                 tg.start_soon(client.get, f"{gw.url}/up/large?bytes=200000")
         assert gw.connections_in_use() == 0
+
+
+async def test_httpcore_transport_setting_forwards_the_same_way(upstream):
+    server, stats = upstream
+    data = b"q" * 300_000
+
+    async def chunked():
+        yield data[:100_000]
+        yield data[100_000:]
+
+    async with run_gateway(route("up", "/up", server.url), upstream_transport="httpcore") as gw:
+        async with httpx.AsyncClient() as client:
+            echo = (await client.post(f"{gw.url}/up/echo?a=|", content=chunked())).json()
+            async with client.stream("GET", f"{gw.url}/up/gzip") as response:
+                raw = b"".join([chunk async for chunk in response.aiter_raw()])
+            async with client.stream("GET", f"{gw.url}/up/stream?chunks=1000&delay=0.05") as response:
+                chunks = response.aiter_raw()
+                await anext(chunks)
+                assert gw.connections_in_use() == 1
+        await stats.wait_for(lambda: stats.streams_for("/stream")[0].state != "open", timeout=5)
+        with anyio.fail_after(5):
+            while gw.connections_in_use():
+                await anyio.sleep(0.01)
+    assert echo["body_length"] == len(data) and echo["query_string"] == "a=|"
+    assert [name for name, _ in echo["headers"]].count("user-agent") == 1  # the test client's own
+    assert raw == GZIP_BODY
