@@ -1,10 +1,11 @@
-"""``gatehouse serve`` and ``gatehouse check-config``."""
+"""``gatehouse serve``, ``gatehouse check-config`` and ``gatehouse hash``."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import importlib.util
-import logging
+import logging.config
 import os
 import signal
 import sys
@@ -18,14 +19,23 @@ from app.resilience.drain import Drain
 from app.settings import ConfigError, Settings, load_settings
 
 
-def server_options(*, host: str, port: int, log_level: str = "info", shutdown_grace: float = 30.0) -> dict[str, Any]:
+def server_options(
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    log_config: dict[str, Any] | None = None,
+    shutdown_grace: float = 30.0,
+) -> dict[str, Any]:
     """The uvicorn settings Gatehouse runs with (tests serve it with the same).
 
     uvicorn's own proxy-header handling is off: the gateway decides itself
     which X-Forwarded-* to believe (``trusted_proxies``). The Server header is
     Gatehouse's, the Date header uvicorn's; the upstream's copies are dropped.
+    ``log_config`` (``app.observability.logging.logging_config``) puts uvicorn's
+    loggers behind the redacting formatter; without it uvicorn keeps its own.
     """
-    return {
+    options = {
         "host": host,
         "port": port,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
@@ -40,6 +50,9 @@ def server_options(*, host: str, port: int, log_level: str = "info", shutdown_gr
         # In-flight requests and streams get this long after SIGTERM, then are cancelled.
         "timeout_graceful_shutdown": shutdown_grace,
     }
+    if log_config is not None:
+        options["log_config"] = log_config
+    return options
 
 
 def server_config(
@@ -67,14 +80,13 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every request at INFO; per-request lines belong to the access log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def configure_logging(settings: Settings) -> dict[str, Any]:
+    """Every logger of this process behind the redacting formatter; returns the config for uvicorn too."""
+    from app.observability.logging import logging_config
+
+    config = logging_config(settings, root=True)
+    logging.config.dictConfig(config)
+    return config
 
 
 def _load(config: str | None) -> Settings:
@@ -90,7 +102,7 @@ def serve(args: argparse.Namespace) -> None:
         # Workers re-read settings from the environment, so the file goes there too.
         os.environ["GATEHOUSE_CONFIG"] = os.path.abspath(args.config)
     settings = _load(None)  # fail fast, before any worker starts
-    configure_logging(settings.log_level)
+    log_config = configure_logging(settings)
     # After a graceful shutdown uvicorn re-raises the signal it stopped on, which
     # would end the process as "killed by SIGTERM" (143). A drained stop is a success.
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -100,7 +112,11 @@ def serve(args: argparse.Namespace) -> None:
             factory=True,
             workers=args.workers,
             **server_options(
-                host=args.host, port=args.port, log_level=settings.log_level, shutdown_grace=settings.shutdown_grace
+                host=args.host,
+                port=args.port,
+                log_level=settings.log_level,
+                log_config=log_config,
+                shutdown_grace=settings.shutdown_grace,
             ),
         )
         return
@@ -108,7 +124,12 @@ def serve(args: argparse.Namespace) -> None:
 
     app = create_app(settings)
     config = server_config(
-        app, host=args.host, port=args.port, log_level=settings.log_level, shutdown_grace=settings.shutdown_grace
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level,
+        log_config=log_config,
+        shutdown_grace=settings.shutdown_grace,
     )
     DrainingServer(config, app.state.drain).run()
 
@@ -133,6 +154,17 @@ def check_config(args: argparse.Namespace) -> None:
         )
 
 
+def hash_secret(args: argparse.Namespace) -> None:
+    """Print the hash to put in settings; the secret is read from stdin, never from argv (ps, shell history)."""
+    from app.edge.hashing import hash_api_key, hash_password
+
+    secret = getpass.getpass(f"{args.kind}: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        print("gatehouse: nothing to hash", file=sys.stderr)  # noqa: T201
+        raise SystemExit(1)
+    print(hash_api_key(secret) if args.kind == "api-key" else hash_password(secret))  # noqa: T201
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gatehouse", description="API gateway and webhook relay.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     check_cmd = commands.add_parser("check-config", help="validate a settings file and print its routes")
     check_cmd.add_argument("file")
     check_cmd.set_defaults(handler=check_config)
+    hash_cmd = commands.add_parser("hash", help="hash an API key or password (read from stdin) for the settings")
+    hash_cmd.add_argument("kind", choices=["api-key", "password"])
+    hash_cmd.set_defaults(handler=hash_secret)
     args = parser.parse_args(argv)
     args.handler(args)
 

@@ -5,10 +5,16 @@ is rendered as ``application/problem+json`` (RFC 9457) with the request id::
 
     GatewayError
     ├── BadRequest              400  malformed or hostile request target
+    ├── Unauthorized            401  missing or invalid credentials (WWW-Authenticate)
+    ├── Forbidden               403  valid credentials, insufficient claims/scopes; CORS origin refused
     ├── RouteNotFound           404  no route matches the path
     ├── MethodNotAllowed        405  route exists, method is not allowed (Allow header)
+    ├── RequestTimeout          408  the client sent its body too slowly
     ├── PayloadTooLarge         413  body over the route's max_body_bytes
+    ├── RateLimited             429  over the route's rate limit (Retry-After, RateLimit-*)
+    ├── HeadersTooLarge         431  too many header fields, or too many bytes of them
     ├── InternalError           500  a bug in the gateway (logged with its traceback)
+    ├── RateLimitUnavailable    503  the rate-limit storage is down and fail_open is false
     └── UpstreamError           502  the upstream could not be reached or broke
         ├── UpstreamUnavailable 503  no connection free in the pool in time
         │   ├── CircuitOpen     503  every target's breaker is open (Retry-After)
@@ -57,6 +63,21 @@ class BadRequest(GatewayError):
     slug = "bad-request"
 
 
+class Unauthorized(GatewayError):
+    status = 401
+    title = "Unauthorized"
+    slug = "unauthorized"
+
+    def __init__(self, detail: str, *, challenge: bytes) -> None:
+        super().__init__(detail, headers=[(b"www-authenticate", challenge)])
+
+
+class Forbidden(GatewayError):
+    status = 403
+    title = "Forbidden"
+    slug = "forbidden"
+
+
 class RouteNotFound(GatewayError):
     status = 404
     title = "No route"
@@ -72,10 +93,37 @@ class MethodNotAllowed(GatewayError):
         super().__init__(detail, headers=[(b"allow", allow)])
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    title = "Request timeout"
+    slug = "request-timeout"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers=[(b"connection", b"close")])
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     title = "Payload too large"
     slug = "payload-too-large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    title = "Too many requests"
+    slug = "rate-limited"
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    title = "Request header fields too large"
+    slug = "headers-too-large"
+
+
+class RateLimitUnavailable(GatewayError):
+    status = 503
+    title = "Rate limiting unavailable"
+    slug = "rate-limit-unavailable"
 
 
 class InternalError(GatewayError):
@@ -171,6 +219,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _framework_problem(request: Request, status: int, detail: str, headers: Mapping[str, str] | None) -> Response:
-    rid = request.headers.get("x-request-id")
-    body = problem_body(status, HTTPStatus(status).phrase, detail, instance=request.url.path, request_id=rid)
-    return Response(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE.decode())
+    from app.proxy.headers import sane_request_id  # local: errors is imported by the proxy package
+
+    rid = sane_request_id(request.headers.get("x-request-id", "").encode() or None).decode()
+    phrase = HTTPStatus(status).phrase
+    slug = phrase.lower().replace(" ", "-").replace("'", "")
+    body = problem_body(
+        status, phrase, detail, type_uri=f"urn:gatehouse:problem:{slug}", instance=request.url.path, request_id=rid
+    )
+    out = Response(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE.decode())
+    out.headers["x-request-id"] = rid
+    return out

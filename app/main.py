@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
+from app.edge.runtime import Edge
 from app.errors import install_error_handlers
 from app.lifespan import make_lifespan
 from app.ops import router as ops_router
@@ -46,9 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     upstreams = Upstreams(routes)
     drain = Drain()
+    edge = Edge(settings)
     app = GatehouseApp(
         title="Gatehouse",
-        lifespan=make_lifespan(settings, routes, upstreams, drain),
+        lifespan=make_lifespan(settings, routes, edge, upstreams, drain),
         redirect_slashes=False,
         docs_url=None,
         redoc_url=None,
@@ -61,7 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         trusted_proxies=settings.trusted_proxies,
         upstreams=upstreams,
         # The bulkhead comes last: only requests that passed every other filter take a slot.
-        filters=[upstreams.bulkhead_for],
+        filters=[*edge.filters(), upstreams.bulkhead_for],
+        max_header_count=settings.max_header_count,
+        max_header_bytes=settings.max_header_bytes,
     )
     app.state.drain = drain
     install_error_handlers(app)

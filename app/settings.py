@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SecretStr,
     Tag,
     ValidationError,
     field_validator,
@@ -33,6 +34,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from app.edge.models import Cors, InboundAuth, RateLimit, UpstreamAuth
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -242,6 +245,11 @@ class Route(_Model):
     retries: RetriesOrOff = None
     circuit_breaker: CircuitBreakerOrOff = None
     max_concurrent: int | None = Field(None, ge=1)
+    # Edge settings; a route that leaves one out inherits the top-level value (``false``: none).
+    auth: InboundAuth | None = None
+    upstream_auth: UpstreamAuth | None = None
+    cors: Cors | None = None
+    rate_limit: RateLimit | None = None
 
     @field_validator("name")
     @classmethod
@@ -406,6 +414,18 @@ class Settings(BaseSettings):
     circuit_breaker: CircuitBreaker | None = None
     max_concurrent: int | None = Field(None, ge=1)
     shutdown_grace: float = Field(30.0, ge=0)
+    # Defaults for routes that do not set their own.
+    auth: InboundAuth | None = None
+    cors: Cors | None = None
+    rate_limit: RateLimit | None = None
+    # Rate-limit storage: in memory (per process) unless redis_url is set.
+    redis_url: SecretStr | None = None
+    redis_timeout: float = Field(0.5, gt=0)  # seconds per Redis operation before fail_open applies
+    storage_error_log_interval: float = Field(60.0, gt=0)  # log an unreachable storage at most this often
+    # Hardening.
+    max_header_count: int = Field(100, ge=1)
+    max_header_bytes: int = Field(16384, ge=256)  # names + values, all fields together
+    redact_query_params: list[str] = Field(default_factory=lambda: ["token", "access_token", "api_key", "key"])
     # What carries HTTP/1.1 under the httpx clients; HTTP/2 routes always use httpcore.
     upstream_transport: Literal["aiohttp", "httpcore"] = "aiohttp"
 
@@ -443,6 +463,37 @@ class Settings(BaseSettings):
             circuit_breaker=pick(route.circuit_breaker, self.circuit_breaker),
             max_concurrent=route.max_concurrent or self.max_concurrent,
         )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_edge_defaults(cls, data: Any) -> Any:
+        # Top-level auth / cors / rate_limit apply to routes that leave them out;
+        # ``false`` (here or on a route) means none.
+        if not isinstance(data, dict):
+            return data
+        data = {k: (None if k in _EDGE_DEFAULTS and v is False else v) for k, v in data.items()}
+        routes = data.get("routes")
+        if not isinstance(routes, list):
+            return data
+        merged = []
+        for route in routes:
+            if isinstance(route, Route):
+                route = route.model_dump(exclude_unset=True)
+            if isinstance(route, dict):
+                route = {k: (None if k in _EDGE_DEFAULTS and v is False else v) for k, v in route.items()}
+                for key in _EDGE_DEFAULTS:
+                    if key not in route and data.get(key) is not None:
+                        route[key] = data[key]
+            merged.append(route)
+        data["routes"] = merged
+        return data
+
+    @field_validator("redis_url")
+    @classmethod
+    def _valid_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://")):
+            raise ValueError("must be a redis:// or rediss:// URL")
+        return value
 
     @field_validator("ops_prefix")
     @classmethod
@@ -483,9 +534,25 @@ class Settings(BaseSettings):
             ops = self.ops_prefix
             if route.prefix == ops or route.prefix.startswith(ops + "/"):
                 problems.append(f"{label} -> prefix: {route.prefix!r} is inside ops_prefix {ops!r}")
+            problems.extend(f"{label} -> rate_limit.key: {p}" for p in _rate_limit_key_problems(route))
         if problems:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
         return self
+
+
+_EDGE_DEFAULTS = ("auth", "cors", "rate_limit")
+
+
+def _rate_limit_key_problems(route: Route) -> list[str]:
+    if route.rate_limit is None:
+        return []
+    key = route.rate_limit.key
+    auth_type = route.auth.type if route.auth is not None else None
+    if key == "api_key" and auth_type != "api_key":
+        return ["'api_key' needs auth of type api_key on this route"]
+    if key == "subject" and auth_type not in ("jwt", "basic"):
+        return ["'subject' needs auth of type jwt or basic on this route"]
+    return []
 
 
 def format_errors(exc: ValidationError, data: Any) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx
 from starlette.types import Receive
 
-from app.errors import PayloadTooLarge
+from app.errors import PayloadTooLarge, RequestTimeout
 
 
 class ClientDisconnected(Exception):
@@ -17,23 +18,37 @@ class ClientDisconnected(Exception):
 class RequestBody(httpx.AsyncByteStream):
     """Streams ``receive`` to the upstream, enforcing ``max_body_bytes`` as it goes.
 
+    A client that goes ``idle_timeout`` seconds without sending the next part of
+    its body is cut off with 408 (slow-client protection: a trickled body must
+    not hold an upstream connection open indefinitely).
+
     It remembers why it stopped, because a transport reports a failed upload
     as a generic send error.
     """
 
-    def __init__(self, receive: Receive, limit: int | None) -> None:
+    def __init__(self, receive: Receive, limit: int | None, idle_timeout: float | None = None) -> None:
         self._receive = receive
         self._limit = limit
+        self._idle_timeout = idle_timeout
         self.received = 0
         self.too_large = False
         self.disconnected = False
+        self.timed_out = False
         self.finished = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        receive, limit = self._receive, self._limit
+        receive, limit, idle = self._receive, self._limit, self._idle_timeout
         more = True
         while more:
-            message = await receive()
+            if idle is None:
+                message = await receive()
+            else:
+                try:
+                    with anyio.fail_after(idle):
+                        message = await receive()
+                except TimeoutError:
+                    self.timed_out = True
+                    raise self._timed_out() from None
             if message["type"] == "http.disconnect":
                 self.disconnected = True
                 raise ClientDisconnected("client disconnected during the request body")
@@ -50,10 +65,15 @@ class RequestBody(httpx.AsyncByteStream):
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"The request body exceeds this route's limit of {self._limit} bytes.")
 
+    def _timed_out(self) -> RequestTimeout:
+        return RequestTimeout(f"The request body stalled for more than {self._idle_timeout} seconds.")
+
     def failure(self) -> Exception | None:
         """Why the upload stopped early, if it was the client's doing."""
         if self.too_large:
             return self._too_large()
+        if self.timed_out:
+            return self._timed_out()
         if self.disconnected:
             return ClientDisconnected("client disconnected during the request body")
         return None

@@ -77,7 +77,9 @@ async def send_request(
     )
     try:
         with map_upstream_errors(route.name):
-            return await client.send(request, stream=True)
+            if exchange.upstream_auth is None:
+                return await client.send(request, stream=True)
+            return await client.send(request, stream=True, auth=exchange.upstream_auth)
     except (GatewayError, ClientDisconnected) as exc:
         failure = exchange.body.failure() if exchange.body is not None else None
         if failure is not None and failure is not exc:
@@ -139,7 +141,7 @@ async def relay_response(exchange: Exchange, response: httpx.Response, send: Sen
     try:
         outbound = client_response_headers(response.headers.raw, route.headers, exchange.request_id)
         headers = outbound.headers
-        if outbound.has_location and 300 <= response.status_code < 400:
+        if outbound.has_location:  # 3xx and 201 Created alike, as nginx's proxy_redirect
             headers = _rewrite_locations(headers, exchange)
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         chunks = response.stream.__aiter__()  # type: ignore[union-attr]

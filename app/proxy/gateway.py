@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from app.errors import (
     BadRequest,
     GatewayError,
+    HeadersTooLarge,
     InternalError,
     MethodNotAllowed,
     PayloadTooLarge,
@@ -51,9 +52,13 @@ class Gateway:
         ops_prefix: str,
         trusted_proxies: Sequence[IPNetwork] = (),
         filters: Sequence[FilterFactory] = (),
+        max_header_count: int = 100,
+        max_header_bytes: int = 16384,
         upstreams: Upstreams | None = None,
     ) -> None:
         self.routes = routes
+        self._max_header_count = max_header_count
+        self._max_header_bytes = max_header_bytes
         self._ops = ops_prefix
         self._ops_slash = ops_prefix + "/"
         self._trusted = tuple(trusted_proxies)
@@ -76,6 +81,7 @@ class Gateway:
         request_id: bytes | None = None
         route_name = "-"
         try:
+            self._check_header_limits(scope["headers"])
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
             normalised = normalise_path(raw_path)
             route = self.routes.resolve(normalised)
@@ -83,7 +89,8 @@ class Gateway:
                 raise RouteNotFound(f"No route matches the path {normalised.path!r}.")
             route_name = route.name
             method: str = scope["method"]
-            if not route.allows(method):
+            # A CORS preflight is the CORS filter's to answer, whatever the route's methods.
+            if not route.allows(method) and not (method == "OPTIONS" and route.route.cors is not None):
                 raise MethodNotAllowed(
                     f"Route {route.name!r} does not allow {method}.",
                     allow=route.allow,
@@ -106,7 +113,7 @@ class Gateway:
             length = inbound.content_length
             if limit is not None and length is not None and length > limit:
                 raise PayloadTooLarge(f"The request body ({length} bytes) exceeds this route's limit of {limit}.")
-            body = RequestBody(receive, limit) if inbound.chunked or length else None
+            body = RequestBody(receive, limit, route.timeouts.write) if inbound.chunked or length else None
             target = upstream_target(
                 route.upstream.base_path,
                 route.prefix,
@@ -142,6 +149,13 @@ class Gateway:
         except Exception:
             # The status line may be out already: the connection is cut, the log says why.
             log.exception("unexpected error while relaying the response", extra={"route": route_name})
+
+    def _check_header_limits(self, headers: list[tuple[bytes, bytes]]) -> None:
+        if len(headers) > self._max_header_count:
+            raise HeadersTooLarge(f"The request has {len(headers)} header fields; at most {self._max_header_count}.")
+        size = sum(len(name) + len(value) for name, value in headers)
+        if size > self._max_header_bytes:
+            raise HeadersTooLarge(f"The request's header fields total {size} bytes; at most {self._max_header_bytes}.")
 
     async def _answer_error(
         self, exc: GatewayError, scope: Scope, send: Send, route: str, request_id: bytes | None

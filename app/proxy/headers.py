@@ -168,6 +168,9 @@ def upstream_request_headers(
     if chunked and content_length is not None:
         raise ValueError("both Transfer-Encoding and Content-Length are present")
     if listed:
+        # RFC 9110 §7.6.1: Connection must not name end-to-end fields. A client that
+        # names Content-Length must not make the gateway drop its body's framing.
+        listed.discard(b"content-length")
         out = [(k, v) for k, v in out if k not in listed]
     rid = sane_request_id(request_id)
     own_host = host if plan.upstream_host is None else plan.upstream_host

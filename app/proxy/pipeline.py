@@ -33,6 +33,8 @@ class Exchange:
     request_id: bytes
     client_ip: str
     scope: Scope
+    identity: str | None = None  # set by inbound auth: the key name, JWT subject or user
+    upstream_auth: httpx.Auth | None = None  # set by the upstream_auth filter, applied by send_upstream
 
 
 Handler = Callable[[Exchange], Awaitable[httpx.Response]]

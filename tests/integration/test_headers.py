@@ -63,6 +63,25 @@ async def test_hop_by_hop_request_headers_are_not_forwarded(upstream):
     assert values(echo, "x-end-to-end") == ["kept"]
 
 
+async def test_connection_cannot_nominate_content_length_and_lose_the_body(upstream):
+    # Content-Length frames the message the gateway forwards: naming it in Connection must not
+    # strip it (RFC 9110 7.6.1 forbids listing end-to-end fields; a proxy must not corrupt the body).
+    server, stats = upstream
+    async with run_gateway(route("up", "/up", server.url)) as gw:
+        response = await raw_request(
+            gw,
+            b"/up/echo",
+            b"Connection: keep-alive, Content-Length",
+            b"Content-Length: 5",
+            method=b"POST",
+            body=b"hello",
+        )
+    echo = echoed(response)
+    assert echo["body_length"] == 5
+    assert values(echo, "content-length") == ["5"]
+    assert stats.requests["/echo"] == 1
+
+
 async def test_client_transfer_encoding_is_reframed_not_copied(upstream):
     server, _ = upstream
     async with run_gateway(route("up", "/up", server.url)) as gw:

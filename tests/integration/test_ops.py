@@ -17,6 +17,8 @@ def assert_problem_404(response: httpx.Response) -> None:
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert problem["status"] == 404
+    assert problem["type"] == "urn:gatehouse:problem:not-found"
+    assert problem["request_id"] == response.headers["x-request-id"]
     assert "Traceback" not in response.text
 
 

@@ -98,3 +98,13 @@ async def test_location_is_kept_as_is_when_the_prefix_is_not_stripped():
             response = await client.get(f"{gw.url}/app/login", params={"to": f"{server.url}/app/home"})
     assert response.status_code == 302
     assert response.headers["location"] == "/app/home"
+
+
+async def test_created_location_on_the_upstream_is_rewritten_too():
+    hits: Counter[str] = Counter()
+    async with run_uvicorn(redirecting_upstream(hits)) as up:
+        location = f"{up.url}/v1/items/7"
+        async with run_gateway(route("items", "/api/items", f"{up.url}/v1")) as gw, httpx.AsyncClient() as client:
+            response = await client.post(f"{gw.url}/api/items/new", params={"status": "201", "to": location})
+    assert response.status_code == 201
+    assert response.headers["location"] == "/api/items/items/7"
