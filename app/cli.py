@@ -10,15 +10,22 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
+from app.resilience.drain import Drain
 from app.settings import ConfigError, Settings, load_settings
 
 
 def server_options(
-    *, host: str, port: int, log_level: str = "info", log_config: dict[str, Any] | None = None
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    log_config: dict[str, Any] | None = None,
+    shutdown_grace: float = 30.0,
 ) -> dict[str, Any]:
     """The uvicorn settings Gatehouse runs with (tests serve it with the same).
 
@@ -40,15 +47,37 @@ def server_options(
         "headers": [("server", "gatehouse")],
         "log_level": log_level,
         "access_log": False,
-        "timeout_graceful_shutdown": 30,
+        # In-flight requests and streams get this long after SIGTERM, then are cancelled.
+        "timeout_graceful_shutdown": shutdown_grace,
     }
     if log_config is not None:
         options["log_config"] = log_config
     return options
 
 
-def server_config(app: Any, *, host: str, port: int, log_level: str = "info", **overrides: Any) -> uvicorn.Config:
-    return uvicorn.Config(app, **(server_options(host=host, port=port, log_level=log_level) | overrides))
+def server_config(
+    app: Any, *, host: str, port: int, log_level: str = "info", shutdown_grace: float = 30.0, **overrides: Any
+) -> uvicorn.Config:
+    options = server_options(host=host, port=port, log_level=log_level, shutdown_grace=shutdown_grace)
+    return uvicorn.Config(app, **(options | overrides))
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, marking the app as draining the moment a shutdown signal arrives.
+
+    uvicorn 0.54 closes its listening sockets first, then waits up to
+    ``timeout_graceful_shutdown`` for in-flight exchanges, and only then runs
+    the lifespan shutdown; readiness set there would flip too late for
+    anyone to see it. So the flag is set here, in the signal handler.
+    """
+
+    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+        super().__init__(config)
+        self.drain = drain
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.drain.start(f"signal {signal.Signals(sig).name}")
+        super().handle_exit(sig, frame)
 
 
 def configure_logging(settings: Settings) -> dict[str, Any]:
@@ -82,15 +111,27 @@ def serve(args: argparse.Namespace) -> None:
             "app.main:create_app",
             factory=True,
             workers=args.workers,
-            **server_options(host=args.host, port=args.port, log_level=settings.log_level, log_config=log_config),
+            **server_options(
+                host=args.host,
+                port=args.port,
+                log_level=settings.log_level,
+                log_config=log_config,
+                shutdown_grace=settings.shutdown_grace,
+            ),
         )
         return
     from app.main import create_app
 
+    app = create_app(settings)
     config = server_config(
-        create_app(settings), host=args.host, port=args.port, log_level=settings.log_level, log_config=log_config
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level,
+        log_config=log_config,
+        shutdown_grace=settings.shutdown_grace,
     )
-    uvicorn.Server(config).run()
+    DrainingServer(config, app.state.drain).run()
 
 
 def _exit_cleanly(_signum: int, _frame: object) -> None:
@@ -103,10 +144,11 @@ def check_config(args: argparse.Namespace) -> None:
 
     print(f"configuration OK: {len(settings.routes)} route(s), ops at {settings.ops_prefix}")  # noqa: T201
     for route in settings.routes:
-        compiled = CompiledRoute.compile(route, settings.timeout)
+        compiled = CompiledRoute.compile(route, settings.timeout, settings.resilience_for(route))
         t = compiled.timeouts
+        upstream = " ".join(f"{u.origin}{u.base_path}" for u in compiled.targets)
         print(  # noqa: T201
-            f"  {route.name:<20} {route.prefix:<24} -> {route.upstream}"
+            f"  {route.name:<20} {route.prefix:<24} -> {upstream}"
             f"  strip_prefix={route.strip_prefix} methods={','.join(route.methods or ['*'])}"
             f" http2={route.http2} timeout=connect {t.connect}/read {t.read}/write {t.write}/pool {t.pool}"
         )

@@ -17,6 +17,9 @@ is rendered as ``application/problem+json`` (RFC 9457) with the request id::
     ├── RateLimitUnavailable    503  the rate-limit storage is down and fail_open is false
     └── UpstreamError           502  the upstream could not be reached or broke
         ├── UpstreamUnavailable 503  no connection free in the pool in time
+        │   ├── CircuitOpen     503  every target's breaker is open (Retry-After)
+        │   ├── NoHealthyTarget 503  active health checks pass on no target
+        │   └── RouteOverloaded 503  the route's max_concurrent stayed full (Retry-After)
         └── UpstreamTimeout     504  connect, read or write timed out
 
 httpx exceptions are translated to these in one place:
@@ -139,6 +142,19 @@ class UpstreamUnavailable(UpstreamError):
     status = 503
     title = "Upstream unavailable"
     slug = "upstream-unavailable"
+
+
+class CircuitOpen(UpstreamUnavailable):
+    slug = "circuit-open"
+
+
+class NoHealthyTarget(UpstreamUnavailable):
+    slug = "no-healthy-target"
+
+
+class RouteOverloaded(UpstreamUnavailable):
+    title = "Route overloaded"
+    slug = "route-overloaded"
 
 
 class UpstreamTimeout(UpstreamError):

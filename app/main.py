@@ -13,6 +13,8 @@ from app.lifespan import make_lifespan
 from app.ops import router as ops_router
 from app.proxy.gateway import Gateway
 from app.proxy.routing import CompiledRoute, RouteTable
+from app.resilience.drain import Drain
+from app.resilience.upstreams import Upstreams
 from app.settings import Settings, load_settings
 
 
@@ -34,13 +36,21 @@ class GatehouseApp(FastAPI):
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build a Gatehouse app from ``settings`` (default: file + environment)."""
+    """Build a Gatehouse app from ``settings`` (default: file + environment).
+
+    ``app.state.drain`` is the app's ``Drain``: the server sets it when a
+    shutdown signal arrives, before it stops accepting (see ``app.cli``).
+    """
     settings = settings if settings is not None else load_settings()
-    routes = RouteTable(CompiledRoute.compile(route, settings.timeout) for route in settings.routes)
+    routes = RouteTable(
+        CompiledRoute.compile(route, settings.timeout, settings.resilience_for(route)) for route in settings.routes
+    )
+    upstreams = Upstreams(routes)
+    drain = Drain()
     edge = Edge(settings)
     app = GatehouseApp(
         title="Gatehouse",
-        lifespan=make_lifespan(settings, routes, edge),
+        lifespan=make_lifespan(settings, routes, edge, upstreams, drain),
         redirect_slashes=False,
         docs_url=None,
         redoc_url=None,
@@ -51,10 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes=routes,
         ops_prefix=settings.ops_prefix,
         trusted_proxies=settings.trusted_proxies,
-        filters=edge.filters(),
+        upstreams=upstreams,
+        # The bulkhead comes last: only requests that passed every other filter take a slot.
+        filters=[*edge.filters(), upstreams.bulkhead_for],
         max_header_count=settings.max_header_count,
         max_header_bytes=settings.max_header_bytes,
     )
+    app.state.drain = drain
     install_error_handlers(app)
     return app
 

@@ -1,4 +1,4 @@
-"""Ops endpoints under ``ops_prefix``: liveness, readiness, the route table."""
+"""Ops endpoints under ``ops_prefix``: liveness, readiness, the route table, upstream state."""
 
 from __future__ import annotations
 
@@ -29,13 +29,28 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> Any:
-    """Settings are loaded and the upstream clients are open."""
-    if state["clients"].closed:
-        body = problem_body(
-            503, "Not ready", "Upstream clients are closed.", type_uri="urn:gatehouse:problem:not-ready"
-        )
+    """Ready to take traffic: clients open and not draining.
+
+    A route with no healthy target is reported under ``degraded`` but keeps
+    the answer 200: taking the whole gateway out of rotation for one sick
+    upstream would turn it into an outage of every route.
+    """
+    if state["drain"].draining or state["clients"].closed:
+        reason = "Gatehouse is draining for shutdown." if state["drain"].draining else "Upstream clients are closed."
+        body = problem_body(503, "Not ready", reason, type_uri="urn:gatehouse:problem:not-ready")
         return Response(body, status_code=503, media_type=PROBLEM_CONTENT_TYPE.decode())
-    return {"status": "ready", "routes": len(state["routes"].routes)}
+    degraded = state["upstreams"].degraded()
+    return {
+        "status": "degraded" if degraded else "ready",
+        "routes": len(state["routes"].routes),
+        "degraded": degraded,
+    }
+
+
+@router.get("/upstreams")
+async def upstreams(state: StateDep) -> dict[str, Any]:
+    """Every route's targets: health, ejection, breaker state, requests in flight, connections."""
+    return {"routes": state["upstreams"].snapshot(state["clients"])}
 
 
 @router.get("/routes")
@@ -49,6 +64,7 @@ async def routes(state: StateDep) -> dict[str, Any]:
                 "name": route.name,
                 "prefix": route.prefix,
                 "upstream": route.upstream,
+                "resilience": compiled.resilience.model_dump(),
                 "strip_prefix": route.strip_prefix,
                 "methods": route.methods,
                 "timeout": compiled.timeouts.model_dump(),

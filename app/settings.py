@@ -14,14 +14,16 @@ import ipaddress
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -76,6 +78,98 @@ class Limits(_Model):
     keepalive_expiry: float = Field(5.0, ge=0)
 
 
+class Target(_Model):
+    """One upstream instance behind a route; ``weight`` is its share of requests."""
+
+    url: str
+    weight: int = Field(1, ge=1, le=1000)
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        return _checked_upstream(value)
+
+
+Balancing = Literal["round_robin", "least_connections"]
+
+
+class PassiveHealth(_Model):
+    """Eject a target that fails ``max_failures`` times within ``window`` seconds.
+
+    The first ejection lasts ``ejection`` seconds, each repeat twice as long, up
+    to ``max_ejection``. ``max_failures: 0`` turns ejection off.
+    """
+
+    max_failures: int = Field(5, ge=0)
+    window: float = Field(10.0, gt=0)
+    ejection: float = Field(30.0, gt=0)
+    max_ejection: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PassiveHealth:
+        if self.max_ejection < self.ejection:
+            raise ValueError("max_ejection must be at least ejection")
+        return self
+
+
+class HealthCheck(_Model):
+    """Active health checks: ``GET path`` on every target each ``interval`` seconds."""
+
+    path: str = "/healthz"
+    interval: float = Field(10.0, gt=0)
+    timeout: float = Field(2.0, gt=0)
+    healthy_threshold: int = Field(2, ge=1)
+    unhealthy_threshold: int = Field(3, ge=1)
+
+    @field_validator("path")
+    @classmethod
+    def _valid_path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c in value for c in " \r\n\x00#"):
+            raise ValueError("must be a path starting with '/' (a query string is allowed)")
+        return value
+
+
+class Backoff(_Model):
+    """Full-jitter exponential backoff: attempt n waits uniform(0, min(cap, base * 2**n))."""
+
+    base: float = Field(0.025, gt=0)
+    cap: float = Field(0.25, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Backoff:
+        if self.cap < self.base:
+            raise ValueError("cap must be at least base")
+        return self
+
+
+class Retries(_Model):
+    """Safe retries: idempotent methods (or an Idempotency-Key), replayable bodies only."""
+
+    attempts: int = Field(3, ge=1, le=10)
+    on: list[int] = Field(default_factory=lambda: [502, 503, 504])
+    backoff: Backoff = Field(default_factory=Backoff)
+    budget: float = Field(0.2, ge=0, le=1)
+    min_per_second: float = Field(3.0, ge=0)
+    max_body_bytes: int = Field(64 * 1024, ge=0)
+    max_retry_after: float = Field(2.0, ge=0)
+
+    @field_validator("on")
+    @classmethod
+    def _server_errors_only(cls, value: list[int]) -> list[int]:
+        for status in value:
+            if not 500 <= status <= 599:
+                raise ValueError(f"{status} is not a 5xx status (a 4xx is the client's to fix, never retried)")
+        return sorted(set(value))
+
+
+class CircuitBreaker(_Model):
+    """Per target: open after ``failure_threshold`` consecutive failures, for ``reset_timeout`` s."""
+
+    failure_threshold: int = Field(5, ge=1)
+    reset_timeout: float = Field(10.0, gt=0)
+    half_open_requests: int = Field(1, ge=1)
+
+
 class HeaderRules(_Model):
     """Headers to set (replacing any the message had) and to remove."""
 
@@ -99,9 +193,34 @@ class HeaderRules(_Model):
         return value
 
 
+def _checked_upstream(value: str) -> str:
+    from app.proxy.urls import parse_upstream  # local: urls is pure and imports nothing back
+
+    parse_upstream(value)  # raises ValueError with the reason
+    return value.rstrip("/") if value.count("/") > 2 else value
+
+
 def _check_header_name(name: str) -> None:
     if not _TOKEN.match(name):
         raise ValueError(f"{name!r} is not a valid header name")
+
+
+# Tagged unions keep error messages to the form that was written (tags are left out of them).
+_UNION_TAGS = frozenset({"url-form", "list-form", "settings-form", "off-form"})
+UpstreamSetting = Annotated[
+    Annotated[str, Tag("url-form")] | Annotated[list[Target], Tag("list-form")],
+    Discriminator(lambda value: "list-form" if isinstance(value, list) else "url-form"),
+]
+
+
+def _off(value: Any) -> str:
+    return "off-form" if value is None or value is False else "settings-form"
+
+
+_Off = Annotated[Literal[False] | None, Tag("off-form")]
+HealthCheckOrOff = Annotated[Annotated[HealthCheck, Tag("settings-form")] | _Off, Discriminator(_off)]
+RetriesOrOff = Annotated[Annotated[Retries, Tag("settings-form")] | _Off, Discriminator(_off)]
+CircuitBreakerOrOff = Annotated[Annotated[CircuitBreaker, Tag("settings-form")] | _Off, Discriminator(_off)]
 
 
 class Route(_Model):
@@ -109,7 +228,7 @@ class Route(_Model):
 
     name: str
     prefix: str
-    upstream: str
+    upstream: UpstreamSetting
     strip_prefix: bool = True
     methods: list[str] | None = None
     timeout: TimeoutOverride = Field(default_factory=TimeoutOverride)
@@ -119,6 +238,13 @@ class Route(_Model):
     response_headers: HeaderRules = Field(default_factory=HeaderRules)
     max_body_bytes: int | None = Field(None, ge=0)
     verify: bool | Path = True
+    # Resilience: None takes the top-level default; False turns a default off for this route.
+    balancing: Balancing | None = None
+    passive_health: PassiveHealth | None = None
+    health_check: HealthCheckOrOff = None
+    retries: RetriesOrOff = None
+    circuit_breaker: CircuitBreakerOrOff = None
+    max_concurrent: int | None = Field(None, ge=1)
     # Edge settings; a route that leaves one out inherits the top-level value (``false``: none).
     auth: InboundAuth | None = None
     upstream_auth: UpstreamAuth | None = None
@@ -145,13 +271,40 @@ class Route(_Model):
             raise ValueError("must not contain '.' or '..' segments")
         return value
 
+    @field_validator("upstream", mode="before")
+    @classmethod
+    def _targets_from_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("must list at least one target")
+            return [{"url": item} if isinstance(item, str) else item for item in value]
+        return value
+
     @field_validator("upstream")
     @classmethod
-    def _valid_upstream(cls, value: str) -> str:
-        from app.proxy.urls import parse_upstream  # local: urls is pure and imports nothing back
+    def _valid_upstream(cls, value: str | list[Target]) -> str | list[Target]:
+        if isinstance(value, str):
+            return _checked_upstream(value)
+        from app.proxy.urls import parse_upstream
 
-        parse_upstream(value)  # raises ValueError with the reason
-        return value.rstrip("/") if value.count("/") > 2 else value
+        first = parse_upstream(value[0].url)
+        seen: set[str] = set()
+        for index, target in enumerate(value):
+            parsed = parse_upstream(target.url)
+            # One header plan and one target path serve every target of the route.
+            if parsed.base_path != first.base_path:
+                raise ValueError(f"[{index}].url: every target must have the same base path as [0]")
+            if parsed.origin in seen:
+                raise ValueError(f"[{index}].url: {parsed.origin} is listed twice")
+            seen.add(parsed.origin)
+        return value
+
+    @property
+    def target_list(self) -> list[Target]:
+        """The targets, whichever way ``upstream`` was written."""
+        if isinstance(self.upstream, str):
+            return [Target(url=self.upstream)]
+        return list(self.upstream)
 
     @field_validator("methods")
     @classmethod
@@ -171,6 +324,17 @@ class Route(_Model):
         if isinstance(self.verify, Path) and not self.verify.is_file():
             raise ValueError(f"verify: CA bundle {str(self.verify)!r} does not exist")
         return self
+
+
+class Resilience(_Model):
+    """A route's resilience settings after top-level defaults are applied."""
+
+    balancing: Balancing = "round_robin"
+    passive_health: PassiveHealth = Field(default_factory=PassiveHealth)
+    health_check: HealthCheck | None = None
+    retries: Retries | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    max_concurrent: int | None = None
 
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -242,6 +406,14 @@ class Settings(BaseSettings):
     trusted_proxies: list[IPNetwork] = Field(default_factory=list)
     ops_prefix: str = "/_gatehouse"
     log_level: LogLevel = "info"
+    # Resilience defaults for every route (a route's own value wins).
+    balancing: Balancing = "round_robin"
+    passive_health: PassiveHealth = Field(default_factory=PassiveHealth)
+    health_check: HealthCheck | None = None
+    retries: Retries | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    max_concurrent: int | None = Field(None, ge=1)
+    shutdown_grace: float = Field(30.0, ge=0)
     # Defaults for routes that do not set their own.
     auth: InboundAuth | None = None
     cors: Cors | None = None
@@ -274,6 +446,23 @@ class Settings(BaseSettings):
         file_source = _ConfigFileSource(settings_cls, Path(path) if path else None)
         dotenv = _KnownFieldsOnly(settings_cls, dotenv_settings)
         return init_settings, env_settings, dotenv, file_source, file_secret_settings
+
+    def resilience_for(self, route: Route) -> Resilience:
+        """``route``'s own resilience settings, falling back to the top-level defaults."""
+
+        def pick(own: Any, default: Any) -> Any:
+            if own is False:
+                return None
+            return default if own is None else own
+
+        return Resilience(
+            balancing=route.balancing or self.balancing,
+            passive_health=route.passive_health or self.passive_health,
+            health_check=pick(route.health_check, self.health_check),
+            retries=pick(route.retries, self.retries),
+            circuit_breaker=pick(route.circuit_breaker, self.circuit_breaker),
+            max_concurrent=route.max_concurrent or self.max_concurrent,
+        )
 
     @model_validator(mode="before")
     @classmethod
@@ -378,7 +567,9 @@ def format_errors(exc: ValidationError, data: Any) -> str:
             name = None
             if isinstance(raw_routes, list) and index < len(raw_routes) and isinstance(raw_routes[index], dict):
                 name = raw_routes[index].get("name")
-            field = ".".join(str(part) for part in loc[2:]) or "(route)"
+            parts = [part for part in loc[2:] if part not in _UNION_TAGS]
+            field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
+            field = field.removeprefix(".") or "(route)"
             where = f"routes[{index}]" + (f" {name!r}" if name else "") + f" -> {field}"
         message = error["msg"].removeprefix("Value error, ")
         value = error.get("input")

@@ -34,6 +34,11 @@ class RunningGateway:
         """Upstream connections held by open exchanges, over every upstream."""
         return sum(self.state["clients"].in_use().values())
 
+    def upstreams(self) -> dict[str, Any]:
+        """What ``/upstreams`` shows, by route name."""
+        snapshot: dict[str, Any] = self.state["upstreams"].snapshot(self.state["clients"])
+        return snapshot
+
 
 def route(name: str, prefix: str, upstream: str, **options: Any) -> dict[str, Any]:
     return {"name": name, "prefix": prefix, "upstream": upstream, **options}

@@ -21,7 +21,11 @@ Endpoints (query parameters in brackets):
 - ``/cookies``: the two ``SET_COOKIES`` as two ``Set-Cookie`` fields.
 - ``/redirect`` [to, status=302]: ``Location: <to>`` as given; without ``to``,
   an absolute ``Location`` on this upstream's own origin (``<origin>/echo``).
-- ``/status/<code>``: that status (200-599) with a small JSON body.
+- ``/status/<code>`` [retry_after]: that status (200-599) with a small JSON body
+  (and a ``Retry-After`` field if asked).
+- ``/flaky`` [key, failures=1, status=503, retry_after]: the first ``failures``
+  requests for ``key`` get ``status``, later ones 200 with ``{"attempt": n}``.
+- ``/health``: ``stats.health`` (200 unless a test changes it), for health checks.
 - ``/sleep`` [seconds=1]: sleeps, then 200 (gives up if the client leaves).
 - ``/large`` [bytes=1048576]: ``large_body(bytes)`` in ``LARGE_CHUNK`` writes.
 - ``/upload``: reads the request body as it streams in; JSON with length,
@@ -92,6 +96,8 @@ class StreamRecord:
 class UpstreamStats:
     requests: Counter[str] = field(default_factory=Counter)  # by decoded path
     streams: list[StreamRecord] = field(default_factory=list)
+    flaky: Counter[str] = field(default_factory=Counter)  # /flaky requests by key
+    health: int = 200  # what /health answers
 
     @property
     def open_streams(self) -> int:
@@ -121,7 +127,7 @@ def make_upstream() -> tuple[Callable[[Scope, Receive, Send], Awaitable[None]], 
         try:
             query = _Query(scope["query_string"])
             if path.startswith("/status/"):
-                await _status(send, path.removeprefix("/status/"))
+                await _status(send, path.removeprefix("/status/"), query.get("retry_after"))
                 return
             handler = _echo if path.startswith("/echo/") else _ROUTES.get(path)
             if handler is None:
@@ -171,10 +177,10 @@ async def _start(send: Send, status: int, headers: list[tuple[bytes, bytes]]) ->
     await send({"type": "http.response.start", "status": status, "headers": headers})
 
 
-async def _json(send: Send, payload: Any, *, status: int = 200) -> None:
+async def _json(send: Send, payload: Any, *, status: int = 200, headers: list[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await _start(send, status, headers)
+    fields = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await _start(send, status, fields)
     await send({"type": "http.response.body", "body": body})
 
 
@@ -218,7 +224,7 @@ async def _upload(_scope: Scope, receive: Receive, send: Send, _query: _Query, _
     await _json(send, {"length": length, "sha256": digest.hexdigest(), "messages": messages})
 
 
-async def _status(send: Send, code: str) -> None:
+async def _status(send: Send, code: str, retry_after: str | None = None) -> None:
     if not code.isdigit() or not 200 <= int(code) <= 599:
         raise _BadQuery("status must be 200-599")
     status = int(code)
@@ -226,7 +232,25 @@ async def _status(send: Send, code: str) -> None:
         await _start(send, status, [])
         await send({"type": "http.response.body", "body": b""})
         return
-    await _json(send, {"status": status}, status=status)
+    extra = [(b"retry-after", retry_after.encode())] if retry_after is not None else []
+    await _json(send, {"status": status}, status=status, headers=extra)
+
+
+async def _flaky(scope: Scope, receive: Receive, send: Send, query: _Query, stats: UpstreamStats) -> None:
+    async for _ in _read_body(receive):
+        pass
+    key = query.get("key") or ""
+    failures = int(query.number("failures", 1, low=0, high=1000))
+    stats.flaky[key] += 1
+    attempt = stats.flaky[key]
+    if attempt <= failures:
+        await _status(send, query.get("status") or "503", query.get("retry_after"))
+        return
+    await _json(send, {"attempt": attempt, "method": scope["method"]})
+
+
+async def _health(_scope: Scope, _receive: Receive, send: Send, _query: _Query, stats: UpstreamStats) -> None:
+    await _json(send, {"health": stats.health}, status=stats.health)
 
 
 async def _gzip(_scope: Scope, _receive: Receive, send: Send, _query: _Query, _stats: UpstreamStats) -> None:
@@ -351,4 +375,6 @@ _ROUTES: dict[str, Callable[[Scope, Receive, Send, _Query, UpstreamStats], Await
     "/sse": _sse,
     "/large": _large,
     "/sleep": _sleep,
+    "/flaky": _flaky,
+    "/health": _health,
 }

@@ -1,4 +1,4 @@
-"""The upstream clients: one ``httpx.AsyncClient`` per upstream origin.
+"""The upstream clients: one ``httpx.AsyncClient`` per upstream origin (per target).
 
 One client per origin rather than one for everything: each upstream gets its
 own connection pool (``limits`` apply per upstream), so a slow upstream that
@@ -89,24 +89,30 @@ class UpstreamClients:
         self._clients: dict[ClientKey, httpx.AsyncClient] = {}
         self._transports: dict[ClientKey, httpx.AsyncBaseTransport] = {}
         self._by_route: dict[str, httpx.AsyncClient] = {}
+        self._by_target: dict[tuple[str, int], httpx.AsyncClient] = {}
         for route in routes:
-            key = ClientKey(route.upstream.origin, route.http2, route.route.verify)
-            if key not in self._clients:
-                transport = self._transport(key, route.upstream.scheme)
-                self._transports[key] = transport
-                self._clients[key] = UpstreamClient(
-                    transport=transport,
-                    follow_redirects=False,
-                    trust_env=False,
-                    timeout=httpx.Timeout(
-                        connect=route.timeouts.connect,
-                        read=route.timeouts.read,
-                        write=route.timeouts.write,
-                        pool=route.timeouts.pool,
-                    ),
-                )
-            self._by_route[route.name] = self._clients[key]
+            for index, target in enumerate(route.targets):
+                key = ClientKey(target.origin, route.http2, route.route.verify)
+                self._by_target[route.name, index] = self._client(key, target.scheme, route)
+            self._by_route[route.name] = self._by_target[route.name, 0]
         self.closed = False
+
+    def _client(self, key: ClientKey, scheme: str, route: CompiledRoute) -> httpx.AsyncClient:
+        client = self._clients.get(key)
+        if client is None:
+            transport = self._transports[key] = self._transport(key, scheme)
+            client = self._clients[key] = UpstreamClient(
+                transport=transport,
+                follow_redirects=False,
+                trust_env=False,
+                timeout=httpx.Timeout(
+                    connect=route.timeouts.connect,
+                    read=route.timeouts.read,
+                    write=route.timeouts.write,
+                    pool=route.timeouts.pool,
+                ),
+            )
+        return client
 
     def _transport(self, key: ClientKey, scheme: str) -> httpx.AsyncBaseTransport:
         https = scheme == "https"
@@ -126,6 +132,9 @@ class UpstreamClients:
 
     def for_route(self, route_name: str) -> httpx.AsyncClient:
         return self._by_route[route_name]
+
+    def for_target(self, route_name: str, index: int) -> httpx.AsyncClient:
+        return self._by_target[route_name, index]
 
     def in_use(self) -> dict[str, int]:
         """Connections held by open exchanges, per upstream origin (leak check)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
 import httpx
@@ -52,24 +52,87 @@ def map_upstream_errors(route: str) -> Iterator[None]:
 
 async def send_upstream(exchange: Exchange) -> httpx.Response:
     """The pipeline's last stage: send the request, return the streaming response."""
+    return await send_request(exchange, exchange.client, exchange.url, exchange.headers, exchange.body)
+
+
+async def send_request(
+    exchange: Exchange,
+    client: httpx.AsyncClient,
+    url: httpx.URL,
+    headers: list[tuple[bytes, bytes]],
+    body: httpx.AsyncByteStream | None,
+) -> httpx.Response:
+    """Send one attempt of ``exchange`` (to ``url`` through ``client``); map httpx errors.
+
+    A failure caused by the client's own body (too large, disconnected) is
+    raised as that, not as an upstream error.
+    """
     route = exchange.route
     request = httpx.Request(
         exchange.method,
-        exchange.url,
-        headers=exchange.headers,
-        stream=exchange.body,
+        url,
+        headers=headers,
+        stream=body,
         extensions={"timeout": route.timeout_extension},
     )
     try:
         with map_upstream_errors(route.name):
             if exchange.upstream_auth is None:
-                return await exchange.client.send(request, stream=True)
-            return await exchange.client.send(request, stream=True, auth=exchange.upstream_auth)
+                return await client.send(request, stream=True)
+            return await client.send(request, stream=True, auth=exchange.upstream_auth)
     except (GatewayError, ClientDisconnected) as exc:
         failure = exchange.body.failure() if exchange.body is not None else None
         if failure is not None and failure is not exc:
             raise failure from exc
         raise
+
+
+class WatchedStream(httpx.AsyncByteStream):
+    """A response body that reports how it ended: ``on_close`` runs exactly once.
+
+    ``on_error`` sees a transport error raised while the body streams (the
+    upstream failed mid-response). Closing runs ``on_close`` even if closing
+    the inner stream is interrupted, so counters and slots never leak.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.AsyncByteStream,
+        on_close: Callable[[], None],
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        self._inner = inner
+        self._on_close: Callable[[], None] | None = on_close
+        self._on_error = on_error
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except httpx.TransportError as exc:
+            if self._on_error is not None:
+                self._on_error(exc)
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            on_close, self._on_close = self._on_close, None
+            if on_close is not None:
+                on_close()
+
+
+def watch_response(
+    response: httpx.Response,
+    on_close: Callable[[], None],
+    on_error: Callable[[Exception], None] | None = None,
+) -> httpx.Response:
+    """Have ``on_close`` run when ``response`` is closed (``relay_response`` always closes it)."""
+    stream = response.stream
+    assert isinstance(stream, httpx.AsyncByteStream)
+    response.stream = WatchedStream(stream, on_close, on_error)
+    return response
 
 
 async def relay_response(exchange: Exchange, response: httpx.Response, send: Send, receive: Receive) -> None:

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 from itertools import chain
+from typing import TYPE_CHECKING
 
 import httpx
 from starlette.types import Receive, Scope, Send
@@ -31,10 +32,13 @@ from app.errors import (
 from app.proxy.body import ClientDisconnected, RequestBody
 from app.proxy.forwarding import relay_response, send_upstream
 from app.proxy.headers import sane_request_id, upstream_request_headers
-from app.proxy.pipeline import Exchange, FilterFactory, chain_for
-from app.proxy.routing import RouteTable
+from app.proxy.pipeline import Exchange, FilterFactory, Handler, chain_for
+from app.proxy.routing import CompiledRoute, RouteTable
 from app.proxy.urls import normalise_path, upstream_target
 from app.settings import IPNetwork
+
+if TYPE_CHECKING:
+    from app.resilience.upstreams import Upstreams
 
 log = logging.getLogger("gatehouse.proxy")
 
@@ -51,6 +55,7 @@ class Gateway:
         filters: Sequence[FilterFactory] = (),
         max_header_count: int = 100,
         max_header_bytes: int = 16384,
+        upstreams: Upstreams | None = None,
     ) -> None:
         self.routes = routes
         self._max_header_count = max_header_count
@@ -58,8 +63,14 @@ class Gateway:
         self._ops = ops_prefix
         self._ops_slash = ops_prefix + "/"
         self._trusted = tuple(trusted_proxies)
-        self._handlers = {route.name: chain_for(route, filters, send_upstream) for route in routes.routes}
+        self._handlers = {
+            route.name: chain_for(route, filters, self._endpoint(route, upstreams)) for route in routes.routes
+        }
         self._origins = {route.name: httpx.URL(route.upstream.origin) for route in routes.routes}
+
+    @staticmethod
+    def _endpoint(route: CompiledRoute, upstreams: Upstreams | None) -> Handler:
+        return send_upstream if upstreams is None else upstreams.endpoint_for(route)
 
     def is_ops_path(self, path: str) -> bool:
         return path == self._ops or path.startswith(self._ops_slash)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from app.errors import BadRequest
 from app.proxy.headers import HeaderPlan
 from app.proxy.urls import NormalisedPath, Upstream, climbs_out, parse_upstream
-from app.settings import Route, Timeouts
+from app.settings import Resilience, Route, Timeouts
 
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -25,7 +25,10 @@ class CompiledRoute:
     route: Route
     name: str
     prefix: str
-    upstream: Upstream
+    upstream: Upstream  # the first target: base path and scheme are the same for all
+    targets: tuple[Upstream, ...]
+    weights: tuple[int, ...]
+    resilience: Resilience
     strip_prefix: bool
     methods: frozenset[str] | None  # None: every method
     allow: bytes
@@ -36,14 +39,19 @@ class CompiledRoute:
     http2: bool
 
     @classmethod
-    def compile(cls, route: Route, default_timeouts: Timeouts) -> CompiledRoute:
-        upstream = parse_upstream(route.upstream)
+    def compile(cls, route: Route, default_timeouts: Timeouts, resilience: Resilience | None = None) -> CompiledRoute:
+        targets = route.target_list
+        parsed = tuple(parse_upstream(target.url) for target in targets)
+        upstream = parsed[0]
         timeouts = route.timeout.over(default_timeouts)
         return cls(
             route=route,
             name=route.name,
             prefix=route.prefix,
             upstream=upstream,
+            targets=parsed,
+            weights=tuple(target.weight for target in targets),
+            resilience=resilience if resilience is not None else Resilience(),
             strip_prefix=route.strip_prefix,
             methods=frozenset(route.methods) if route.methods else None,
             allow=", ".join(route.methods or ALL_METHODS).encode(),
@@ -62,6 +70,15 @@ class CompiledRoute:
             max_body_bytes=route.max_body_bytes,
             http2=route.http2,
         )
+
+    @property
+    def pooled(self) -> bool:
+        """Whether requests go through a target pool (balancing, health, retries, breaker).
+
+        A single URL with none of those takes the plain path and costs nothing extra.
+        """
+        r = self.resilience
+        return len(self.targets) > 1 or any(x is not None for x in (r.health_check, r.retries, r.circuit_breaker))
 
     def allows(self, method: str) -> bool:
         if self.methods is None:

@@ -13,7 +13,8 @@ does not: the upstream sees only the headers it is given (aiohttp adds no
 User-Agent, Accept, Accept-Encoding or Content-Type), no cookie is ever kept,
 the request target is sent byte for byte, ``pool`` is a real pool-wait timeout
 (``httpx.PoolTimeout``), and aiohttp errors map to the httpx exception that
-says what happened (a reset mid-body is a ``ReadError``, not a connect timeout).
+says what happened (a reset mid-body is a ``ReadError``, not a connect timeout),
+and no request is resent behind the gateway's back.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             ssl=self._ssl,
             enable_cleanup_closed=False,
         )
-        return aiohttp.ClientSession(
+        session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
@@ -113,6 +114,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             timeout=aiohttp.ClientTimeout(total=None),
             trust_env=False,
         )
+        # aiohttp silently resends an idempotent request once when the upstream drops the
+        # connection, even a fresh one: that doubles attempts behind the route's retry
+        # policy and budget. Retries are the gateway's decision (app.resilience.endpoint).
+        session._retry_connection = False
+        return session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session

@@ -43,7 +43,7 @@ async def test_readyz_is_200_while_serving(upstream):
     async with run_gateway(*routes) as gw, httpx.AsyncClient() as client:
         response = await client.get(f"{gw.url}/_gatehouse/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "routes": 2}
+    assert response.json() == {"status": "ready", "routes": 2, "degraded": {}}
 
 
 async def test_routes_lists_routes_with_resolved_timeouts(upstream):

@@ -86,3 +86,76 @@ def test_dotenv_keys_that_are_not_settings_are_ignored(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("GATEHOUSE_LOG_LEVEL=debug\nCOMPOSE_PROJECT_NAME=gh\nGATEHOUSE_NOT_A_SETTING=1\n")
     assert Settings().log_level == "debug"
+
+
+def _error(**route):
+    with pytest.raises(ConfigError) as info:
+        Settings(routes=[{"name": "users", "prefix": "/api/users", "upstream": "http://users", **route}])
+    return str(info.value)
+
+
+def test_upstream_may_be_a_list_of_weighted_targets_or_plain_urls():
+    route = Settings(routes=[{**ROUTE, "upstream": ["http://a:1/v1", {"url": "http://b:2/v1/", "weight": 3}]}]).routes[
+        0
+    ]
+    assert [(t.url, t.weight) for t in route.target_list] == [("http://a:1/v1", 1), ("http://b:2/v1", 3)]
+
+
+def test_bad_targets_name_the_route_and_the_target_field():
+    assert "routes[0] 'users' -> upstream[1].url: must be an http:// or https:// URL" in _error(
+        upstream=["http://a", {"url": "ftp://b"}]
+    )
+    assert "routes[0] 'users' -> upstream[0].weight:" in _error(upstream=[{"url": "http://a", "weight": 0}])
+    assert "routes[0] 'users' -> upstream: [1].url: every target must have the same base path" in _error(
+        upstream=["http://a/v1", "http://b/v2"]
+    )
+    assert "routes[0] 'users' -> upstream: must list at least one target" in _error(upstream=[])
+
+
+def test_bad_resilience_settings_name_the_route_and_field():
+    message = _error(retries={"on": [404]}, health_check={"interval": 0}, circuit_breaker={"reset_timeout": -1})
+    assert "routes[0] 'users' -> retries.on: 404 is not a 5xx status" in message
+    assert "routes[0] 'users' -> health_check.interval:" in message
+    assert "routes[0] 'users' -> circuit_breaker.reset_timeout:" in message
+    assert "routes[0] 'users' -> max_concurrent:" in _error(max_concurrent=0)
+    assert "max_ejection must be at least ejection" in _error(passive_health={"ejection": 10, "max_ejection": 5})
+
+
+def test_routes_inherit_top_level_resilience_and_may_override_or_turn_it_off():
+    settings = Settings(
+        routes=[
+            ROUTE,
+            {"name": "own", "prefix": "/own", "upstream": "http://own", "retries": {"attempts": 5}},
+            {"name": "off", "prefix": "/off", "upstream": "http://off", "retries": False, "max_concurrent": 3},
+        ],
+        retries={"attempts": 2},
+        balancing="least_connections",
+        max_concurrent=10,
+        shutdown_grace=5,
+    )
+    inherited, own, off = (settings.resilience_for(r) for r in settings.routes)
+    assert inherited.retries.attempts == 2 and inherited.balancing == "least_connections"
+    assert inherited.max_concurrent == 10
+    assert own.retries.attempts == 5
+    assert off.retries is None and off.max_concurrent == 3
+    assert settings.shutdown_grace == 5
+
+
+def test_resilience_defaults_are_off_except_passive_health():
+    settings = Settings(routes=[ROUTE])
+    resilience = settings.resilience_for(settings.routes[0])
+    assert resilience.retries is None and resilience.circuit_breaker is None and resilience.health_check is None
+    assert resilience.max_concurrent is None and resilience.balancing == "round_robin"
+    assert resilience.passive_health.max_failures == 5
+    assert settings.shutdown_grace == 30
+
+
+def test_a_plain_route_takes_the_plain_path_and_a_target_list_a_pool():
+    from app.proxy.routing import CompiledRoute
+
+    settings = Settings(
+        routes=[ROUTE, {"name": "two", "prefix": "/two", "upstream": ["http://a", "http://b"]}],
+    )
+    plain, two = (CompiledRoute.compile(r, settings.timeout, settings.resilience_for(r)) for r in settings.routes)
+    assert not plain.pooled
+    assert two.pooled and [t.origin for t in two.targets] == ["http://a", "http://b"]
