@@ -212,7 +212,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return _framework_problem(request, exc.status_code, str(exc.detail), exc.headers)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
-        return _framework_problem(request, 422, str(exc), None)
+        assert isinstance(exc, RequestValidationError)
+        # str(exc) carries source file locations; the client gets field and message only.
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return _framework_problem(request, 422, detail, None)
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
 from app.errors import PROBLEM_CONTENT_TYPE, problem_body
@@ -19,6 +20,20 @@ def _state(request: Request) -> State:
 
 
 StateDep = Annotated[State, Depends(_state)]
+
+
+def require_admin(request: Request, state: StateDep) -> None:
+    """Admin endpoints need ``Authorization: Bearer <admin_token>``; unset, they are off."""
+    token = state["settings"].admin_token
+    if token is None:
+        raise HTTPException(403, "The admin API is disabled: set admin_token (GATEHOUSE_ADMIN_TOKEN) to use it.")
+    scheme, _, offered = request.headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(offered.strip().encode(), expected):
+        raise HTTPException(401, "A valid admin bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
 
 
 @router.get("/healthz")

@@ -428,6 +428,8 @@ class Settings(BaseSettings):
     redact_query_params: list[str] = Field(default_factory=lambda: ["token", "access_token", "api_key", "key"])
     # What carries HTTP/1.1 under the httpx clients; HTTP/2 routes always use httpcore.
     upstream_transport: Literal["aiohttp", "httpcore"] = "aiohttp"
+    # Bearer token for the admin ops API (webhook replay, config reload); unset disables it.
+    admin_token: SecretStr | None = Field(None, min_length=16)
 
     @classmethod
     def settings_customise_sources(

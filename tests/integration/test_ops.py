@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from fastapi import APIRouter
 
+from app.ops import AdminDep
 from tests.gateway import route, run_gateway
 
 pytestmark = pytest.mark.anyio
@@ -123,3 +125,42 @@ async def test_ops_endpoints_refuse_other_methods_as_problem_json(upstream):
     assert response.status_code == 405
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["allow"] == "GET"
+
+
+async def test_admin_api_needs_the_bearer_token_and_is_off_without_one(upstream):
+    probe = APIRouter()
+
+    @probe.get("/_admin_probe")
+    async def admin_probe(_admin: AdminDep) -> dict[str, bool]:
+        return {"admin": True}
+
+    server, _ = upstream
+    token = "t" * 32
+    async with run_gateway(route("up", "/up", server.url), admin_token=token) as gw, httpx.AsyncClient() as client:
+        gw.app.include_router(probe, prefix="/_gatehouse")
+        missing = await client.get(f"{gw.url}/_gatehouse/_admin_probe")
+        wrong = await client.get(f"{gw.url}/_gatehouse/_admin_probe", headers={"authorization": "Bearer " + "x" * 32})
+        right = await client.get(f"{gw.url}/_gatehouse/_admin_probe", headers={"authorization": f"Bearer {token}"})
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert wrong.status_code == 401
+    assert right.json() == {"admin": True}
+    async with run_gateway(route("up", "/up", server.url)) as gw, httpx.AsyncClient() as client:
+        gw.app.include_router(probe, prefix="/_gatehouse")
+        off = await client.get(f"{gw.url}/_gatehouse/_admin_probe", headers={"authorization": f"Bearer {token}"})
+    assert off.status_code == 403 and "admin_token" in off.json()["detail"]
+
+
+async def test_validation_errors_name_the_field_without_source_locations(upstream):
+    server, _ = upstream
+    async with run_gateway(route("up", "/up", server.url), admin_token="t" * 32) as gw, httpx.AsyncClient() as client:
+        probe = APIRouter()
+
+        @probe.get("/_typed_probe")
+        async def typed_probe(limit: int) -> dict[str, int]:
+            return {"limit": limit}
+
+        gw.app.include_router(probe, prefix="/_gatehouse")
+        response = await client.get(f"{gw.url}/_gatehouse/_typed_probe?limit=x")
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "query.limit" in detail and ".py" not in detail and "line" not in detail
