@@ -430,6 +430,9 @@ class Settings(BaseSettings):
     upstream_transport: Literal["aiohttp", "httpcore"] = "aiohttp"
     # Bearer token for the admin ops API (webhook replay, config reload); unset disables it.
     admin_token: SecretStr | None = Field(None, min_length=16)
+    # Observability: one access-log line per request to stdout; spans when the OpenTelemetry SDK is installed.
+    access_log: Literal["json", "text", "off"] = "json"
+    tracing: Literal["none", "otlp", "console"] = "none"
 
     @classmethod
     def settings_customise_sources(
