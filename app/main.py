@@ -12,7 +12,7 @@ from app.errors import install_error_handlers
 from app.lifespan import make_lifespan
 from app.observability.access import AccessLog
 from app.observability.logging import redaction_names
-from app.observability.metrics import Metrics, upstream_state_metrics, webhook_queue_metrics
+from app.observability.metrics import Metrics, upstream_state_metrics
 from app.observability.tracing import Tracer, build_tracer
 from app.ops import router as ops_router
 from app.proxy.gateway import Gateway
@@ -74,8 +74,6 @@ def create_app(settings: Settings | None = None, *, tracer: Tracer | None = None
         tracer=tracer if tracer is not None else build_tracer(settings.tracing),
     )
     metrics.watch(upstream_state_metrics(lambda: app.gateway.generation.upstreams.pools))
-    # Webhooks (issue 5) set ``app.state.webhook_store`` in their lifespan; until then nothing is exported.
-    metrics.watch(webhook_queue_metrics(lambda: getattr(app.state, "webhook_store", None)))
     app.state.drain = drain
     app.state.reloader = Reloader(app.gateway, settings, filters)
     install_error_handlers(app)

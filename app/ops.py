@@ -113,7 +113,9 @@ async def routes(state: StateDep) -> dict[str, Any]:
 @router.get("/metrics")
 async def metrics(state: StateDep) -> Response:
     """Prometheus text format (summed over workers when there are several)."""
-    return Response(state["gateway"].metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+    metrics = state["gateway"].metrics
+    await metrics.refresh(state)
+    return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
 
 @router.get("/stats")

@@ -18,7 +18,7 @@ time (prometheus-client's multiprocess mode), while the scrape-time state
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -131,6 +131,12 @@ class Metrics:
         self.no_route = RouteMetrics(self, NO_ROUTE)
         self._state = StateCollector()
         r.register(self._state)
+        self.webhook_queue = WebhookQueue()
+        self._state.sources.append(self.webhook_queue.collect)
+
+    async def refresh(self, state: Mapping[str, Any]) -> None:
+        """Read what needs awaiting before a scrape: the webhook queue, if ``state`` has webhooks."""
+        await self.webhook_queue.refresh(state.get("webhooks"))
 
     def for_route(self, name: str) -> RouteMetrics:
         return RouteMetrics(self, name)
@@ -217,20 +223,35 @@ def upstream_state_metrics(snapshot: Callable[[], dict[str, Any]]) -> Callable[[
     return collect
 
 
-def webhook_queue_metrics(store: Callable[[], Any]) -> Callable[[], Iterable[Metric]]:
-    """Queue depth and oldest due age from the webhook store (``count_due()``, ``oldest_due_age()``).
+class WebhookQueue(Collector):
+    """Queue depth and oldest due age of the webhook store, as of the last ``refresh``.
 
-    ``store`` returns the store, or None while webhooks are not configured.
+    The store's ``count_due()`` and ``oldest_due_age()`` are coroutines (they
+    query the database), so the scrape endpoint awaits ``refresh`` first and
+    ``collect`` reports what it read. The queue is shared by every worker, so
+    the answering worker's reading is the whole truth. Nothing is exported
+    while webhooks are not configured.
     """
 
-    def collect() -> Iterable[Metric]:
-        current = store()
-        if current is None:
-            return []
-        depth = GaugeMetricFamily("gatehouse_webhook_queue_depth", "Webhook deliveries due now or waiting to retry.")
-        depth.add_metric([], float(current.count_due()))
-        age = GaugeMetricFamily("gatehouse_webhook_oldest_due_seconds", "Age of the oldest due delivery (0 if none).")
-        age.add_metric([], float(current.oldest_due_age() or 0.0))
-        return [depth, age]
+    def __init__(self) -> None:
+        self._reading: tuple[int, float] | None = None
 
-    return collect
+    async def refresh(self, webhooks: Any) -> None:
+        store = getattr(webhooks, "store", None)
+        if store is None:
+            self._reading = None
+            return
+        self._reading = (await store.count_due(), (await store.oldest_due_age()) or 0.0)
+
+    def collect(self) -> Iterator[Metric]:
+        if self._reading is None:
+            return
+        depth, age = self._reading
+        queued = GaugeMetricFamily("gatehouse_webhook_queue_depth", "Webhook deliveries due for an attempt now.")
+        queued.add_metric([], float(depth))
+        yield queued
+        oldest = GaugeMetricFamily(
+            "gatehouse_webhook_oldest_due_seconds", "Seconds the longest-waiting due delivery has waited (0 if none)."
+        )
+        oldest.add_metric([], float(age))
+        yield oldest

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.observability.metrics import Metrics, webhook_queue_metrics
+from app.observability.metrics import Metrics
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -16,11 +17,15 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 
 class FakeStore:
-    def count_due(self) -> int:
+    async def count_due(self) -> int:
         return 7
 
-    def oldest_due_age(self) -> float | None:
+    async def oldest_due_age(self) -> float | None:
         return 12.5
+
+
+class FakeWebhooks:
+    store = FakeStore()
 
 
 def test_webhook_hooks_count_intake_and_deliveries_by_endpoint_and_outcome():
@@ -35,12 +40,13 @@ def test_webhook_hooks_count_intake_and_deliveries_by_endpoint_and_outcome():
     assert got["gatehouse_webhook_deliveries_total", (("endpoint", "billing"), ("outcome", "dead"))] == 1
 
 
-def test_webhook_queue_gauges_read_the_store_and_vanish_without_one():
-    store: list[FakeStore | None] = [None]
+def test_webhook_queue_gauges_read_the_lifespan_states_webhooks_and_vanish_without_them():
     metrics = Metrics()
-    metrics.watch(webhook_queue_metrics(lambda: store[0]))
-    assert not any(name.startswith("gatehouse_webhook_queue") for name, _ in samples(metrics))
-    store[0] = FakeStore()
+    anyio.run(metrics.refresh, {"settings": None})  # webhooks not merged / not configured
+    assert not any(name.startswith("gatehouse_webhook_") and "queue" in name for name, _ in samples(metrics))
+    anyio.run(metrics.refresh, {"webhooks": None})
+    assert ("gatehouse_webhook_queue_depth", ()) not in samples(metrics)
+    anyio.run(metrics.refresh, {"webhooks": FakeWebhooks()})
     got = samples(metrics)
     assert got["gatehouse_webhook_queue_depth", ()] == 7
     assert got["gatehouse_webhook_oldest_due_seconds", ()] == 12.5
