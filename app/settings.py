@@ -507,6 +507,11 @@ class Settings(BaseSettings):
             raise ValueError("must look like '/_gatehouse': a leading '/', no trailing '/'")
         return value
 
+    @field_validator("access_log", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare ``off`` as false
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_log_level(cls, value: Any) -> Any:

@@ -99,10 +99,16 @@ async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream):
                 context = await browser.new_context()
                 context.set_default_timeout(15_000)
                 page = await context.new_page()
-                await page.goto(f"{gw.url}/_gatehouse/")
+                await page.goto(f"{gw.url}/_gatehouse/?interval=200")
                 row_a = page.locator('tr[data-route="a"]')
                 await row_a.locator(".healthy").wait_for()
                 a_text = await row_a.inner_text()
+                a_recent_at_open = await row_a.locator(".recent-errors").inner_text()
+                async with httpx.AsyncClient() as client:  # a new error while the page is open
+                    await client.get(f"{gw.url}/a/status/502")
+                await page.wait_for_function(
+                    """document.querySelector('tr[data-route="a"] .recent-errors').textContent === '1'"""
+                )
                 a_requests = await row_a.locator(".requests").inner_text()
                 down_errors = await page.locator('tr[data-route="down"] .upstream-errors').inner_text()
                 before_token = await page.locator("#webhooks-note").inner_text()
@@ -125,7 +131,8 @@ async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream):
                 await browser.close()
 
     assert "/a" in a_text and server.url in a_text and "healthy" in a_text
-    assert a_requests == "2 / 0 / 0 / 1"
+    assert a_recent_at_open == "0"  # errors before the page opened are not recent to it
+    assert a_requests == "2 / 0 / 0 / 2"
     assert down_errors == "connect: 1"
     assert before_token == "Enter the admin token to see webhook deliveries."
     assert len(dead_attempts) == 2 and all("500" in line for line in dead_attempts)
