@@ -24,6 +24,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
@@ -44,6 +45,7 @@ from app.webhooks.config import (
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
 MAX_EVENT_ID_LENGTH = 200
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
 
 
 class SignatureError(Exception):
@@ -117,10 +119,8 @@ def _any_match(keys: Sequence[bytes], digestmod: str, message: bytes, candidates
 
 
 def _unhex(value: str) -> bytes | None:
-    try:
-        return bytes.fromhex(value) if value.isascii() else None
-    except ValueError:
-        return None
+    # Strict: bytes.fromhex alone would also accept spaces between digit pairs.
+    return bytes.fromhex(value) if _HEX.fullmatch(value) else None
 
 
 def _unbase64(value: str) -> bytes | None:

@@ -230,6 +230,7 @@ def test_github_missing_header():
         "sha1=" + GH_SIG[7:],
         "sha256=" + GH_SIG[7:-2],
         "sha256=" + GH_SIG[7:-1] + "g",
+        "sha256=" + " ".join(GH_SIG[7:][i : i + 2] for i in range(0, 64, 2)),
         "sha256=",
     ],
 )
