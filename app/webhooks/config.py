@@ -242,6 +242,23 @@ class WebhookEndpoint(_Model):
         return self
 
 
+def _valid_store_url(value: str) -> str:
+    # Local imports keep SQLAlchemy out of importing the settings models.
+    from sqlalchemy.exc import ArgumentError
+
+    from app.webhooks.engine import store_url
+
+    try:
+        store_url(value)
+    except ArgumentError:
+        raise ValueError("not a database URL; use sqlite:///path or postgresql://user@host/db") from None
+    return value
+
+
+WebhookStoreUrl = Annotated[str, AfterValidator(_valid_store_url)]
+"""The ``webhook_store`` settings field, e.g. ``DEFAULT_WEBHOOK_STORE`` or ``postgresql://...``."""
+
+
 def _unique_endpoints(value: list[WebhookEndpoint]) -> list[WebhookEndpoint]:
     for attribute in ("name", "path"):
         seen = [getattr(endpoint, attribute) for endpoint in value]
