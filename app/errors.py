@@ -5,11 +5,21 @@ is rendered as ``application/problem+json`` (RFC 9457) with the request id::
 
     GatewayError
     ├── BadRequest              400  malformed or hostile request target
+    ├── Unauthorized            401  missing or invalid credentials (WWW-Authenticate)
+    ├── Forbidden               403  valid credentials, insufficient claims/scopes; CORS origin refused
     ├── RouteNotFound           404  no route matches the path
     ├── MethodNotAllowed        405  route exists, method is not allowed (Allow header)
+    ├── RequestTimeout          408  the client sent its body too slowly
     ├── PayloadTooLarge         413  body over the route's max_body_bytes
+    ├── RateLimited             429  over the route's rate limit (Retry-After, RateLimit-*)
+    ├── HeadersTooLarge         431  too many header fields, or too many bytes of them
+    ├── InternalError           500  a bug in the gateway (logged with its traceback)
+    ├── RateLimitUnavailable    503  the rate-limit storage is down and fail_open is false
     └── UpstreamError           502  the upstream could not be reached or broke
         ├── UpstreamUnavailable 503  no connection free in the pool in time
+        │   ├── CircuitOpen     503  every target's breaker is open (Retry-After)
+        │   ├── NoHealthyTarget 503  active health checks pass on no target
+        │   └── RouteOverloaded 503  the route's max_concurrent stayed full (Retry-After)
         └── UpstreamTimeout     504  connect, read or write timed out
 
 httpx exceptions are translated to these in one place:
@@ -18,9 +28,14 @@ httpx exceptions are translated to these in one place:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from http import HTTPStatus
 from typing import ClassVar
 
 import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_CONTENT_TYPE = b"application/problem+json"
 
@@ -48,6 +63,21 @@ class BadRequest(GatewayError):
     slug = "bad-request"
 
 
+class Unauthorized(GatewayError):
+    status = 401
+    title = "Unauthorized"
+    slug = "unauthorized"
+
+    def __init__(self, detail: str, *, challenge: bytes) -> None:
+        super().__init__(detail, headers=[(b"www-authenticate", challenge)])
+
+
+class Forbidden(GatewayError):
+    status = 403
+    title = "Forbidden"
+    slug = "forbidden"
+
+
 class RouteNotFound(GatewayError):
     status = 404
     title = "No route"
@@ -63,10 +93,43 @@ class MethodNotAllowed(GatewayError):
         super().__init__(detail, headers=[(b"allow", allow)])
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    title = "Request timeout"
+    slug = "request-timeout"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers=[(b"connection", b"close")])
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     title = "Payload too large"
     slug = "payload-too-large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    title = "Too many requests"
+    slug = "rate-limited"
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    title = "Request header fields too large"
+    slug = "headers-too-large"
+
+
+class RateLimitUnavailable(GatewayError):
+    status = 503
+    title = "Rate limiting unavailable"
+    slug = "rate-limit-unavailable"
+
+
+class InternalError(GatewayError):
+    status = 500
+    title = "Internal gateway error"
+    slug = "internal"
 
 
 class UpstreamError(GatewayError):
@@ -79,6 +142,19 @@ class UpstreamUnavailable(UpstreamError):
     status = 503
     title = "Upstream unavailable"
     slug = "upstream-unavailable"
+
+
+class CircuitOpen(UpstreamUnavailable):
+    slug = "circuit-open"
+
+
+class NoHealthyTarget(UpstreamUnavailable):
+    slug = "no-healthy-target"
+
+
+class RouteOverloaded(UpstreamUnavailable):
+    title = "Route overloaded"
+    slug = "route-overloaded"
 
 
 class UpstreamTimeout(UpstreamError):
@@ -126,3 +202,34 @@ def render_problem(
     if request_id is not None:
         headers.append((b"x-request-id", request_id.encode()))
     return error.status, headers, body
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render the framework's own errors (ops endpoints) as problem+json too."""
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return _framework_problem(request, exc.status_code, str(exc.detail), exc.headers)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        # str(exc) carries source file locations; the client gets field and message only.
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return _framework_problem(request, 422, detail, None)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def _framework_problem(request: Request, status: int, detail: str, headers: Mapping[str, str] | None) -> Response:
+    from app.proxy.headers import sane_request_id  # local: errors is imported by the proxy package
+
+    rid = sane_request_id(request.headers.get("x-request-id", "").encode() or None).decode()
+    phrase = HTTPStatus(status).phrase
+    slug = phrase.lower().replace(" ", "-").replace("'", "")
+    body = problem_body(
+        status, phrase, detail, type_uri=f"urn:gatehouse:problem:{slug}", instance=request.url.path, request_id=rid
+    )
+    out = Response(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE.decode())
+    out.headers["x-request-id"] = rid
+    return out

@@ -1,0 +1,121 @@
+"""CORS per route: preflights answered here, never upstream; CORS headers on the rest.
+
+The route's policy replaces any ``Access-Control-*`` headers the upstream sent,
+so one place decides which browser origins may read a route. Errors the gateway
+answers itself (401, 429, ...) carry the CORS headers too, or a browser would
+hide the status from the page behind a generic network error.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from app.edge.models import Cors
+from app.errors import Forbidden, GatewayError, MethodNotAllowed
+from app.proxy.pipeline import Exchange, Handler
+from app.proxy.routing import CompiledRoute
+
+# Request headers a browser may send cross-origin without asking (Fetch standard's CORS-safelisted names).
+_SAFELISTED = frozenset({b"accept", b"accept-language", b"content-language", b"content-type"})
+_CORS_RESPONSE = frozenset(
+    {
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-expose-headers",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "access-control-max-age",
+    }
+)
+
+
+class CorsFilter:
+    def __init__(self, route: CompiledRoute, spec: Cors) -> None:
+        self._route = route
+        self._any_origin = "*" in spec.allow_origins
+        self._origins = frozenset(o.encode() for o in spec.allow_origins if o != "*")
+        self._regex = re.compile(spec.allow_origin_regex.encode()) if spec.allow_origin_regex else None
+        self._credentials = spec.allow_credentials
+        self._any_method = "*" in spec.allow_methods
+        self._methods = frozenset(m.encode() for m in spec.allow_methods)
+        self._methods_value = ", ".join(spec.allow_methods).encode()
+        self._any_header = "*" in spec.allow_headers
+        self._headers = frozenset(h.lower().encode() for h in spec.allow_headers) | _SAFELISTED
+        self._headers_value = ", ".join(h for h in spec.allow_headers).encode()
+        self._max_age = str(spec.max_age).encode()
+        self._expose = ", ".join(spec.expose_headers).encode() if spec.expose_headers else None
+        # With credentials (or a list), the origin is echoed and caches must key on it.
+        self._echo_origin = self._credentials or not self._any_origin
+
+    def allows_origin(self, origin: bytes) -> bool:
+        if self._any_origin or origin in self._origins:
+            return True
+        return self._regex is not None and self._regex.fullmatch(origin) is not None
+
+    def _origin_headers(self, origin: bytes) -> list[tuple[bytes, bytes]]:
+        out = [(b"access-control-allow-origin", origin if self._echo_origin else b"*")]
+        if self._credentials:
+            out.append((b"access-control-allow-credentials", b"true"))
+        if self._echo_origin:
+            out.append((b"vary", b"Origin"))
+        return out
+
+    async def __call__(self, exchange: Exchange, call_next: Handler) -> httpx.Response:
+        origin = requested_method = requested_headers = None
+        for name, value in exchange.headers:
+            if name == b"origin":
+                origin = value
+            elif name == b"access-control-request-method":
+                requested_method = value
+            elif name == b"access-control-request-headers":
+                requested_headers = value
+        if exchange.method == "OPTIONS":
+            if origin is not None and requested_method is not None:
+                return self._preflight(origin, requested_method, requested_headers)
+            if not self._route.allows("OPTIONS"):  # let through by the gateway only for preflights
+                raise MethodNotAllowed(f"Route {self._route.name!r} does not allow OPTIONS.", allow=self._route.allow)
+        if origin is None or not self.allows_origin(origin):
+            return await call_next(exchange)
+        extra = self._origin_headers(origin)
+        if self._expose is not None:
+            extra.append((b"access-control-expose-headers", self._expose))
+        try:
+            response = await call_next(exchange)
+        except GatewayError as exc:
+            exc.headers.extend(extra)
+            raise
+        headers = response.headers
+        for stale in _CORS_RESPONSE.intersection(headers.keys()):
+            del headers[stale]
+        for raw_name, raw_value in extra:
+            key = raw_name.decode()
+            if key == "vary" and "vary" in headers:
+                headers["vary"] = headers["vary"] + ", Origin"
+            else:
+                headers[key] = raw_value.decode("latin-1")
+        return response
+
+    def _preflight(self, origin: bytes, method: bytes, requested: bytes | None) -> httpx.Response:
+        if not self.allows_origin(origin):
+            raise Forbidden(f"CORS: the origin {origin.decode('latin-1')!r} is not allowed on this route.")
+        if not self._any_method and method.upper() not in self._methods:
+            raise Forbidden(f"CORS: the method {method.decode('latin-1')!r} is not allowed on this route.")
+        asked = [h.strip().lower() for h in (requested or b"").split(b",") if h.strip()]
+        if not self._any_header:
+            refused = [h for h in asked if h not in self._headers]
+            if refused:
+                names = b", ".join(refused).decode("latin-1")
+                raise Forbidden(f"CORS: the header(s) {names} are not allowed on this route.")
+        headers = self._origin_headers(origin)
+        headers += [
+            (b"access-control-allow-methods", method.upper() if self._any_method else self._methods_value),
+            (b"access-control-max-age", self._max_age),
+            (b"vary", b"Access-Control-Request-Method, Access-Control-Request-Headers"),
+            (b"content-length", b"0"),
+        ]
+        allow_headers = b", ".join(asked) if self._any_header else self._headers_value
+        if allow_headers:
+            headers.append((b"access-control-allow-headers", allow_headers))
+        return httpx.Response(204, headers=headers)

@@ -1,0 +1,150 @@
+"""Rate limits per route with the ``limits`` library: in memory, or in Redis to share a budget.
+
+In memory each process has its own budget; with ``redis_url`` every Gatehouse
+process counts against the same keys (``gatehouse:<route>:<key>``). A storage
+that fails or takes longer than ``redis_timeout`` is a storage failure: the
+request passes (``fail_open``, the default) or gets 503, and the failure is
+logged at most once per ``storage_error_log_interval``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import anyio
+import httpx
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, RateLimiter
+
+from app.edge.models import RateLimit
+from app.errors import RateLimited, RateLimitUnavailable
+from app.proxy.pipeline import Exchange, Handler
+from app.settings import Settings
+
+log = logging.getLogger("gatehouse.edge")
+
+KeyFunction = Callable[[Exchange], str]
+
+
+class RateLimitStore:
+    """The storage and its strategies; one per process, opened and closed by the lifespan."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.storage: Storage
+        if settings.redis_url is not None:
+            url = "async+" + settings.redis_url.get_secret_value()
+            self.storage = RedisStorage(
+                url,
+                implementation="redispy",
+                wrap_exceptions=True,
+                key_prefix="gatehouse",
+                socket_timeout=settings.redis_timeout,
+                socket_connect_timeout=settings.redis_timeout,
+            )
+            self.timeout: float | None = settings.redis_timeout * 2
+        else:
+            self.storage = MemoryStorage()
+            self.timeout = None
+        self.shared = settings.redis_url is not None
+        self._strategies: dict[str, RateLimiter] = {
+            "fixed-window": FixedWindowRateLimiter(self.storage),
+            "moving-window": MovingWindowRateLimiter(self.storage),
+        }
+        self._log_interval = settings.storage_error_log_interval
+        self._last_logged = -math.inf
+
+    def strategy(self, name: str) -> RateLimiter:
+        return self._strategies[name]
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_logged >= self._log_interval:
+            self._last_logged = now
+            log.error(
+                "rate-limit storage unreachable (%s: %s); applying fail_open per route; next report in %.0fs",
+                type(exc).__name__,
+                exc,
+                self._log_interval,
+            )
+
+    async def aclose(self) -> None:
+        if isinstance(self.storage, RedisStorage):
+            bridge = self.storage.bridge
+            client = getattr(bridge, "storage", None)
+            if client is not None:
+                await client.aclose()
+        elif isinstance(self.storage, MemoryStorage):
+            await self.storage.reset()
+
+
+def key_function(key: str) -> KeyFunction:
+    if key == "ip":
+        return lambda exchange: exchange.client_ip
+    if key in ("api_key", "subject"):
+        return lambda exchange: exchange.identity or "-"
+    header = key.removeprefix("header:").lower().encode()
+
+    def by_header(exchange: Exchange) -> str:
+        for name, value in exchange.headers:
+            if name == header:
+                return value.decode("latin-1")
+        return "-"
+
+    return by_header
+
+
+class RateLimitFilter:
+    def __init__(self, route_name: str, spec: RateLimit, store: Callable[[], RateLimitStore]) -> None:
+        self._route = route_name
+        self._items: list[RateLimitItem] = parse_many(spec.limit)
+        self._key = key_function(spec.key)
+        self._strategy = spec.strategy
+        self._fail_open = spec.fail_open
+        self._store = store
+
+    async def __call__(self, exchange: Exchange, call_next: Handler) -> httpx.Response:
+        store = self._store()
+        limiter = store.strategy(self._strategy)
+        key = self._key(exchange)
+        try:
+            if store.timeout is None:
+                refused = await self._hit(limiter, key)
+            else:
+                with anyio.fail_after(store.timeout):
+                    refused = await self._hit(limiter, key)
+        except Exception as exc:  # any storage failure (limits wraps Redis errors; a hang is a TimeoutError)
+            store.failed(exc)
+            if not self._fail_open:
+                raise RateLimitUnavailable(
+                    f"Route {self._route!r}: the rate-limit storage is unreachable.",
+                    headers=[(b"retry-after", b"1")],
+                ) from None
+            return await call_next(exchange)
+        if refused is not None:
+            raise refused
+        return await call_next(exchange)
+
+    async def _hit(self, limiter: RateLimiter, key: str) -> RateLimited | None:
+        for item in self._items:
+            if not await limiter.hit(item, self._route, key):
+                stats = await limiter.get_window_stats(item, self._route, key)
+                reset = max(1, math.ceil(stats.reset_time - time.time()))
+                return RateLimited(
+                    f"Route {self._route!r} allows {item.amount} request(s) per {_window(item)}; retry in {reset}s.",
+                    headers=[
+                        (b"retry-after", str(reset).encode()),
+                        (b"ratelimit-limit", str(item.amount).encode()),
+                        (b"ratelimit-remaining", str(max(0, stats.remaining)).encode()),
+                        (b"ratelimit-reset", str(reset).encode()),
+                    ],
+                )
+        return None
+
+
+def _window(item: RateLimitItem) -> str:
+    unit = item.GRANULARITY.name
+    return unit if item.multiples == 1 else f"{item.multiples} {unit}s"

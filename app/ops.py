@@ -1,0 +1,99 @@
+"""Ops endpoints under ``ops_prefix``: liveness, readiness, the route table, upstream state."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response
+
+from app.errors import PROBLEM_CONTENT_TYPE, problem_body
+from app.lifespan import State
+
+router = APIRouter()
+
+
+def _state(request: Request) -> State:
+    state: State = request.scope["state"]
+    return state
+
+
+StateDep = Annotated[State, Depends(_state)]
+
+
+def require_admin(request: Request, state: StateDep) -> None:
+    """Admin endpoints need ``Authorization: Bearer <admin_token>``; unset, they are off."""
+    token = state["settings"].admin_token
+    if token is None:
+        raise HTTPException(403, "The admin API is disabled: set admin_token (GATEHOUSE_ADMIN_TOKEN) to use it.")
+    scheme, _, offered = request.headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(offered.strip().encode(), expected):
+        raise HTTPException(401, "A valid admin bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive and serving."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: StateDep) -> Any:
+    """Ready to take traffic: clients open and not draining.
+
+    A route with no healthy target is reported under ``degraded`` but keeps
+    the answer 200: taking the whole gateway out of rotation for one sick
+    upstream would turn it into an outage of every route.
+    """
+    if state["drain"].draining or state["clients"].closed:
+        reason = "Gatehouse is draining for shutdown." if state["drain"].draining else "Upstream clients are closed."
+        body = problem_body(503, "Not ready", reason, type_uri="urn:gatehouse:problem:not-ready")
+        return Response(body, status_code=503, media_type=PROBLEM_CONTENT_TYPE.decode())
+    degraded = state["upstreams"].degraded()
+    return {
+        "status": "degraded" if degraded else "ready",
+        "routes": len(state["routes"].routes),
+        "degraded": degraded,
+    }
+
+
+@router.get("/upstreams")
+async def upstreams(state: StateDep) -> dict[str, Any]:
+    """Every route's targets: health, ejection, breaker state, requests in flight, connections."""
+    return {"routes": state["upstreams"].snapshot(state["clients"])}
+
+
+@router.get("/routes")
+async def routes(state: StateDep) -> dict[str, Any]:
+    """The resolved route table. Header values are left out: they may be secrets."""
+    out = []
+    for compiled in state["routes"].routes:
+        route = compiled.route
+        out.append(
+            {
+                "name": route.name,
+                "prefix": route.prefix,
+                "upstream": route.upstream,
+                "resilience": compiled.resilience.model_dump(),
+                "strip_prefix": route.strip_prefix,
+                "methods": route.methods,
+                "timeout": compiled.timeouts.model_dump(),
+                "preserve_host": route.preserve_host,
+                "http2": route.http2,
+                "max_body_bytes": route.max_body_bytes,
+                "request_headers": {
+                    "set": sorted(route.request_headers.set),
+                    "remove": route.request_headers.remove,
+                },
+                "response_headers": {
+                    "set": sorted(route.response_headers.set),
+                    "remove": route.response_headers.remove,
+                },
+            }
+        )
+    return {"routes": out}

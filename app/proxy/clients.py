@@ -1,0 +1,155 @@
+"""The upstream clients: one ``httpx.AsyncClient`` per upstream origin (per target).
+
+One client per origin rather than one for everything: each upstream gets its
+own connection pool (``limits`` apply per upstream), so a slow upstream that
+holds every connection it may have cannot starve the others, and each origin
+gets the transport it needs (aiohttp for HTTP/1.1, httpcore for HTTP/2). They
+are created in the lifespan and closed on shutdown.
+
+No client keeps cookies: a shared jar would hand one caller's cookies to the next.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import certifi
+import httpx
+
+from app.proxy.routing import CompiledRoute
+from app.proxy.transport import AiohttpTransport
+from app.settings import Limits
+
+
+class _NoCookies(httpx.Cookies):
+    """A jar that never stores or sends anything."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        pass
+
+
+class UpstreamClient(httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` without a cookie jar.
+
+    A shared jar would hand one caller's cookies to the next (fastapi-proxy-lib
+    shipped that as a security advisory); a jar that merely refuses cookies
+    still parses every response's headers, so this one does nothing at all.
+    """
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        pass
+
+
+_NO_COOKIES = _NoCookies()
+
+
+def ssl_context(verify: bool | Path, *, http2: bool) -> ssl.SSLContext:
+    """A fresh context per transport (httpcore sets ALPN on the one it is given)."""
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        cafile = str(verify) if isinstance(verify, Path) else certifi.where()
+        context = ssl.create_default_context(cafile=cafile)
+    context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    origin: str
+    http2: bool
+    verify: bool | Path
+
+
+class UpstreamClients:
+    """Owns the upstream clients; ``for_route`` is a dict lookup."""
+
+    def __init__(
+        self, routes: tuple[CompiledRoute, ...], limits: Limits, *, http1: Literal["aiohttp", "httpcore"] = "aiohttp"
+    ) -> None:
+        self._http1 = http1
+        self._limits = httpx.Limits(
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+        )
+        self._clients: dict[ClientKey, httpx.AsyncClient] = {}
+        self._transports: dict[ClientKey, httpx.AsyncBaseTransport] = {}
+        self._by_route: dict[str, httpx.AsyncClient] = {}
+        self._by_target: dict[tuple[str, int], httpx.AsyncClient] = {}
+        for route in routes:
+            for index, target in enumerate(route.targets):
+                key = ClientKey(target.origin, route.http2, route.route.verify)
+                self._by_target[route.name, index] = self._client(key, target.scheme, route)
+            self._by_route[route.name] = self._by_target[route.name, 0]
+        self.closed = False
+
+    def _client(self, key: ClientKey, scheme: str, route: CompiledRoute) -> httpx.AsyncClient:
+        client = self._clients.get(key)
+        if client is None:
+            transport = self._transports[key] = self._transport(key, scheme)
+            client = self._clients[key] = UpstreamClient(
+                transport=transport,
+                follow_redirects=False,
+                trust_env=False,
+                timeout=httpx.Timeout(
+                    connect=route.timeouts.connect,
+                    read=route.timeouts.read,
+                    write=route.timeouts.write,
+                    pool=route.timeouts.pool,
+                ),
+            )
+        return client
+
+    def _transport(self, key: ClientKey, scheme: str) -> httpx.AsyncBaseTransport:
+        https = scheme == "https"
+        if key.http2:
+            # h2 over TLS is negotiated by ALPN; cleartext h2c uses prior knowledge.
+            return httpx.AsyncHTTPTransport(
+                http1=https,
+                http2=True,
+                limits=self._limits,
+                verify=ssl_context(key.verify, http2=True) if https else True,
+                trust_env=False,
+            )
+        context = ssl_context(key.verify, http2=False) if https else None
+        if self._http1 == "httpcore":
+            return httpx.AsyncHTTPTransport(limits=self._limits, verify=context or True, trust_env=False)
+        return AiohttpTransport(limits=self._limits, ssl_context=context)
+
+    def for_route(self, route_name: str) -> httpx.AsyncClient:
+        return self._by_route[route_name]
+
+    def for_target(self, route_name: str, index: int) -> httpx.AsyncClient:
+        return self._by_target[route_name, index]
+
+    def in_use(self) -> dict[str, int]:
+        """Connections held by open exchanges, per upstream origin (leak check)."""
+        counts: dict[str, int] = {}
+        for key, transport in self._transports.items():
+            if isinstance(transport, AiohttpTransport):
+                held = transport.in_use
+            else:
+                pool = transport._pool  # type: ignore[attr-defined]
+                held = len(pool._requests)
+            name = f"{key.origin} (h2)" if key.http2 else key.origin
+            counts[name] = counts.get(name, 0) + held
+        return counts
+
+    async def aclose(self) -> None:
+        self.closed = True
+        for client in self._clients.values():
+            await client.aclose()

@@ -1,0 +1,225 @@
+"""Send an exchange upstream and stream the answer back (the I/O seam).
+
+Bodies stream both ways: the client's body is read from ASGI ``receive`` as
+the upstream takes it, and the upstream's response is relayed chunk by chunk
+without decoding. The upstream response is closed in a ``finally`` on every
+path: success, upstream error, and a client that goes away mid-stream (which
+uvicorn does not report through ``send``, so a watcher listens for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import anyio
+import httpx
+from starlette.types import Receive, Send
+
+from app.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from app.proxy.body import ClientDisconnected
+from app.proxy.headers import client_response_headers
+from app.proxy.pipeline import Exchange
+from app.proxy.urls import rewrite_location
+
+log = logging.getLogger("gatehouse.proxy")
+
+
+@contextlib.contextmanager
+def map_upstream_errors(route: str) -> Iterator[None]:
+    """The one place httpx's exceptions become gateway errors."""
+    try:
+        yield
+    except httpx.PoolTimeout as exc:
+        raise UpstreamUnavailable(
+            f"Route {route!r}: no upstream connection became free in time.",
+            headers=[(b"retry-after", b"1")],
+        ) from exc
+    except httpx.TimeoutException as exc:
+        kind = {
+            httpx.ConnectTimeout: "connecting to",
+            httpx.ReadTimeout: "reading from",
+            httpx.WriteTimeout: "writing to",
+        }.get(type(exc), "waiting for")
+        raise UpstreamTimeout(f"Route {route!r}: timed out {kind} the upstream.") from exc
+    except httpx.ConnectError as exc:
+        raise UpstreamError(f"Route {route!r}: could not connect to the upstream.") from exc
+    except httpx.TransportError as exc:
+        raise UpstreamError(f"Route {route!r}: the upstream connection failed ({type(exc).__name__}).") from exc
+
+
+async def send_upstream(exchange: Exchange) -> httpx.Response:
+    """The pipeline's last stage: send the request, return the streaming response."""
+    return await send_request(exchange, exchange.client, exchange.url, exchange.headers, exchange.body)
+
+
+async def send_request(
+    exchange: Exchange,
+    client: httpx.AsyncClient,
+    url: httpx.URL,
+    headers: list[tuple[bytes, bytes]],
+    body: httpx.AsyncByteStream | None,
+) -> httpx.Response:
+    """Send one attempt of ``exchange`` (to ``url`` through ``client``); map httpx errors.
+
+    A failure caused by the client's own body (too large, disconnected) is
+    raised as that, not as an upstream error.
+    """
+    route = exchange.route
+    request = httpx.Request(
+        exchange.method,
+        url,
+        headers=headers,
+        stream=body,
+        extensions={"timeout": route.timeout_extension},
+    )
+    try:
+        with map_upstream_errors(route.name):
+            if exchange.upstream_auth is None:
+                return await client.send(request, stream=True)
+            return await client.send(request, stream=True, auth=exchange.upstream_auth)
+    except (GatewayError, ClientDisconnected) as exc:
+        failure = exchange.body.failure() if exchange.body is not None else None
+        if failure is not None and failure is not exc:
+            raise failure from exc
+        raise
+
+
+class WatchedStream(httpx.AsyncByteStream):
+    """A response body that reports how it ended: ``on_close`` runs exactly once.
+
+    ``on_error`` sees a transport error raised while the body streams (the
+    upstream failed mid-response). Closing runs ``on_close`` even if closing
+    the inner stream is interrupted, so counters and slots never leak.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.AsyncByteStream,
+        on_close: Callable[[], None],
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        self._inner = inner
+        self._on_close: Callable[[], None] | None = on_close
+        self._on_error = on_error
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except httpx.TransportError as exc:
+            if self._on_error is not None:
+                self._on_error(exc)
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            on_close, self._on_close = self._on_close, None
+            if on_close is not None:
+                on_close()
+
+
+def watch_response(
+    response: httpx.Response,
+    on_close: Callable[[], None],
+    on_error: Callable[[Exception], None] | None = None,
+) -> httpx.Response:
+    """Have ``on_close`` run when ``response`` is closed (``relay_response`` always closes it)."""
+    stream = response.stream
+    assert isinstance(stream, httpx.AsyncByteStream)
+    response.stream = WatchedStream(stream, on_close, on_error)
+    return response
+
+
+async def relay_response(exchange: Exchange, response: httpx.Response, send: Send, receive: Receive) -> None:
+    """Stream ``response`` to the client and close it, whatever happens."""
+    route = exchange.route
+    try:
+        outbound = client_response_headers(response.headers.raw, route.headers, exchange.request_id)
+        headers = outbound.headers
+        if outbound.has_location:  # 3xx and 201 Created alike, as nginx's proxy_redirect
+            headers = _rewrite_locations(headers, exchange)
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        chunks = response.stream.__aiter__()  # type: ignore[union-attr]
+        try:
+            with map_upstream_errors(route.name):
+                first = await _next(chunks)
+            if first is None:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            length = outbound.content_length
+            if length is not None and len(first) >= length:
+                await send({"type": "http.response.body", "body": first, "more_body": False})
+                return
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            # More to come: from here on the client may leave while we wait upstream.
+            # (Only once the request body is read: ``receive`` has one reader at a time.)
+            watch = exchange.body is None or exchange.body.finished
+            if await _relay_rest(chunks, send, receive if watch else None, route.name):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                log.info("client disconnected mid-stream", extra={"route": route.name})
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+    except UpstreamError as exc:
+        # The status line is gone: all we can do is cut the response short.
+        log.warning(
+            "upstream failed mid-response: %s",
+            exc.detail,
+            extra={"route": route.name, "request_id": exchange.request_id.decode()},
+        )
+    finally:
+        await response.aclose()
+
+
+async def _relay_rest(chunks: AsyncIterator[bytes], send: Send, receive: Receive | None, route: str) -> bool:
+    """Relay remaining chunks; ``False`` if the client disconnected first."""
+    with anyio.CancelScope() as scope:
+        watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, scope)) if receive else None
+        try:
+            with map_upstream_errors(route):
+                async for chunk in chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+    return not scope.cancel_called
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+async def _next(chunks: AsyncIterator[bytes]) -> bytes | None:
+    async for chunk in chunks:
+        if chunk:
+            return chunk
+    return None
+
+
+def _rewrite_locations(headers: list[tuple[bytes, bytes]], exchange: Exchange) -> list[tuple[bytes, bytes]]:
+    route = exchange.route
+    out = []
+    for name, value in headers:
+        if name == b"location":
+            rewritten = rewrite_location(
+                value.decode("latin-1"),
+                origin=route.upstream.origin,
+                base_path=route.upstream.base_path,
+                prefix=route.prefix,
+                strip_prefix=route.strip_prefix,
+            )
+            if rewritten is not None:
+                value = rewritten.encode("latin-1")
+        out.append((name, value))
+    return out

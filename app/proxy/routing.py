@@ -1,0 +1,128 @@
+"""The route table: match a normalised path to a compiled route (pure).
+
+Everything a request needs from its route is computed here once, at start-up:
+the upstream's origin and base path, the header plan, the methods and their
+``Allow`` value, the timeouts as httpx wants them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from app.errors import BadRequest
+from app.proxy.headers import HeaderPlan
+from app.proxy.urls import NormalisedPath, Upstream, climbs_out, parse_upstream
+from app.settings import Resilience, Route, Timeouts
+
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """A ``Route`` with everything per-request work needs precomputed."""
+
+    route: Route
+    name: str
+    prefix: str
+    upstream: Upstream  # the first target: base path and scheme are the same for all
+    targets: tuple[Upstream, ...]
+    weights: tuple[int, ...]
+    resilience: Resilience
+    strip_prefix: bool
+    methods: frozenset[str] | None  # None: every method
+    allow: bytes
+    timeouts: Timeouts
+    timeout_extension: dict[str, float]
+    headers: HeaderPlan
+    max_body_bytes: int | None
+    http2: bool
+
+    @classmethod
+    def compile(cls, route: Route, default_timeouts: Timeouts, resilience: Resilience | None = None) -> CompiledRoute:
+        targets = route.target_list
+        parsed = tuple(parse_upstream(target.url) for target in targets)
+        upstream = parsed[0]
+        timeouts = route.timeout.over(default_timeouts)
+        return cls(
+            route=route,
+            name=route.name,
+            prefix=route.prefix,
+            upstream=upstream,
+            targets=parsed,
+            weights=tuple(target.weight for target in targets),
+            resilience=resilience if resilience is not None else Resilience(),
+            strip_prefix=route.strip_prefix,
+            methods=frozenset(route.methods) if route.methods else None,
+            allow=", ".join(route.methods or ALL_METHODS).encode(),
+            timeouts=timeouts,
+            timeout_extension=timeouts.model_dump(),
+            headers=HeaderPlan.build(
+                upstream_authority=upstream.authority,
+                preserve_host=route.preserve_host,
+                prefix=route.prefix,
+                strip_prefix=route.strip_prefix,
+                request_set=route.request_headers.set,
+                request_remove=route.request_headers.remove,
+                response_set=route.response_headers.set,
+                response_remove=route.response_headers.remove,
+            ),
+            max_body_bytes=route.max_body_bytes,
+            http2=route.http2,
+        )
+
+    @property
+    def pooled(self) -> bool:
+        """Whether requests go through a target pool (balancing, health, retries, breaker).
+
+        A single URL with none of those takes the plain path and costs nothing extra.
+        """
+        r = self.resilience
+        return len(self.targets) > 1 or any(x is not None for x in (r.health_check, r.retries, r.circuit_breaker))
+
+    def allows(self, method: str) -> bool:
+        if self.methods is None:
+            return True
+        # HEAD is served wherever GET is (RFC 9110 §9.3.2).
+        return method in self.methods or (method == "HEAD" and "GET" in self.methods)
+
+
+class RouteTable:
+    """Longest whole-segment prefix match over the configured routes.
+
+    ``match`` walks the path's segment boundaries from the longest candidate
+    down, with one dict lookup each: cost grows with path depth, not with the
+    number of routes.
+    """
+
+    def __init__(self, routes: Iterable[CompiledRoute]) -> None:
+        self._by_prefix = {route.prefix: route for route in routes}
+        self.routes = tuple(sorted(self._by_prefix.values(), key=lambda r: r.prefix))
+
+    def match(self, path: str) -> CompiledRoute | None:
+        by_prefix = self._by_prefix
+        candidate = path[:-1] if len(path) > 1 and path.endswith("/") else path
+        while True:
+            route = by_prefix.get(candidate)
+            if route is not None:
+                return route
+            cut = candidate.rfind("/")
+            if cut <= 0:
+                return by_prefix.get("/")
+            candidate = candidate[:cut]
+
+    def resolve(self, path: NormalisedPath) -> CompiledRoute | None:
+        """Match a normalised path; dot segments must not climb out of a route.
+
+        The route is chosen by the resolved path, which is also what is sent
+        upstream, so no upstream ever sees a dot segment. A raw path that starts
+        inside a route's prefix and climbs above it (``/api/users/../../etc``,
+        ``/api/%2e%2e/admin``) is refused with 400 rather than re-routed.
+        """
+        route = self.match(path.path)
+        if path.raw_segments is None:
+            return route
+        start = self.match("/" + "/".join(path.raw_segments))
+        if start is not None and climbs_out(path.raw_segments, start.prefix):
+            raise BadRequest(f"Dot segments in the path would leave the route {start.name!r}.")
+        return route

@@ -1,0 +1,77 @@
+"""Turn results into the console tables and the ratios; pure functions over plain dicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+RATIO_BASES = ("gatehouse-httpcore", "fastapi-proxy-lib", "aiohttp", "nginx", "direct")
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f}us" if value < 1 else f"{value:.2f}ms"
+
+
+def throughput_table(rows: list[dict[str, Any]]) -> str:
+    header = f"{'target':<18} {'response':<8} {'req/s':>10} {'MiB/s':>8} {'p50':>9} {'p99':>9} "
+    header += f"{'errors':>7} {'cpu%':>5}  notes"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        notes = []
+        if row["errors"]:
+            notes.append(", ".join(f"{k}={v}" for k, v in row["errors"].items()))
+        notes.extend(row["check_failures"])
+        cpu = row.get("server_cpu_percent")
+        lines.append(
+            f"{row['target']:<18} {row['response']:<8} {row['requests_per_sec']:>10,.0f} "
+            f"{row['transfer_per_sec_mib']:>8,.0f} {_ms(row['p50_ms']):>9} {_ms(row['p99_ms']):>9} "
+            f"{row['error_count']:>7} {'-' if cpu is None else f'{cpu:.0f}':>5}  "
+            + ("FLAGGED: " + "; ".join(notes) if row["flagged"] else "")
+        )
+    return "\n".join(lines)
+
+
+def ratios(rows: list[dict[str, Any]], subject: str = "gatehouse") -> dict[str, dict[str, float]]:
+    """``{"gatehouse/aiohttp": {"small": 1.7, "1mib": 1.1}, ...}`` for req/s, where both ran."""
+    rps = {(row["target"], row["response"]): row["requests_per_sec"] for row in rows}
+    out: dict[str, dict[str, float]] = {}
+    for base in RATIO_BASES:
+        for (target, response), value in rps.items():
+            other = rps.get((base, response))
+            if target == subject and other:
+                out.setdefault(f"{subject}/{base}", {})[response] = round(value / other, 3)
+    return out
+
+
+def ratios_text(values: dict[str, dict[str, float]]) -> str:
+    if not values:
+        return "ratios: n/a (gatehouse or the reference targets did not run)"
+    lines = ["req/s ratios:"]
+    for name, by_response in values.items():
+        parts = ", ".join(f"{response} {ratio:.2f}x" for response, ratio in by_response.items())
+        lines.append(f"  {name:<30} {parts}")
+    return "\n".join(lines)
+
+
+def memory_header() -> str:
+    header = (
+        f"{'target':<18} {'direction':<9} {'MiB':>6} {'secs':>6} {'MiB/s':>6} "
+        f"{'RSS before':>10} {'peak':>7} {'growth':>7}  status"
+    )
+    return header + "\n" + "-" * len(header)
+
+
+def memory_table(results: list[dict[str, Any]]) -> str:
+    if not results:
+        return "memory: not measured"
+    lines = [memory_header()]
+    for row in results:
+        mib = row["transferred_bytes"] / (1 << 20)
+        rate = mib / row["seconds"] if row["seconds"] else 0.0
+        status = "ok" if row["ok"] else f"FLAGGED: HTTP {row['status']}, {row['error'] or 'byte count mismatch'}"
+        lines.append(
+            f"{row['target']:<18} {row['direction']:<9} {mib:>6.0f} {row['seconds']:>6.1f} {rate:>6.0f} "
+            f"{row['rss_before_mib']:>10.1f} {row['peak_mib']:>7.1f} {row['growth_mib']:>7.1f}  {status}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Runnable examples: a demo upstream, its gateway config and a launcher for both."""

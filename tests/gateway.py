@@ -1,0 +1,54 @@
+"""Gatehouse itself on a real uvicorn server, configured exactly as in production."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.cli import server_config
+from app.lifespan import State
+from app.main import create_app
+from app.settings import Settings
+from tests.servers import LOOPBACK, RunningServer, run_uvicorn
+
+
+@dataclass(frozen=True, slots=True)
+class RunningGateway:
+    url: str
+    port: int
+    app: FastAPI
+    server: RunningServer
+    settings: Settings
+
+    @property
+    def state(self) -> State:
+        """The lifespan state (clients, routes) of the running server."""
+        state: State = self.server.server.lifespan.state  # type: ignore[attr-defined]
+        return state
+
+    def connections_in_use(self) -> int:
+        """Upstream connections held by open exchanges, over every upstream."""
+        return sum(self.state["clients"].in_use().values())
+
+    def upstreams(self) -> dict[str, Any]:
+        """What ``/upstreams`` shows, by route name."""
+        snapshot: dict[str, Any] = self.state["upstreams"].snapshot(self.state["clients"])
+        return snapshot
+
+
+def route(name: str, prefix: str, upstream: str, **options: Any) -> dict[str, Any]:
+    return {"name": name, "prefix": prefix, "upstream": upstream, **options}
+
+
+@contextlib.asynccontextmanager
+async def run_gateway(*routes: dict[str, Any], **settings: Any) -> AsyncIterator[RunningGateway]:
+    """Serve Gatehouse with ``routes`` on an ephemeral loopback port."""
+    built = Settings(routes=list(routes), **settings)
+    app = create_app(built)
+    config = server_config(app, host=LOOPBACK, port=0, log_level="warning")
+    async with run_uvicorn(config=config) as server:
+        yield RunningGateway(url=server.url, port=server.port, app=app, server=server, settings=built)
