@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from app.edge.models import UpstreamAuth
+
 DEFAULT_WEBHOOK_STORE = "sqlite+aiosqlite:///./gatehouse-webhooks.db"
 DEFAULT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 MIB = 1024 * 1024
@@ -143,6 +145,7 @@ class DeliveryTarget(_Model):
     url: str
     timeout: float = Field(10.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    upstream_auth: UpstreamAuth | None = None  # the same credentials a route can present
 
     @field_validator("name")
     @classmethod

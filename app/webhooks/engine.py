@@ -89,16 +89,12 @@ def _sqlite_engine(url: URL, busy_timeout_ms: int) -> AsyncEngine:
     return engine
 
 
-def _postgres_engine(
-    url: URL, schema: str | None, connect_timeout: float, command_timeout: float
-) -> AsyncEngine:
+def _postgres_engine(url: URL, schema: str | None, connect_timeout: float, command_timeout: float) -> AsyncEngine:
     # command_timeout makes asyncpg cancel a statement server-side and raise; nothing waits forever.
     connect_args: dict[str, Any] = {"timeout": connect_timeout, "command_timeout": command_timeout}
     if schema is not None:
         connect_args["server_settings"] = {"search_path": schema}
-    return create_async_engine(
-        url, pool_pre_ping=True, pool_timeout=connect_timeout, connect_args=connect_args
-    )
+    return create_async_engine(url, pool_pre_ping=True, pool_timeout=connect_timeout, connect_args=connect_args)
 
 
 def create_store_engine(

@@ -31,6 +31,7 @@ class EventSummary:
     provider_event_id: str | None
     received_at: datetime
     body_size: int
+    deliveries: int = 0
 
 
 @dataclass(frozen=True)

@@ -201,9 +201,7 @@ class DeliveryStore:
             .with_for_update(skip_locked=True)
         )
         async with self._transaction() as conn:
-            ids = await self._lease(
-                conn, deliveries.c.id.in_(picked.scalar_subquery()), owner, lease_seconds, now
-            )
+            ids = await self._lease(conn, deliveries.c.id.in_(picked.scalar_subquery()), owner, lease_seconds, now)
             return await self._load_claimed(conn, ids)
 
     async def claim_one(self, delivery_id: int, owner: str, lease_seconds: float) -> ClaimedDelivery | None:
@@ -217,9 +215,7 @@ class DeliveryStore:
             and_(deliveries.c.status == "delivering", deliveries.c.lease_expires_at <= now),
         )
         async with self._transaction() as conn:
-            ids = await self._lease(
-                conn, and_(deliveries.c.id == delivery_id, claimable), owner, lease_seconds, now
-            )
+            ids = await self._lease(conn, and_(deliveries.c.id == delivery_id, claimable), owner, lease_seconds, now)
             claimed = await self._load_claimed(conn, ids)
             return claimed[0] if claimed else None
 
@@ -295,9 +291,7 @@ class DeliveryStore:
             )
             return result.first() is not None
 
-    async def mark_delivered(
-        self, delivery_id: int, owner: str, attempt: AttemptResult | None = None
-    ) -> bool:
+    async def mark_delivered(self, delivery_id: int, owner: str, attempt: AttemptResult | None = None) -> bool:
         """Finish as delivered; False if ``owner`` no longer holds the lease."""
         return await self._finish(
             delivery_id, owner, attempt, {"status": "delivered", "next_attempt_at": None, "last_error": None}
@@ -330,6 +324,11 @@ class DeliveryStore:
             events.c.provider_event_id,
             events.c.received_at,
             func.length(events.c.body).label("body_size"),
+            select(func.count())
+            .where(deliveries.c.event_id == events.c.id)
+            .correlate(events)
+            .scalar_subquery()
+            .label("delivery_count"),
         )
         if endpoint is not None:
             query = query.where(events.c.endpoint == endpoint)
@@ -338,7 +337,8 @@ class DeliveryStore:
         async with self._transaction() as conn:
             rows = await conn.execute(query.order_by(events.c.id.desc()).limit(limit))
             return [
-                EventSummary(r.id, r.endpoint, r.provider_event_id, r.received_at, r.body_size) for r in rows
+                EventSummary(r.id, r.endpoint, r.provider_event_id, r.received_at, r.body_size, r.delivery_count)
+                for r in rows
             ]
 
     async def get_event(self, event_id: int) -> StoredEvent | None:
@@ -410,9 +410,7 @@ class DeliveryStore:
         if endpoint is not None:
             query = query.where(deliveries.c.endpoint == endpoint)
         async with self._transaction() as conn:
-            result = await conn.execute(
-                query.values(**self._replay_values(self._clock())).returning(deliveries.c.id)
-            )
+            result = await conn.execute(query.values(**self._replay_values(self._clock())).returning(deliveries.c.id))
             return len(result.all())
 
     async def prune_delivered(self, older_than: datetime) -> int:
@@ -443,10 +441,7 @@ class DeliveryStore:
         """Deliveries waiting for an attempt right now (the backlog)."""
         async with self._transaction() as conn:
             return int(
-                await conn.scalar(
-                    select(func.count()).select_from(deliveries).where(self._due(self._clock()))
-                )
-                or 0
+                await conn.scalar(select(func.count()).select_from(deliveries).where(self._due(self._clock()))) or 0
             )
 
     async def oldest_due_age(self) -> float | None:

@@ -141,8 +141,6 @@ async def migrate(conn: AsyncConnection, *, schema: str | None = None) -> int:
         return SCHEMA_VERSION
     version = int(max(found))
     if version > SCHEMA_VERSION:
-        raise SchemaTooNew(
-            f"webhook store schema is version {version}; this Gatehouse knows {SCHEMA_VERSION}"
-        )
+        raise SchemaTooNew(f"webhook store schema is version {version}; this Gatehouse knows {SCHEMA_VERSION}")
     # Later versions add their upgrade steps here, each followed by a version bump.
     return version

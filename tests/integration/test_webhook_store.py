@@ -587,8 +587,6 @@ async def test_a_foreign_write_does_not_break_dedupe(store):
 
     async with store.engine.begin() as conn:
         await conn.execute(
-            insert(events).values(
-                endpoint="github", provider_event_id="seen", received_at=START, headers=[], body=b""
-            )
+            insert(events).values(endpoint="github", provider_event_id="seen", received_at=START, headers=[], body=b"")
         )
     assert (await record(store, provider_id="seen")).duplicate is True

@@ -36,9 +36,7 @@ def test_endpoint_defaults():
 
 
 def test_verify_is_discriminated_on_scheme():
-    ep = endpoint(
-        verify={"scheme": "hmac", "secrets": ["k"], "header": "X-Sig", "algorithm": "sha512"}, dedupe=False
-    )
+    ep = endpoint(verify={"scheme": "hmac", "secrets": ["k"], "header": "X-Sig", "algorithm": "sha512"}, dedupe=False)
     assert isinstance(ep.verify, HmacVerify)
     assert ep.verify.header == "x-sig"
     with pytest.raises(ValidationError, match="scheme"):
@@ -65,9 +63,7 @@ def test_standard_secret_must_be_base64():
     ep = endpoint(verify={"scheme": "standard", "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]})
     assert isinstance(ep.verify, StandardVerify)
     with pytest.raises(ValidationError, match=r"secrets\[1\]: must be 'whsec_' followed by base64"):
-        endpoint(
-            verify={"scheme": "standard", "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_%%%"]}
-        )
+        endpoint(verify={"scheme": "standard", "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_%%%"]})
 
 
 def test_none_scheme_takes_no_secrets():
