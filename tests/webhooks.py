@@ -56,6 +56,7 @@ class RecordingTarget:
 
     received: list[Received] = field(default_factory=list)
     respond: Callable[[Received], tuple[int, list[tuple[bytes, bytes]]]] = lambda _r: (204, [])
+    delay: float = 0.0  # seconds between receiving a delivery and answering it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -74,6 +75,8 @@ class RecordingTarget:
                 break
         record = Received({k.decode(): v.decode() for k, v in scope["headers"]}, body, time.monotonic())
         self.received.append(record)
+        if self.delay:
+            await anyio.sleep(self.delay)
         status, headers = self.respond(record)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b""})

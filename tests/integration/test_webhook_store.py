@@ -7,11 +7,8 @@ cannot. Each Postgres test gets a schema of its own, dropped afterwards.
 
 import asyncio
 import json
-import os
 import random
-import socket
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -30,7 +27,6 @@ from app.webhooks.tables import SCHEMA_VERSION, schema_version
 
 pytestmark = pytest.mark.anyio
 
-POSTGRES_URL = os.environ.get("GATEHOUSE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 LEASE = 60.0
 
@@ -44,32 +40,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
-
-
-def _postgres_listening() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    if not _postgres_listening():
-        versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
-        if versions:
-            subprocess.run(
-                ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"],
-                check=False,
-                capture_output=True,
-            )
-        deadline = time.monotonic() + 30
-        while not _postgres_listening() and time.monotonic() < deadline:
-            time.sleep(0.2)
-    if not _postgres_listening():
-        pytest.fail("PostgreSQL is not running on 127.0.0.1:5432 and could not be started")
-    return POSTGRES_URL
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
