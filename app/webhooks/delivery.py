@@ -160,6 +160,10 @@ class Dispatcher:
             await self.attempt(claimed)
         finally:
             self._slots.release_on_behalf_of(claimed.delivery.id)
+            # A backlog drains at the pace of the attempts, not of the poll interval:
+            # once half the slots are free the poller claims again.
+            if self._slots.available_tokens * 2 >= self._slots.total_tokens:
+                self._wake.set()
 
     async def attempt(self, claimed: ClaimedDelivery) -> None:
         """One attempt of a delivery this process has leased, and its outcome recorded."""

@@ -10,15 +10,18 @@ and, optionally, a schema of its own through ``search_path``.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -75,9 +78,20 @@ def _sqlite_engine(url: URL, busy_timeout_ms: int) -> AsyncEngine:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON"):
-            cursor.execute(f"PRAGMA {pragma}")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # Switching a new database to WAL can fail with "locked" without consulting the busy
+        # handler (several processes opening it at once): retry it within the same budget.
+        deadline = time.monotonic() + busy_timeout_ms / 1000
+        while True:
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except Exception as exc:  # the driver's OperationalError; its class is adapter-specific
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await_only(anyio.sleep(0.01))  # this listener runs in a greenlet on the event loop
+        for pragma in ("synchronous=FULL", "foreign_keys=ON"):
+            cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

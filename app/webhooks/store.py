@@ -22,7 +22,7 @@ from ``app.webhooks.engine``, re-exported here.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any, Self
 
@@ -58,6 +58,11 @@ class DeliveryStore:
         self._engine = engine
         self._clock = clock
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        # SQLite has one writer at a time and its busy handler waits by sleeping (1 ms, 2 ms ... 100 ms),
+        # so this process's transactions queue here instead; other processes still meet busy_timeout.
+        self._writer: AbstractAsyncContextManager[Any] = (
+            anyio.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        )
 
     @classmethod
     async def open(
@@ -115,7 +120,7 @@ class DeliveryStore:
         # scopes the driver's own clean-up would otherwise be cancelled too, leaking the
         # connection. Every wait inside is bounded (see create_store_engine).
         with anyio.CancelScope(shield=True), translate_errors():
-            async with self._engine.begin() as conn:
+            async with self._writer, self._engine.begin() as conn:
                 yield conn
 
     # --- intake --------------------------------------------------------------
