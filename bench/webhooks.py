@@ -119,7 +119,9 @@ async def _wait_count(store: DeliveryStore, status: str, n: int, timeout: float 
 
 async def _send(url: str, events: int, concurrency: int) -> float:
     todo = iter(range(events))
-    bodies = {n: json_body({"n": n, "type": "invoice.paid", "data": {"id": f"in_{n}", "amount": 1999}}) for n in range(events)}
+    bodies = {
+        n: json_body({"n": n, "type": "invoice.paid", "data": {"id": f"in_{n}", "amount": 1999}}) for n in range(events)
+    }
 
     async def sender(client: httpx.AsyncClient) -> None:
         for n in todo:
