@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from app.webhooks.records import Delivery
+from app.webhooks.store import DeliveryStore
 from tests.gateway import RunningGateway, route, run_gateway
 from tests.servers import raw_http, run_uvicorn
 from tests.webhooks import ADMIN_TOKEN, RecordingTarget, endpoint, json_body, standard_headers
@@ -341,3 +342,22 @@ async def test_target_upstream_auth_and_headers_are_sent_with_each_delivery(tmp_
             await target.wait_for(1)
     assert target.received[0].headers["authorization"] == "Bearer internal-service-token"
     assert target.received[0].headers["x-tenant"] == "blue"
+
+
+async def test_shutdown_mid_attempt_hands_the_delivery_back_instead_of_waiting_for_the_lease(tmp_path):
+    target = RecordingTarget(delay=1.5)  # still answering when Gatehouse stops
+    async with run_uvicorn(target) as svc:
+        hook = endpoint("std", "/hooks/in", svc.url)
+        async with run_gateway(webhooks=[hook], webhook_store=store_url(tmp_path), **FAST) as gw:
+            async with httpx.AsyncClient(base_url=gw.url) as client:
+                response = await post_signed(client, "/hooks/in", "msg_stop", {"n": 1})
+            delivery_id = await first_delivery_id(gw, response.json()["event_id"])
+            await target.wait_for(1)
+        async with await DeliveryStore.open(store_url(tmp_path)) as store:
+            found = await store.get_delivery_with_attempts(delivery_id)
+    assert found is not None
+    delivery, attempts = found
+    assert delivery.status == "pending"  # claimable now, not after webhook_lease_seconds
+    assert delivery.lease_owner is None
+    assert delivery.last_error == "interrupted by shutdown"
+    assert [a.error for a in attempts] == ["interrupted by shutdown"]
