@@ -172,10 +172,13 @@ def demo_config(tmp_path: Path, upstream_port: int) -> Path:
     )
 
 
-def test_serve_proxies_a_route_and_exits_0_on_sigterm(tmp_path: Path, demo_config: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_proxies_a_route_and_exits_0_on_sigterm(tmp_path: Path, demo_config: Path, workers: str) -> None:
     port = free_port()
     log = tmp_path / "gatehouse.log"
-    argv = gatehouse("serve", "--config", str(demo_config), "--host", "127.0.0.1", "--port", str(port))
+    argv = gatehouse(
+        "serve", "--config", str(demo_config), "--host", "127.0.0.1", "--port", str(port), "--workers", workers
+    )
     with process(argv, log, cwd=tmp_path) as proc:
         base = f"http://127.0.0.1:{port}"
         wait_until_ok(base + HEALTHZ, proc, log)
