@@ -361,3 +361,18 @@ async def test_shutdown_mid_attempt_hands_the_delivery_back_instead_of_waiting_f
     assert delivery.lease_owner is None
     assert delivery.last_error == "interrupted by shutdown"
     assert [a.error for a in attempts] == ["interrupted by shutdown"]
+
+
+async def test_first_attempt_starts_right_after_the_answer_without_waiting_for_a_poll(tmp_path):
+    target = RecordingTarget()
+    async with run_uvicorn(target) as svc:
+        hook = endpoint("std", "/hooks/in", svc.url)
+        settings = {**FAST, "webhook_dispatch_interval": 60}  # the poller will not run again in this test
+        async with run_gateway(webhooks=[hook], webhook_store=store_url(tmp_path), **settings) as gw:
+            async with httpx.AsyncClient(base_url=gw.url) as client:
+                started = time.monotonic()
+                response = await post_signed(client, "/hooks/in", "msg_now", {"n": 1})
+                assert response.status_code == 202
+                await target.wait_for(1, timeout=2)
+            assert target.received[0].at - started < 1.0
+            await wait_status(gw, await first_delivery_id(gw, response.json()["event_id"]), "delivered")
