@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypedDict
 
 from app.edge.runtime import Edge
@@ -14,6 +14,7 @@ from app.resilience.checks import HealthChecks
 from app.resilience.drain import Drain
 from app.resilience.upstreams import Upstreams
 from app.settings import Settings
+from app.webhooks.runtime import Webhooks, open_webhooks
 
 log = logging.getLogger("gatehouse")
 
@@ -27,6 +28,7 @@ class State(TypedDict):
     upstreams: Upstreams
     drain: Drain
     edge: Edge  # the shared client for JWKS / OAuth token fetches, and the rate-limit storage
+    webhooks: Webhooks | None  # the delivery store and dispatcher; None without webhook endpoints
 
 
 def make_lifespan(
@@ -39,6 +41,14 @@ def make_lifespan(
         checks = HealthChecks(upstreams)
         await edge.open()
         checks.start()
+        background = AsyncExitStack()
+        try:
+            webhooks = await background.enter_async_context(open_webhooks(settings))
+        except BaseException:
+            await checks.stop()
+            await clients.aclose()
+            await edge.aclose()
+            raise
         log.info("gatehouse ready: %d route(s)", len(routes.routes))
         try:
             yield {
@@ -48,10 +58,12 @@ def make_lifespan(
                 "upstreams": upstreams,
                 "drain": drain,
                 "edge": edge,
+                "webhooks": webhooks,
             }
         finally:
             # uvicorn has stopped accepting and waited for in-flight exchanges (up to shutdown_grace).
             drain.start("lifespan shutdown")
+            await background.aclose()  # the dispatcher hands back what it holds, then the store closes
             await checks.stop()
             await clients.aclose()
             await edge.aclose()
