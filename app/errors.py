@@ -15,6 +15,8 @@ is rendered as ``application/problem+json`` (RFC 9457) with the request id::
     ├── HeadersTooLarge         431  too many header fields, or too many bytes of them
     ├── InternalError           500  a bug in the gateway (logged with its traceback)
     ├── RateLimitUnavailable    503  the rate-limit storage is down and fail_open is false
+    ├── WebhookRejected         401  a webhook failed verification (which check, never which secret)
+    ├── WebhookStoreUnavailable 503  the webhook could not be stored; the sender retries (Retry-After)
     └── UpstreamError           502  the upstream could not be reached or broke
         ├── UpstreamUnavailable 503  no connection free in the pool in time
         │   ├── CircuitOpen     503  every target's breaker is open (Retry-After)
@@ -124,6 +126,29 @@ class RateLimitUnavailable(GatewayError):
     status = 503
     title = "Rate limiting unavailable"
     slug = "rate-limit-unavailable"
+
+
+class WebhookRejected(GatewayError):
+    """A webhook failed verification; ``check`` names the test (``bad-signature``, ``stale-timestamp``...)."""
+
+    status = 401
+    title = "Webhook verification failed"
+    slug = "webhook-rejected"
+
+    def __init__(self, detail: str, *, check: str) -> None:
+        super().__init__(detail)
+        self.check = check
+
+
+class WebhookStoreUnavailable(GatewayError):
+    """Our own storage failed: never a 4xx, so the provider keeps the event and retries."""
+
+    status = 503
+    title = "Webhook storage unavailable"
+    slug = "webhook-store-unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, headers=[(b"retry-after", str(retry_after).encode())])
 
 
 class InternalError(GatewayError):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from app.edge.runtime import Edge
 from app.observability.metrics import multiprocess_dir
 from app.resilience.drain import Drain
 from app.settings import Settings
+from app.webhooks.runtime import Webhooks, open_webhooks
 
 if TYPE_CHECKING:
     from app.proxy.gateway import Gateway
@@ -32,6 +33,7 @@ class State(TypedDict):
     reloader: Reloader
     drain: Drain
     edge: Edge  # the shared client for JWKS / OAuth token fetches, and the rate-limit storage
+    webhooks: Webhooks | None  # the delivery store and dispatcher; None without webhook endpoints
 
 
 def make_lifespan(settings: Settings, edge: Edge, drain: Drain) -> Callable[[Any], AbstractAsyncContextManager[State]]:
@@ -41,12 +43,27 @@ def make_lifespan(settings: Settings, edge: Edge, drain: Drain) -> Callable[[Any
         reloader: Reloader = app.state.reloader
         gateway.generation.open(settings.limits, settings.upstream_transport)
         await edge.open()
+        background = AsyncExitStack()
+        try:
+            webhooks = await background.enter_async_context(open_webhooks(settings))
+        except BaseException:
+            await gateway.generation.close(0)
+            await edge.aclose()
+            raise
         log.info("gatehouse ready: %d route(s)", len(gateway.routes.routes))
         try:
-            yield {"settings": settings, "gateway": gateway, "reloader": reloader, "drain": drain, "edge": edge}
+            yield {
+                "settings": settings,
+                "gateway": gateway,
+                "reloader": reloader,
+                "drain": drain,
+                "edge": edge,
+                "webhooks": webhooks,
+            }
         finally:
             # uvicorn has stopped accepting and waited for in-flight exchanges (up to shutdown_grace).
             drain.start("lifespan shutdown")
+            await background.aclose()  # the dispatcher hands back what it holds, then the store closes
             await reloader.aclose()
             await gateway.generation.close(0)
             await edge.aclose()

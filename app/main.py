@@ -20,6 +20,8 @@ from app.proxy.generation import Generation
 from app.reload import Reloader
 from app.resilience.drain import Drain
 from app.settings import Settings, load_settings
+from app.webhooks.intake import WebhookIntake
+from app.webhooks.ops import router as webhooks_ops_router
 
 
 class GatehouseApp(FastAPI):
@@ -27,13 +29,18 @@ class GatehouseApp(FastAPI):
 
     The split happens here, before any of FastAPI's per-request machinery
     (middleware, telemetry checks, routing), so the proxy's hot path is the
-    gateway alone. The gateway renders its own errors.
+    gateway alone. Webhook intake paths are exact, so they cost the proxy one
+    dict lookup. The gateway and the intake render their own errors.
     """
 
     gateway: Gateway
+    webhook_intake: WebhookIntake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.gateway.is_ops_path(scope["path"]):
+            if self.webhook_intake.handles(scope["path"]):
+                await self.webhook_intake(scope, receive, send)
+                return
             await self.gateway(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
@@ -62,6 +69,8 @@ def create_app(settings: Settings | None = None, *, tracer: Tracer | None = None
         openapi_url=None,
     )
     app.include_router(ops_router, prefix=settings.ops_prefix)
+    app.include_router(webhooks_ops_router, prefix=settings.ops_prefix + "/webhooks")
+    app.webhook_intake = WebhookIntake(settings.webhooks)
     _, params = redaction_names(settings)
     app.gateway = Gateway(
         generation,

@@ -36,6 +36,7 @@ from pydantic_settings import (
 )
 
 from app.edge.models import Cors, InboundAuth, RateLimit, UpstreamAuth
+from app.webhooks.config import DEFAULT_WEBHOOK_STORE, WebhookEndpoints, WebhookStoreUrl
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -433,6 +434,15 @@ class Settings(BaseSettings):
     # Observability: one access-log line per request to stdout; spans when the OpenTelemetry SDK is installed.
     access_log: Literal["json", "text", "off"] = "json"
     tracing: Literal["none", "otlp", "console"] = "none"
+    # Webhooks: verified intake, a durable outbox, background delivery (see app/webhooks).
+    webhooks: WebhookEndpoints = Field(default_factory=list)
+    webhook_store: WebhookStoreUrl = DEFAULT_WEBHOOK_STORE
+    retention_days: float = Field(7.0, gt=0)  # delivered events are pruned this long after delivery
+    webhook_dispatch_interval: float = Field(1.0, gt=0)  # seconds between polls for due deliveries
+    webhook_dispatch_batch: int = Field(50, ge=1, le=1000)  # deliveries claimed per poll
+    webhook_dispatch_concurrency: int = Field(20, ge=1, le=1000)  # attempts in flight per process
+    webhook_lease_seconds: float = Field(60.0, gt=0)  # a crashed holder's deliveries are retried after this
+    webhook_prune_interval: float = Field(3600.0, gt=0)  # seconds between retention prunes
 
     @classmethod
     def settings_customise_sources(
@@ -545,6 +555,22 @@ class Settings(BaseSettings):
             if route.prefix == ops or route.prefix.startswith(ops + "/"):
                 problems.append(f"{label} -> prefix: {route.prefix!r} is inside ops_prefix {ops!r}")
             problems.extend(f"{label} -> rate_limit.key: {p}" for p in _rate_limit_key_problems(route))
+        for index, endpoint in enumerate(self.webhooks):
+            label = f"webhooks[{index}] {endpoint.name!r} -> path"
+            ops = self.ops_prefix
+            if endpoint.path == ops or endpoint.path.startswith(ops + "/"):
+                problems.append(f"{label}: {endpoint.path!r} is inside ops_prefix {ops!r}")
+            for route in self.routes:
+                if route.prefix == "/" or endpoint.path == route.prefix or endpoint.path.startswith(route.prefix + "/"):
+                    problems.append(
+                        f"{label}: {endpoint.path!r} is inside route {route.name!r} (prefix {route.prefix!r})"
+                    )
+            timeouts = [t.timeout for t in endpoint.deliver_to if t.timeout >= self.webhook_lease_seconds]
+            if timeouts:
+                problems.append(
+                    f"webhooks[{index}] {endpoint.name!r} -> deliver_to: a timeout of {max(timeouts)}s is not below "
+                    f"webhook_lease_seconds ({self.webhook_lease_seconds}s); the lease would expire mid-attempt"
+                )
         if problems:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
         return self
@@ -572,6 +598,17 @@ def format_errors(exc: ValidationError, data: Any) -> str:
     for error in exc.errors(include_url=False):
         loc = list(error["loc"])
         where = ".".join(str(part) for part in loc) or "settings"
+        if len(loc) >= 2 and loc[0] == "webhooks" and isinstance(loc[1], int):
+            raw_hooks = data.get("webhooks") if isinstance(data, dict) else None
+            index = loc[1]
+            name = None
+            if isinstance(raw_hooks, list) and index < len(raw_hooks) and isinstance(raw_hooks[index], dict):
+                name = raw_hooks[index].get("name")
+            parts = [part for part in loc[2:] if part not in _UNION_TAGS]
+            field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
+            where = (
+                f"webhooks[{index}]" + (f" {name!r}" if name else "") + f" -> {field.removeprefix('.') or '(webhook)'}"
+            )
         if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
             index = loc[1]
             name = None

@@ -69,11 +69,11 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _loopback_socket() -> socket.socket:
+def _loopback_socket(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LOOPBACK, 0))
+        sock.bind((LOOPBACK, port))
     except BaseException:
         sock.close()
         raise
@@ -92,6 +92,7 @@ async def run_uvicorn(
     *,
     config: uvicorn.Config | None = None,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    port: int = 0,
     **config_overrides: Any,
 ) -> AsyncIterator[RunningServer]:
     """Serve ``app`` (or a prepared ``config``) with uvicorn on an ephemeral loopback port.
@@ -99,7 +100,8 @@ async def run_uvicorn(
     With ``app``, the config is uvicorn's defaults plus ``config_overrides``.
     A prepared ``config`` (for example from ``app.cli.server_config``) is used
     as it is, except that its host and port are ignored: the server listens on
-    a socket bound here. A ``Config`` can be served once.
+    a socket bound here (to ``port``, ephemeral unless a test needs a server to
+    come back on a known port). A ``Config`` can be served once.
 
     On exit the server shuts down gracefully; if that takes longer than
     ``shutdown_timeout`` its in-flight tasks are cancelled and ``TimeoutError``
@@ -113,7 +115,7 @@ async def run_uvicorn(
         raise TypeError("config overrides go into the prepared Config, not run_uvicorn")
 
     server = _Server(config)
-    sock = _loopback_socket()
+    sock = _loopback_socket(port)
     port = sock.getsockname()[1]
 
     async def serve() -> None:

@@ -1,9 +1,8 @@
 """The ops page in headless Chromium: it loads from Gatehouse, shows live state, and replays a dead delivery.
 
-The webhook endpoints here are a STUB of the admin webhooks API's contract
-(issue 5 is not merged into this branch yet): ``GET /webhooks/deliveries``,
-``GET /webhooks/deliveries/{id}`` and ``POST /webhooks/deliveries/{id}/replay``.
-Switch the test to the real feature when it lands.
+The webhooks are the real feature: a signed webhook whose target answers 500
+dies after its retry schedule; the page lists it with its attempts, and its
+replay button delivers it once the target recovers.
 """
 
 from __future__ import annotations
@@ -11,89 +10,42 @@ from __future__ import annotations
 import anyio
 import httpx
 import pytest
-from fastapi import APIRouter, HTTPException
 from playwright.async_api import async_playwright
 
-from app.ops import AdminDep
 from tests.e2e.test_cors_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.faults import refused_port
 from tests.gateway import route, run_gateway
+from tests.integration.test_webhooks import first_delivery_id, post_signed, store_url, wait_status
+from tests.servers import run_uvicorn
+from tests.webhooks import ADMIN_TOKEN, RecordingTarget, endpoint
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-TOKEN = "ops-page-admin-token-0123456789"
 
-
-def webhooks_stub() -> tuple[APIRouter, list[str]]:
-    deliveries = {
-        "d-dead": {
-            "id": "d-dead",
-            "event_id": "e1",
-            "endpoint": "billing",
-            "target": "http://127.0.0.1:9/hook",
-            "status": "dead",
-            "attempts": 2,
-            "next_attempt_at": None,
-            "last_status": 500,
-            "last_error": "status 500",
-            "updated_at": "2026-01-01T00:00:02Z",
-        },
-        "d-ok": {
-            "id": "d-ok",
-            "event_id": "e2",
-            "endpoint": "billing",
-            "target": "http://127.0.0.1:9/hook",
-            "status": "delivered",
-            "attempts": 1,
-            "next_attempt_at": None,
-            "last_status": 200,
-            "last_error": None,
-            "updated_at": "2026-01-01T00:00:03Z",
-        },
-    }
-    attempts = {
-        "d-dead": [
-            {"started_at": "2026-01-01T00:00:00Z", "duration_ms": 12, "status_code": 500, "error": "status 500"},
-            {"started_at": "2026-01-01T00:00:01Z", "duration_ms": 11, "status_code": 500, "error": "status 500"},
-        ],
-        "d-ok": [{"started_at": "2026-01-01T00:00:03Z", "duration_ms": 5, "status_code": 200, "error": None}],
-    }
-    replayed: list[str] = []
-    router = APIRouter()
-
-    @router.get("/deliveries")
-    async def listing(_admin: AdminDep, status: str | None = None) -> dict:
-        return {"deliveries": [d for d in deliveries.values() if status in (None, "", d["status"])]}
-
-    @router.get("/deliveries/{delivery_id}")
-    async def detail(delivery_id: str, _admin: AdminDep) -> dict:
-        if delivery_id not in deliveries:
-            raise HTTPException(404, "no such delivery")
-        return deliveries[delivery_id] | {"attempts_log": attempts[delivery_id]}
-
-    @router.post("/deliveries/{delivery_id}/replay", status_code=202)
-    async def replay(delivery_id: str, _admin: AdminDep) -> dict:
-        replayed.append(delivery_id)
-        deliveries[delivery_id]["status"] = "pending"
-        return {"replayed": delivery_id}
-
-    return router, replayed
-
-
-async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream):
+async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream, tmp_path):
     server, _ = upstream
-    stub, replayed = webhooks_stub()
+    healthy = False
+    target = RecordingTarget(respond=lambda _r: (204, []) if healthy else (500, []))
     routes = (route("a", "/a", server.url), route("down", "/down", f"http://127.0.0.1:{refused_port()}"))
     with anyio.fail_after(90):
         async with (
-            run_gateway(*routes, admin_token=TOKEN) as gw,
-            run_gateway(route("a", "/a", server.url)) as bare,
+            run_uvicorn(target, log_level="warning") as svc,
+            run_gateway(
+                *routes,
+                admin_token=ADMIN_TOKEN,
+                webhooks=[endpoint("billing", "/hooks/billing", svc.url, retry={"schedule": [0.05], "jitter": 0})],
+                webhook_store=store_url(tmp_path),
+                webhook_dispatch_interval=0.05,
+            ) as gw,
+            run_gateway(route("a", "/a", server.url), admin_token=ADMIN_TOKEN) as bare,
             async_playwright() as pw,
         ):
-            gw.app.include_router(stub, prefix="/_gatehouse/webhooks")
             async with httpx.AsyncClient() as client:
                 for path in ("/a/echo/1", "/a/echo/2", "/a/status/503", "/down/x"):
                     await client.get(gw.url + path)
+                accepted = await post_signed(client, f"{gw.url}/hooks/billing", "msg_1", {"n": 1})
+                delivery_id = await first_delivery_id(gw, accepted.json()["event_id"])
+                await wait_status(gw, delivery_id, "dead")  # the first attempt and one retry, both 500
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 context = await browser.new_context()
@@ -113,19 +65,22 @@ async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream):
                 down_errors = await page.locator('tr[data-route="down"] .upstream-errors').inner_text()
                 before_token = await page.locator("#webhooks-note").inner_text()
 
-                await page.fill("#token", TOKEN)
+                await page.fill("#token", ADMIN_TOKEN)
                 await page.dispatch_event("#token", "change")
-                dead = page.locator('tr[data-delivery="d-dead"]')
+                dead = page.locator(f'tr[data-delivery="{delivery_id}"]')
                 await dead.locator("button.replay").wait_for()
                 dead_attempts = await dead.locator(".attempts li").all_inner_texts()
-                ok_buttons = await page.locator('tr[data-delivery="d-ok"] button').count()
+                healthy = True
                 await dead.locator("button.replay").click()
-                await dead.locator("td.pending").wait_for()
+                await dead.locator("td.delivered").wait_for()
                 after_replay_buttons = await dead.locator("button.replay").count()
 
                 await page.goto(f"{bare.url}/_gatehouse/")
-                await page.locator('tr[data-route="a"]').wait_for()
-                await page.wait_for_function("document.body.dataset.loaded === 'true'")
+                await page.fill("#token", ADMIN_TOKEN)
+                await page.dispatch_event("#token", "change")
+                await page.wait_for_function(
+                    "document.getElementById('webhooks-note').textContent === 'Webhooks are not configured.'"
+                )
                 bare_note = await page.locator("#webhooks-note").inner_text()
             finally:
                 await browser.close()
@@ -135,8 +90,7 @@ async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream):
     assert a_requests == "2 / 0 / 0 / 2"
     assert down_errors == "connect: 1"
     assert before_token == "Enter the admin token to see webhook deliveries."
-    assert len(dead_attempts) == 2 and all("500" in line for line in dead_attempts)
-    assert ok_buttons == 0
-    assert replayed == ["d-dead"] and after_replay_buttons == 0
+    assert len(dead_attempts) == 2 and all(": 500 in " in line for line in dead_attempts)
+    assert len(target.received) == 3 and after_replay_buttons == 0  # two 500s, then the replay delivered
     # Without webhooks the panel says so; the rest of the page works.
     assert bare_note == "Webhooks are not configured."

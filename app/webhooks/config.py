@@ -1,0 +1,275 @@
+"""Settings models for webhook endpoints: ``webhooks: [...]`` and ``webhook_store``.
+
+An endpoint names its verification scheme (a union discriminated on ``scheme``),
+its delivery targets, its retry policy and its dedupe rule. Secrets are
+``SecretStr``, so a dumped or printed configuration never shows them. Anything
+inconsistent fails at start-up with the endpoint and field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from app.edge.models import UpstreamAuth
+
+DEFAULT_WEBHOOK_STORE = "sqlite+aiosqlite:///./gatehouse-webhooks.db"
+DEFAULT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+MIB = 1024 * 1024
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token (header name)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _header_name(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError(f"{value!r} is not a valid header name")
+    return value.lower()
+
+
+def _nonempty_secrets(value: list[SecretStr]) -> list[SecretStr]:
+    for index, secret in enumerate(value):
+        if not secret.get_secret_value():
+            raise ValueError(f"secrets[{index}] is empty")
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+Secrets = Annotated[list[SecretStr], Field(min_length=1), AfterValidator(_nonempty_secrets)]
+
+
+def decode_standard_secret(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: base64 after an optional ``whsec_``."""
+    encoded = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be 'whsec_' followed by base64") from None
+    if not key:
+        raise ValueError("must be 'whsec_' followed by base64")
+    return key
+
+
+class StandardVerify(_Model):
+    """Standard Webhooks v1 (``webhook-*`` headers, or Svix's ``svix-*``)."""
+
+    scheme: Literal["standard"]
+    secrets: Secrets
+    tolerance_seconds: int = Field(300, gt=0)
+    has_default_event_id: ClassVar[bool] = True
+
+    @field_validator("secrets")
+    @classmethod
+    def _base64_secrets(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for index, secret in enumerate(value):
+            try:
+                decode_standard_secret(secret.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"secrets[{index}]: {exc}") from None
+        return value
+
+
+class GitHubVerify(_Model):
+    """GitHub: ``X-Hub-Signature-256: sha256=<hex>`` over the raw body."""
+
+    scheme: Literal["github"]
+    secrets: Secrets
+    has_default_event_id: ClassVar[bool] = True
+
+
+class StripeVerify(_Model):
+    """Stripe: ``Stripe-Signature: t=..,v1=..``; the whole ``whsec_...`` string is the key."""
+
+    scheme: Literal["stripe"]
+    secrets: Secrets
+    tolerance_seconds: int = Field(300, gt=0)
+    has_default_event_id: ClassVar[bool] = True
+
+
+class SlackVerify(_Model):
+    """Slack: ``X-Slack-Signature: v0=<hex>`` over ``v0:{timestamp}:{body}``."""
+
+    scheme: Literal["slack"]
+    secrets: Secrets
+    tolerance_seconds: int = Field(300, gt=0)
+    has_default_event_id: ClassVar[bool] = True
+
+
+class HmacVerify(_Model):
+    """Any provider that sends an HMAC of the raw body in one header."""
+
+    scheme: Literal["hmac"]
+    secrets: Secrets
+    header: HeaderName
+    algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = ""
+    has_default_event_id: ClassVar[bool] = False
+
+
+class NoVerify(_Model):
+    """No verification, chosen explicitly (an internal, already-trusted sender)."""
+
+    scheme: Literal["none"]
+    has_default_event_id: ClassVar[bool] = False
+
+
+VerifyConfig = Annotated[
+    StandardVerify | GitHubVerify | StripeVerify | SlackVerify | HmacVerify | NoVerify,
+    Field(discriminator="scheme"),
+]
+
+
+class DeliveryTarget(_Model):
+    """An internal URL each event of the endpoint is POSTed to."""
+
+    name: str
+    url: str
+    timeout: float = Field(10.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    upstream_auth: UpstreamAuth | None = None  # the same credentials a route can present
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        if parts.fragment:
+            raise ValueError("must not have a fragment")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header_value in value.items():
+            _header_name(name)
+            if any(c in header_value for c in "\r\n\x00"):
+                raise ValueError(f"header {name!r}: value must not contain CR, LF or NUL")
+        return value
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        return [(name.lower().encode("latin-1"), v.encode("latin-1")) for name, v in self.headers.items()]
+
+
+class RetryPolicy(_Model):
+    """Delays (seconds) before each retry; after the last one a delivery is dead."""
+
+    schedule: list[Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: list(DEFAULT_SCHEDULE))
+    jitter: float = Field(0.2, ge=0, lt=1)
+    retry_after_cap: float = Field(3600.0, gt=0)
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.schedule) + 1
+
+
+class Dedupe(_Model):
+    """Drop repeats of a provider event id; ``header`` overrides the scheme's id source."""
+
+    enabled: bool = True
+    header: HeaderName | None = None
+
+
+def _dedupe_from_bool(value: Any) -> Any:
+    return {"enabled": value} if isinstance(value, bool) else value
+
+
+class WebhookEndpoint(_Model):
+    """One provider-facing path: verify, persist, then deliver to ``deliver_to``."""
+
+    name: str
+    path: str
+    verify: VerifyConfig
+    deliver_to: list[DeliveryTarget] = Field(min_length=1)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    max_body_bytes: int = Field(MIB, gt=0)
+    dedupe: Annotated[Dedupe, BeforeValidator(_dedupe_from_bool)] = Field(default_factory=Dedupe)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _valid_path(cls, value: str) -> str:
+        if not value.startswith("/") or value == "/":
+            raise ValueError("must start with '/' and name a path")
+        if value.endswith("/"):
+            raise ValueError("must not end with '/'")
+        if "//" in value or "?" in value or "#" in value or "%" in value:
+            raise ValueError("must be a plain path: no '//', '?', '#' or percent-escapes")
+        if any(segment in (".", "..") for segment in value.split("/")):
+            raise ValueError("must not contain '.' or '..' segments")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WebhookEndpoint:
+        names = [target.name for target in self.deliver_to]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"deliver_to: target names must be unique, repeated: {', '.join(duplicates)}")
+        if self.dedupe.enabled and self.dedupe.header is None and not self.verify.has_default_event_id:
+            raise ValueError(
+                f"dedupe: scheme {self.verify.scheme!r} has no event id; set dedupe.header or dedupe: false"
+            )
+        return self
+
+
+def _valid_store_url(value: str) -> str:
+    # Local imports keep SQLAlchemy out of importing the settings models.
+    from sqlalchemy.exc import ArgumentError
+
+    from app.webhooks.engine import store_url
+
+    try:
+        store_url(value)
+    except ArgumentError:
+        raise ValueError("not a database URL; use sqlite:///path or postgresql://user@host/db") from None
+    return value
+
+
+WebhookStoreUrl = Annotated[str, AfterValidator(_valid_store_url)]
+"""The ``webhook_store`` settings field, e.g. ``DEFAULT_WEBHOOK_STORE`` or ``postgresql://...``."""
+
+
+def _unique_endpoints(value: list[WebhookEndpoint]) -> list[WebhookEndpoint]:
+    for attribute in ("name", "path"):
+        seen = [getattr(endpoint, attribute) for endpoint in value]
+        repeated = sorted({item for item in seen if seen.count(item) > 1})
+        if repeated:
+            raise ValueError(f"webhook {attribute}s must be unique, repeated: {', '.join(repeated)}")
+    return value
+
+
+WebhookEndpoints = Annotated[list[WebhookEndpoint], AfterValidator(_unique_endpoints)]
+"""The ``webhooks`` settings field: endpoints with unique names and paths."""

@@ -1,0 +1,266 @@
+"""Background delivery: lease due deliveries, POST them to their targets, record the outcome.
+
+``Dispatcher.run`` lives as long as the process (started by the lifespan). It
+polls the store every ``interval`` seconds for due deliveries, claiming only as
+many as it has free attempt slots, so a claimed delivery is attempted at once
+and its lease never runs out while it waits. ``deliver_soon`` is the fast path
+right after intake: the new deliveries are claimed one by one and attempted
+without waiting for the next poll. A delivery whose holder crashed is claimed
+again once its lease expires, by whichever process polls first.
+
+Each attempt sends the stored body and headers plus ``X-Gatehouse-Event-Id``
+(the same for every attempt and target, so receivers can dedupe),
+``X-Gatehouse-Provider-Event-Id`` when the provider sent one,
+``X-Gatehouse-Delivery-Id`` and ``X-Gatehouse-Attempt``. What follows an attempt
+is ``app.webhooks.schedule.classify``'s call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from datetime import timedelta
+
+import anyio
+import httpx
+from anyio.abc import TaskGroup
+
+from app.edge.upstream_auth import build_upstream_auth
+from app.webhooks.config import DeliveryTarget, WebhookEndpoint
+from app.webhooks.engine import StoreError, utc_now
+from app.webhooks.records import AttemptResult, ClaimedDelivery
+from app.webhooks.schedule import Dead, Delivered, Retry, classify
+from app.webhooks.store import DeliveryStore
+
+log = logging.getLogger("gatehouse.webhooks")
+
+# Headers the dispatcher sets itself; stored ones with these names are not passed on.
+_OWN_HEADERS = frozenset(
+    {
+        b"x-gatehouse-event-id",
+        b"x-gatehouse-provider-event-id",
+        b"x-gatehouse-delivery-id",
+        b"x-gatehouse-attempt",
+        b"x-gatehouse-endpoint",
+        b"user-agent",
+    }
+)
+_MAX_ERROR = 500
+
+
+def lease_owner() -> str:
+    """A name unique to this process run: host, pid and a random suffix (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Dispatcher:
+    """Attempts deliveries; see the module docstring."""
+
+    def __init__(
+        self,
+        store: DeliveryStore,
+        endpoints: Sequence[WebhookEndpoint],
+        http: httpx.AsyncClient,
+        *,
+        interval: float,
+        batch: int,
+        concurrency: int,
+        lease_seconds: float,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.owner = owner or lease_owner()
+        self._http = http
+        self._endpoints: Mapping[str, Mapping[str, DeliveryTarget]] = {
+            endpoint.name: {target.name: target for target in endpoint.deliver_to} for endpoint in endpoints
+        }
+        self._policies = {endpoint.name: endpoint.retry for endpoint in endpoints}
+        self._auth: dict[tuple[str, str], httpx.Auth] = {
+            (endpoint.name, target.name): build_upstream_auth(target.upstream_auth, lambda: http)
+            for endpoint in endpoints
+            for target in endpoint.deliver_to
+            if target.upstream_auth is not None
+        }
+        self._interval = interval
+        self._batch = batch
+        self._lease = lease_seconds
+        self._slots = anyio.CapacityLimiter(concurrency)
+        self._soon_limit = concurrency * 4  # immediate attempts queued beyond this wait for the poller
+        self._soon_queued = 0
+        self._tasks: TaskGroup | None = None
+        self._wake = anyio.Event()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Poll and attempt until cancelled (lifespan shutdown)."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            task_status.started()
+            try:
+                await self._poll_forever(tasks)
+            finally:
+                self._tasks = None
+                tasks.cancel_scope.cancel()
+
+    def deliver_soon(self, delivery_ids: Iterable[int]) -> None:
+        """Attempt these deliveries now, in the background (called after the intake answered)."""
+        tasks = self._tasks
+        if tasks is None:
+            return  # not running (shutting down): the next process's poller has them
+        for delivery_id in delivery_ids:
+            if self._soon_queued >= self._soon_limit:
+                self._wake.set()
+                return
+            self._soon_queued += 1
+            tasks.start_soon(self._claim_and_attempt, delivery_id)
+
+    def wake(self) -> None:
+        """Poll now instead of at the next interval (after a replay)."""
+        self._wake.set()
+
+    async def _poll_forever(self, tasks: TaskGroup) -> None:
+        while True:
+            claimed = 0
+            free = int(self._slots.available_tokens) - self._soon_queued
+            if free > 0:
+                try:
+                    due = await self.store.claim_due(self.owner, self._lease, min(free, self._batch))
+                except StoreError as exc:
+                    log.warning("webhook dispatcher: cannot claim deliveries: %s", exc)
+                    due = []
+                claimed = len(due)
+                for delivery in due:
+                    await self._slots.acquire_on_behalf_of(delivery.delivery.id)
+                    tasks.start_soon(self._attempt_and_release, delivery)
+            if claimed and claimed >= min(free, self._batch):
+                await anyio.sleep(0)  # more may be due: claim again as slots free up
+                continue
+            with anyio.move_on_after(self._interval):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
+    async def _claim_and_attempt(self, delivery_id: int) -> None:
+        try:
+            async with self._slots:
+                try:
+                    claimed = await self.store.claim_one(delivery_id, self.owner, self._lease)
+                except StoreError as exc:
+                    log.warning("webhook dispatcher: cannot claim delivery %d: %s", delivery_id, exc)
+                    return
+                if claimed is not None:
+                    await self.attempt(claimed)
+        finally:
+            self._soon_queued -= 1
+
+    async def _attempt_and_release(self, claimed: ClaimedDelivery) -> None:
+        try:
+            await self.attempt(claimed)
+        finally:
+            self._slots.release_on_behalf_of(claimed.delivery.id)
+            # A backlog drains at the pace of the attempts, not of the poll interval:
+            # once half the slots are free the poller claims again.
+            if self._slots.available_tokens * 2 >= self._slots.total_tokens:
+                self._wake.set()
+
+    async def attempt(self, claimed: ClaimedDelivery) -> None:
+        """One attempt of a delivery this process has leased, and its outcome recorded."""
+        delivery = claimed.delivery
+        target = self._endpoints.get(delivery.endpoint, {}).get(delivery.target)
+        if target is None:
+            reason = f"target {delivery.endpoint}/{delivery.target} is no longer configured"
+            await self._finish(self.store.mark_dead(delivery.id, self.owner, reason=reason), delivery.id)
+            return
+        started_at = utc_now()
+        started = time.monotonic()
+        status: int | None = None
+        retry_after: str | None = None
+        error: str | None = None
+        try:
+            with anyio.fail_after(target.timeout):  # the whole attempt, however slowly bytes trickle
+                response = await self._http.post(
+                    target.url,
+                    content=claimed.body,
+                    headers=self._headers(claimed, target),
+                    timeout=target.timeout,
+                    auth=self._auth.get((delivery.endpoint, delivery.target), httpx.USE_CLIENT_DEFAULT),
+                )
+            status = response.status_code
+            retry_after = response.headers.get("retry-after")
+        except TimeoutError:
+            error = f"timed out after {target.timeout}s"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR] or type(exc).__name__
+        except anyio.get_cancelled_exc_class():
+            # Shutting down mid-attempt: hand the delivery back now rather than when the lease runs out.
+            with anyio.CancelScope(shield=True):
+                result = AttemptResult(started_at, _ms_since(started), None, "interrupted by shutdown")
+                await self._finish(
+                    self.store.schedule_retry(
+                        delivery.id, self.owner, delay=0, reason="interrupted by shutdown", attempt=result
+                    ),
+                    delivery.id,
+                )
+            raise
+        result = AttemptResult(started_at, _ms_since(started), status, error)
+        outcome = classify(
+            self._policies[delivery.endpoint],
+            delivery.attempts,
+            status=status,
+            retry_after=retry_after,
+            error=error,
+            now=time.time(),
+        )
+        match outcome:
+            case Delivered():
+                done = self.store.mark_delivered(delivery.id, self.owner, result)
+            case Retry(delay=delay, reason=reason):
+                done = self.store.schedule_retry(delivery.id, self.owner, delay=delay, reason=reason, attempt=result)
+            case Dead(reason=reason):
+                log.warning("webhook delivery %d to %s is dead: %s", delivery.id, delivery.target, reason)
+                done = self.store.mark_dead(delivery.id, self.owner, reason=reason, attempt=result)
+        await self._finish(done, delivery.id)
+
+    async def _finish(self, call: Awaitable[bool], delivery_id: int) -> None:
+        # The lease makes a failed bookkeeping call safe: the delivery is attempted again once it expires.
+        try:
+            kept = await call
+        except StoreError as exc:
+            log.error("webhook delivery %d: could not record the outcome: %s", delivery_id, exc)
+            return
+        if not kept:
+            log.warning("webhook delivery %d: the lease expired during the attempt; outcome not recorded", delivery_id)
+
+    def _headers(self, claimed: ClaimedDelivery, target: DeliveryTarget) -> list[tuple[bytes, bytes]]:
+        delivery = claimed.delivery
+        own = {name for name, _ in target.raw_headers} | _OWN_HEADERS
+        headers = [(name, value) for name, value in claimed.headers if name not in own]
+        headers += target.raw_headers
+        headers += [
+            (b"user-agent", b"gatehouse-webhooks"),
+            (b"x-gatehouse-event-id", str(delivery.event_id).encode()),
+            (b"x-gatehouse-delivery-id", str(delivery.id).encode()),
+            (b"x-gatehouse-attempt", str(delivery.attempts).encode()),
+            (b"x-gatehouse-endpoint", delivery.endpoint.encode()),
+        ]
+        if claimed.provider_event_id is not None:
+            headers.append((b"x-gatehouse-provider-event-id", claimed.provider_event_id.encode("utf-8")))
+        return headers
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+async def prune_forever(store: DeliveryStore, *, retention_days: float, interval: float) -> None:
+    """Delete delivered events older than the retention, now and every ``interval`` seconds."""
+    while True:
+        try:
+            pruned = await store.prune_delivered(utc_now() - timedelta(days=retention_days))
+            if pruned:
+                log.info("webhook retention: pruned %d delivered deliveries", pruned)
+        except StoreError as exc:
+            log.warning("webhook retention: prune failed: %s", exc)
+        await anyio.sleep(interval)

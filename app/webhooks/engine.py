@@ -1,0 +1,133 @@
+"""Connecting to the webhook store's database, and the one place its errors are translated.
+
+``webhook_store`` accepts ``sqlite:///path`` or ``postgresql://...`` (plain or with
+the async driver named); ``store_url`` picks aiosqlite or asyncpg. SQLite gets WAL
+and ``synchronous=FULL`` on every connection, and every transaction opens with
+``BEGIN IMMEDIATE``; Postgres gets pre-ping (a restarted server costs no request)
+and, optionally, a schema of its own through ``search_path``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class StoreError(Exception):
+    """The webhook store failed; the message never holds a password."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached, was locked or timed out: try again later."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def store_url(url: str) -> URL:
+    """The async-driver URL for a ``webhook_store`` setting (``postgresql://``, ``sqlite:///``)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed.query):
+            raise ValueError("webhook_store: SQLite needs a file path; an in-memory database is not durable")
+        return parsed.set(drivername="sqlite+aiosqlite")
+    raise ValueError(f"webhook_store: unsupported backend {backend!r}; use sqlite:/// or postgresql://")
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """The one place driver and pool errors become StoreError."""
+    try:
+        yield
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        raise StoreUnavailable(f"webhook store unavailable: {_describe(exc.orig or exc)}") from exc
+    except (sa_exc.TimeoutError, OSError, TimeoutError) as exc:
+        raise StoreUnavailable(f"webhook store unavailable: {_describe(exc)}") from exc
+    except sa_exc.DBAPIError as exc:
+        raise StoreError(f"webhook store error: {_describe(exc.orig or exc)}") from exc
+    except sa_exc.SQLAlchemyError as exc:
+        raise StoreError(f"webhook store error: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    # Driver messages name the failure (locked, refused, ...), never the URL or password.
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _sqlite_engine(url: URL, busy_timeout_ms: int) -> AsyncEngine:
+    engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # Switching a new database to WAL can fail with "locked" without consulting the busy
+        # handler (several processes opening it at once): retry it within the same budget.
+        deadline = time.monotonic() + busy_timeout_ms / 1000
+        while True:
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except Exception as exc:  # the driver's OperationalError; its class is adapter-specific
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await_only(anyio.sleep(0.01))  # this listener runs in a greenlet on the event loop
+        for pragma in ("synchronous=FULL", "foreign_keys=ON"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # IMMEDIATE takes the write lock up front (waiting up to busy_timeout), so
+        # a transaction never fails half-way upgrading a read lock to a write lock.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _postgres_engine(url: URL, schema: str | None, connect_timeout: float, command_timeout: float) -> AsyncEngine:
+    # command_timeout makes asyncpg cancel a statement server-side and raise; nothing waits forever.
+    connect_args: dict[str, Any] = {"timeout": connect_timeout, "command_timeout": command_timeout}
+    if schema is not None:
+        connect_args["server_settings"] = {"search_path": schema}
+    return create_async_engine(url, pool_pre_ping=True, pool_timeout=connect_timeout, connect_args=connect_args)
+
+
+def create_store_engine(
+    url: str,
+    *,
+    schema: str | None = None,
+    busy_timeout_ms: int = 5000,
+    connect_timeout: float = 5.0,
+    command_timeout: float = 30.0,
+) -> AsyncEngine:
+    """An async engine for a ``webhook_store`` URL.
+
+    SQLite waits at most ``busy_timeout_ms`` for a lock; Postgres at most
+    ``connect_timeout`` to connect and ``command_timeout`` for a statement.
+    ``schema`` applies to Postgres only.
+    """
+    parsed = store_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, busy_timeout_ms)
+    if schema is not None and not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"schema {schema!r}: use lower-case letters, digits and '_'")
+    return _postgres_engine(parsed, schema, connect_timeout, command_timeout)

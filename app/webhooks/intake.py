@@ -1,0 +1,157 @@
+"""Webhook intake: verify → persist → acknowledge → hand to the dispatcher. Plain ASGI.
+
+``WebhookIntake`` owns the exact paths of the configured endpoints; ``GatehouseApp``
+looks the path up in it before the proxy, so intake costs the proxy nothing.
+The answer is sent only after the event and its deliveries are committed:
+``202`` for a new event, ``200`` for a repeat of a provider event id, ``503`` with
+``Retry-After`` when the store fails (never a 4xx for our own failure, or the
+provider would drop the event).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from app.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RequestTimeout,
+    WebhookRejected,
+    WebhookStoreUnavailable,
+    render_problem,
+)
+from app.webhooks.config import WebhookEndpoint
+from app.webhooks.engine import StoreError
+from app.webhooks.signatures import SignatureError, Verifier, build_verifier, provider_event_id
+
+if TYPE_CHECKING:
+    from app.webhooks.runtime import Webhooks
+
+log = logging.getLogger("gatehouse.webhooks")
+
+STORE_RETRY_AFTER = 5  # seconds a provider is asked to wait after a 503 of ours
+# Headers never stored or passed on: per-connection, or credentials meant for Gatehouse itself.
+_NOT_KEPT = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"expect",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"authorization",
+        b"cookie",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    config: WebhookEndpoint
+    verifier: Verifier
+    targets: tuple[str, ...]
+
+
+def headers_worth_keeping(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(name, value) for name, value in headers if name not in _NOT_KEPT]
+
+
+class WebhookIntake:
+    """The ASGI app behind every webhook path; the store and dispatcher come from lifespan state."""
+
+    def __init__(self, endpoints: Sequence[WebhookEndpoint]) -> None:
+        self._by_path = {
+            endpoint.path: _Endpoint(
+                endpoint, build_verifier(endpoint.verify), tuple(t.name for t in endpoint.deliver_to)
+            )
+            for endpoint in endpoints
+        }
+
+    def handles(self, path: str) -> bool:
+        return path in self._by_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self._by_path[scope["path"]]
+        try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowed("Webhook endpoints take POST only.", allow=b"POST")
+            body = await _read_body(scope, receive, endpoint.config.max_body_bytes)
+            try:
+                endpoint.verifier.verify(scope["headers"], body, now=time.time())
+            except SignatureError as exc:
+                raise WebhookRejected(f"Webhook verification failed: {exc.check} ({exc}).", check=exc.check) from None
+            event_id = provider_event_id(endpoint.config.verify, endpoint.config.dedupe, scope["headers"], body)
+            webhooks: Webhooks = scope["state"]["webhooks"]
+            try:
+                recorded = await webhooks.store.record_event(
+                    endpoint.config.name, event_id, headers_worth_keeping(scope["headers"]), body, endpoint.targets
+                )
+            except StoreError as exc:
+                log.error("webhook %s: could not store an event: %s", endpoint.config.name, exc)
+                raise WebhookStoreUnavailable(
+                    "The webhook could not be stored; retry later.", retry_after=STORE_RETRY_AFTER
+                ) from None
+        except GatewayError as exc:
+            await _answer_problem(exc, scope, send)
+            return
+        if recorded.duplicate:
+            await _answer(send, 200, {"status": "duplicate", "event_id": recorded.event_id})
+            return
+        await _answer(send, 202, {"status": "accepted", "event_id": recorded.event_id})
+        # After the answer: the sender's deadline is met, the attempt starts at once.
+        webhooks.dispatcher.deliver_soon(recorded.delivery_ids)
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole body, refusing with 413 as soon as it is known to pass ``limit``."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                declared = 0
+            if declared > limit:
+                raise PayloadTooLarge(f"The webhook body ({declared} bytes) exceeds the limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestTimeout("The sender went away before the body was complete.")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The webhook body exceeds the limit of {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _answer(send: Send, status: int, payload: dict[str, object]) -> None:
+    body = orjson.dumps(payload)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _answer_problem(exc: GatewayError, scope: Scope, send: Send) -> None:
+    level = logging.WARNING if exc.status >= 500 or exc.status == 401 else logging.INFO
+    log.log(level, "%s %s -> %d %s", scope["method"], scope["path"], exc.status, exc.detail)
+    status, headers, body = render_problem(exc, instance=scope["path"], request_id=None)
+    if isinstance(exc, PayloadTooLarge):
+        headers.append((b"connection", b"close"))  # the rest of the body is never read
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

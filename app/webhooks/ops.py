@@ -1,0 +1,149 @@
+"""The webhook ops API under ``{ops_prefix}/webhooks``: inspect events and deliveries, replay.
+
+Every endpoint requires the admin bearer token (``AdminDep``). Timestamps are
+ISO 8601 in UTC; lists are newest first and paged with ``before=<last id>``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import JSONResponse
+
+from app.ops import StateDep, require_admin
+from app.webhooks.engine import StoreError
+from app.webhooks.records import Delivery, ReplayResult
+from app.webhooks.runtime import Webhooks
+
+# Every endpoint here is admin-only: the dependency sits on the router, so none can be added without it.
+router = APIRouter(dependencies=[Depends(require_admin)])
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Status = Literal["pending", "delivering", "delivered", "dead"]
+
+
+def _webhooks(state: Any) -> Webhooks:
+    webhooks: Webhooks | None = state["webhooks"]
+    if webhooks is None:
+        raise HTTPException(404, "No webhook endpoints are configured.")
+    return webhooks
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _delivery(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "event_id": delivery.event_id,
+        "endpoint": delivery.endpoint,
+        "target": delivery.target,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "next_attempt_at": _iso(delivery.next_attempt_at),
+        "last_status": delivery.last_status,
+        "last_error": delivery.last_error,
+        "updated_at": _iso(delivery.updated_at),
+    }
+
+
+def _store_failed(exc: StoreError) -> HTTPException:
+    # Our storage, not the caller's mistake: 503 so tools retry.
+    return HTTPException(503, f"The webhook store is unavailable: {exc}", headers={"Retry-After": "5"})
+
+
+@router.get("/events")
+async def list_events(
+    state: StateDep, endpoint: str | None = None, limit: Limit = 50, before: int | None = None
+) -> dict[str, Any]:
+    try:
+        events = await _webhooks(state).store.list_events(endpoint=endpoint, limit=limit, before_id=before)
+    except StoreError as exc:
+        raise _store_failed(exc) from None
+    return {
+        "events": [
+            {
+                "id": e.id,
+                "endpoint": e.endpoint,
+                "provider_event_id": e.provider_event_id,
+                "received_at": _iso(e.received_at),
+                "deliveries": e.deliveries,
+            }
+            for e in events
+        ]
+    }
+
+
+@router.get("/deliveries")
+async def list_deliveries(
+    state: StateDep,
+    status: Status | None = None,
+    endpoint: str | None = None,
+    limit: Limit = 50,
+    before: int | None = None,
+) -> dict[str, Any]:
+    try:
+        found = await _webhooks(state).store.list_deliveries(
+            status=status, endpoint=endpoint, limit=limit, before_id=before
+        )
+    except StoreError as exc:
+        raise _store_failed(exc) from None
+    return {"deliveries": [_delivery(d) for d in found]}
+
+
+@router.get("/deliveries/{delivery_id}")
+async def get_delivery(state: StateDep, delivery_id: int) -> dict[str, Any]:
+    try:
+        found = await _webhooks(state).store.get_delivery_with_attempts(delivery_id)
+    except StoreError as exc:
+        raise _store_failed(exc) from None
+    if found is None:
+        raise HTTPException(404, f"No delivery {delivery_id}.")
+    delivery, attempts = found
+    return {
+        **_delivery(delivery),
+        "attempts_log": [
+            {
+                "started_at": _iso(a.started_at),
+                "duration_ms": a.duration_ms,
+                "status_code": a.status_code,
+                "error": a.error,
+            }
+            for a in attempts
+        ],
+    }
+
+
+@router.post("/deliveries/{delivery_id}/replay", status_code=202)
+async def replay_delivery(state: StateDep, delivery_id: int) -> Any:
+    webhooks = _webhooks(state)
+    try:
+        result = await webhooks.store.replay(delivery_id)
+    except StoreError as exc:
+        raise _store_failed(exc) from None
+    if result is ReplayResult.NOT_FOUND:
+        raise HTTPException(404, f"No delivery {delivery_id}.")
+    if result is ReplayResult.IN_FLIGHT:
+        raise HTTPException(409, f"Delivery {delivery_id} is being attempted right now; replay it afterwards.")
+    webhooks.dispatcher.deliver_soon([delivery_id])
+    return JSONResponse({"replayed": delivery_id}, status_code=202)
+
+
+@router.post("/endpoints/{name}/replay-dead", status_code=202)
+async def replay_dead(state: StateDep, name: str) -> Any:
+    webhooks = _webhooks(state)
+    if not any(endpoint.name == name for endpoint in state["settings"].webhooks):
+        raise HTTPException(404, f"No webhook endpoint {name!r}.")
+    try:
+        count = await webhooks.store.replay_dead(name)
+    except StoreError as exc:
+        raise _store_failed(exc) from None
+    webhooks.dispatcher.wake()
+    return JSONResponse({"replayed": count}, status_code=202)

@@ -1,0 +1,113 @@
+"""What the webhook store hands out: plain frozen records, no database handles."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
+
+DeliveryStatus = Literal["pending", "delivering", "delivered", "dead"]
+
+
+class RecordedEvent(NamedTuple):
+    """``record_event``'s answer: a duplicate names the first event and creates no deliveries."""
+
+    event_id: int
+    duplicate: bool
+    delivery_ids: tuple[int, ...]
+
+
+class ReplayResult(enum.Enum):
+    REPLAYED = "replayed"
+    NOT_FOUND = "not_found"
+    IN_FLIGHT = "in_flight"
+
+
+@dataclass(frozen=True)
+class EventSummary:
+    id: int
+    endpoint: str
+    provider_event_id: str | None
+    received_at: datetime
+    body_size: int
+    deliveries: int = 0
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int
+    endpoint: str
+    provider_event_id: str | None
+    received_at: datetime
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    event_id: int
+    endpoint: str
+    target: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Delivery:
+        return cls(
+            id=row.id,
+            event_id=row.event_id,
+            endpoint=row.endpoint,
+            target=row.target,
+            status=row.status,
+            attempts=row.attempts,
+            next_attempt_at=row.next_attempt_at,
+            lease_owner=row.lease_owner,
+            lease_expires_at=row.lease_expires_at,
+            last_status=row.last_status,
+            last_error=row.last_error,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A leased delivery with what the dispatcher needs to send it."""
+
+    delivery: Delivery
+    provider_event_id: str | None
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """One attempt as the dispatcher saw it: a status, or the error that stopped it."""
+
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    id: int
+    delivery_id: int
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Attempt:
+        return cls(row.id, row.delivery_id, row.started_at, row.duration_ms, row.status_code, row.error)

@@ -1,0 +1,74 @@
+"""What the webhooks need for the life of the process: the store, the delivery client, the dispatcher.
+
+``open_webhooks(settings)`` is the lifespan's one call: it opens the store
+(migrating it), starts the dispatcher and the retention pruner, and on exit
+stops them and closes everything, shielded so a cancelled shutdown still does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio
+import httpx
+
+from app.settings import Settings
+from app.webhooks.delivery import Dispatcher, prune_forever
+from app.webhooks.store import DeliveryStore
+
+log = logging.getLogger("gatehouse.webhooks")
+
+
+@dataclass(frozen=True, slots=True)
+class Webhooks:
+    store: DeliveryStore
+    dispatcher: Dispatcher
+
+
+@contextlib.asynccontextmanager
+async def open_webhooks(settings: Settings) -> AsyncIterator[Webhooks | None]:
+    """Yield the running webhooks, or None when no endpoint is configured (no store is opened)."""
+    if not settings.webhooks:
+        yield None
+        return
+    store = await DeliveryStore.open(settings.webhook_store)
+    concurrency = settings.webhook_dispatch_concurrency
+    http = httpx.AsyncClient(
+        trust_env=False,
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency),
+    )
+    dispatcher = Dispatcher(
+        store,
+        settings.webhooks,
+        http,
+        interval=settings.webhook_dispatch_interval,
+        batch=settings.webhook_dispatch_batch,
+        concurrency=concurrency,
+        lease_seconds=settings.webhook_lease_seconds,
+    )
+    try:
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(dispatcher.run)
+            tasks.start_soon(
+                lambda: prune_forever(
+                    store, retention_days=settings.retention_days, interval=settings.webhook_prune_interval
+                )
+            )
+            log.info(
+                "webhooks ready: %d endpoint(s), store %s, dispatcher %s",
+                len(settings.webhooks),
+                store.backend,
+                dispatcher.owner,
+            )
+            try:
+                yield Webhooks(store, dispatcher)
+            finally:
+                tasks.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await http.aclose()
+            await store.aclose()
