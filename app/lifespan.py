@@ -45,7 +45,7 @@ def make_lifespan(settings: Settings, edge: Edge, drain: Drain) -> Callable[[Any
         await edge.open()
         background = AsyncExitStack()
         try:
-            webhooks = await background.enter_async_context(open_webhooks(settings))
+            webhooks = await background.enter_async_context(open_webhooks(settings, gateway.metrics))
         except BaseException:
             await gateway.generation.close(0)
             await edge.aclose()

@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None, *, tracer: Tracer | None = None
     )
     app.include_router(ops_router, prefix=settings.ops_prefix)
     app.include_router(webhooks_ops_router, prefix=settings.ops_prefix + "/webhooks")
-    app.webhook_intake = WebhookIntake(settings.webhooks)
+    app.webhook_intake = WebhookIntake(settings.webhooks, metrics)
     _, params = redaction_names(settings)
     app.gateway = Gateway(
         generation,
