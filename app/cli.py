@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import atexit
 import gc
 import getpass
 import importlib.util
 import logging.config
 import os
+import shutil
 import signal
+import socket
 import sys
+import tempfile
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from app.resilience.drain import Drain
 from app.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from app.reload import Reloader
 
 # Young-generation collections every 20,000 net allocations instead of 700.
 GC_GEN0_THRESHOLD = 20_000
@@ -108,6 +116,25 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+class ReloadingServer(DrainingServer):
+    """The single-process server, which also reloads the config file on SIGHUP (``app.reload``)."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain, reloader: Reloader) -> None:
+        super().__init__(config, drain)
+        self.reloader = reloader
+        self._reloads: set[asyncio.Task[None]] = set()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if hasattr(signal, "SIGHUP"):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._reload)
+
+    def _reload(self) -> None:
+        task = asyncio.create_task(self.reloader.reload_logged())
+        self._reloads.add(task)  # held until done: the loop keeps only a weak reference
+        task.add_done_callback(self._reloads.discard)
+
+
 def configure_logging(settings: Settings) -> dict[str, Any]:
     """Every logger of this process behind the redacting formatter; returns the config for uvicorn too."""
     from app.observability.logging import logging_config
@@ -135,6 +162,12 @@ def serve(args: argparse.Namespace) -> None:
     # would end the process as "killed by SIGTERM" (143). A drained stop is a success.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     if args.workers > 1:
+        # Each worker counts into files here; a scrape sums them (prometheus-client's multiprocess
+        # mode). Set before any worker imports prometheus_client. On SIGHUP uvicorn restarts the
+        # workers one by one, and each reads the config file anew.
+        metrics_dir = tempfile.mkdtemp(prefix="gatehouse-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
         uvicorn.run(
             "app.cli:worker_app",
             factory=True,
@@ -160,7 +193,7 @@ def serve(args: argparse.Namespace) -> None:
         shutdown_grace=settings.shutdown_grace,
     )
     settle_heap()
-    DrainingServer(config, app.state.drain).run()
+    ReloadingServer(config, app.state.drain, app.state.reloader).run()
 
 
 def _exit_cleanly(_signum: int, _frame: object) -> None:

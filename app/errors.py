@@ -161,6 +161,9 @@ class UpstreamError(GatewayError):
     status = 502
     title = "Bad gateway"
     slug = "upstream-error"
+    # What failed on the wire (connect, timeout, reset, pool), set by ``map_upstream_errors``;
+    # None for the gateway's own refusals (open breaker, no healthy target, full bulkhead).
+    kind: str | None = None
 
 
 class UpstreamUnavailable(UpstreamError):

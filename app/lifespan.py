@@ -3,59 +3,59 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from app.edge.runtime import Edge
-from app.proxy.clients import UpstreamClients
-from app.proxy.routing import RouteTable
-from app.resilience.checks import HealthChecks
+from app.observability.metrics import multiprocess_dir
 from app.resilience.drain import Drain
-from app.resilience.upstreams import Upstreams
 from app.settings import Settings
 from app.webhooks.runtime import Webhooks, open_webhooks
+
+if TYPE_CHECKING:
+    from app.proxy.gateway import Gateway
+    from app.reload import Reloader
 
 log = logging.getLogger("gatehouse")
 
 
 class State(TypedDict):
-    """Lifespan state; requests reach it as ``scope["state"]`` / ``request.state``."""
+    """Lifespan state; requests reach it as ``scope["state"]`` / ``request.state``.
 
-    settings: Settings
-    routes: RouteTable
-    clients: UpstreamClients
-    upstreams: Upstreams
+    The route table, upstream clients and pools live in ``gateway.generation``,
+    which a config reload replaces: read them from there, per request.
+    """
+
+    settings: Settings  # as at start-up
+    gateway: Gateway
+    reloader: Reloader
     drain: Drain
     edge: Edge  # the shared client for JWKS / OAuth token fetches, and the rate-limit storage
     webhooks: Webhooks | None  # the delivery store and dispatcher; None without webhook endpoints
 
 
-def make_lifespan(
-    settings: Settings, routes: RouteTable, edge: Edge, upstreams: Upstreams, drain: Drain
-) -> Callable[[Any], AbstractAsyncContextManager[State]]:
+def make_lifespan(settings: Settings, edge: Edge, drain: Drain) -> Callable[[Any], AbstractAsyncContextManager[State]]:
     @asynccontextmanager
-    async def lifespan(_app: Any) -> AsyncIterator[State]:
-        clients = UpstreamClients(routes.routes, settings.limits, http1=settings.upstream_transport)
-        upstreams.bind(clients)
-        checks = HealthChecks(upstreams)
+    async def lifespan(app: Any) -> AsyncIterator[State]:
+        gateway: Gateway = app.gateway
+        reloader: Reloader = app.state.reloader
+        gateway.generation.open(settings.limits, settings.upstream_transport)
         await edge.open()
-        checks.start()
         background = AsyncExitStack()
         try:
-            webhooks = await background.enter_async_context(open_webhooks(settings))
+            webhooks = await background.enter_async_context(open_webhooks(settings, gateway.metrics))
         except BaseException:
-            await checks.stop()
-            await clients.aclose()
+            await gateway.generation.close(0)
             await edge.aclose()
             raise
-        log.info("gatehouse ready: %d route(s)", len(routes.routes))
+        log.info("gatehouse ready: %d route(s)", len(gateway.routes.routes))
         try:
             yield {
                 "settings": settings,
-                "routes": routes,
-                "clients": clients,
-                "upstreams": upstreams,
+                "gateway": gateway,
+                "reloader": reloader,
                 "drain": drain,
                 "edge": edge,
                 "webhooks": webhooks,
@@ -64,9 +64,13 @@ def make_lifespan(
             # uvicorn has stopped accepting and waited for in-flight exchanges (up to shutdown_grace).
             drain.start("lifespan shutdown")
             await background.aclose()  # the dispatcher hands back what it holds, then the store closes
-            await checks.stop()
-            await clients.aclose()
+            await reloader.aclose()
+            await gateway.generation.close(0)
             await edge.aclose()
+            if multiprocess_dir() is not None:
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call] # this worker's live gauges leave the sum
             log.info("gatehouse stopped: upstream clients closed")
 
     return lifespan

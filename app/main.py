@@ -10,11 +10,15 @@ from starlette.types import Receive, Scope, Send
 from app.edge.runtime import Edge
 from app.errors import install_error_handlers
 from app.lifespan import make_lifespan
+from app.observability.access import AccessLog
+from app.observability.logging import redaction_names
+from app.observability.metrics import Metrics, upstream_state_metrics
+from app.observability.tracing import Tracer, build_tracer
 from app.ops import router as ops_router
 from app.proxy.gateway import Gateway
-from app.proxy.routing import CompiledRoute, RouteTable
+from app.proxy.generation import Generation
+from app.reload import Reloader
 from app.resilience.drain import Drain
-from app.resilience.upstreams import Upstreams
 from app.settings import Settings, load_settings
 from app.webhooks.intake import WebhookIntake
 from app.webhooks.ops import router as webhooks_ops_router
@@ -42,22 +46,23 @@ class GatehouseApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, tracer: Tracer | None = None) -> FastAPI:
     """Build a Gatehouse app from ``settings`` (default: file + environment).
 
     ``app.state.drain`` is the app's ``Drain``: the server sets it when a
     shutdown signal arrives, before it stops accepting (see ``app.cli``).
+    ``tracer`` overrides the one ``settings.tracing`` asks for (tests pass one
+    with an in-memory exporter).
     """
     settings = settings if settings is not None else load_settings()
-    routes = RouteTable(
-        CompiledRoute.compile(route, settings.timeout, settings.resilience_for(route)) for route in settings.routes
-    )
-    upstreams = Upstreams(routes)
     drain = Drain()
     edge = Edge(settings)
+    metrics = Metrics()
+    filters = edge.filters()
+    generation = Generation.from_settings(settings, filters, metrics)
     app = GatehouseApp(
         title="Gatehouse",
-        lifespan=make_lifespan(settings, routes, edge, upstreams, drain),
+        lifespan=make_lifespan(settings, edge, drain),
         redirect_slashes=False,
         docs_url=None,
         redoc_url=None,
@@ -65,18 +70,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(ops_router, prefix=settings.ops_prefix)
     app.include_router(webhooks_ops_router, prefix=settings.ops_prefix + "/webhooks")
-    app.webhook_intake = WebhookIntake(settings.webhooks)
+    app.webhook_intake = WebhookIntake(settings.webhooks, metrics)
+    _, params = redaction_names(settings)
     app.gateway = Gateway(
-        routes=routes,
+        generation,
         ops_prefix=settings.ops_prefix,
+        metrics=metrics,
         trusted_proxies=settings.trusted_proxies,
-        upstreams=upstreams,
-        # The bulkhead comes last: only requests that passed every other filter take a slot.
-        filters=[*edge.filters(), upstreams.bulkhead_for],
         max_header_count=settings.max_header_count,
         max_header_bytes=settings.max_header_bytes,
+        access_log=AccessLog(settings.access_log, params) if settings.access_log != "off" else None,
+        tracer=tracer if tracer is not None else build_tracer(settings.tracing),
     )
+    metrics.watch(upstream_state_metrics(lambda: app.gateway.generation.upstreams.pools))
     app.state.drain = drain
+    app.state.reloader = Reloader(app.gateway, settings, filters)
     install_error_handlers(app)
     return app
 

@@ -1,15 +1,22 @@
-"""Ops endpoints under ``ops_prefix``: liveness, readiness, the route table, upstream state."""
+"""Ops endpoints under ``ops_prefix``: liveness, readiness, the route table, upstream state,
+metrics, config reload, and the ops page."""
 
 from __future__ import annotations
 
 import hmac
+from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
 from app.errors import PROBLEM_CONTENT_TYPE, problem_body
 from app.lifespan import State
+from app.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from app.reload import ReloadRejected
+
+OPS_PAGE = (Path(__file__).parent / "observability" / "ops_page.html").read_bytes()
 
 router = APIRouter()
 
@@ -50,14 +57,16 @@ async def readyz(state: StateDep) -> Any:
     the answer 200: taking the whole gateway out of rotation for one sick
     upstream would turn it into an outage of every route.
     """
-    if state["drain"].draining or state["clients"].closed:
+    generation = state["gateway"].generation
+    clients = generation.clients
+    if state["drain"].draining or clients is None or clients.closed:
         reason = "Gatehouse is draining for shutdown." if state["drain"].draining else "Upstream clients are closed."
         body = problem_body(503, "Not ready", reason, type_uri="urn:gatehouse:problem:not-ready")
         return Response(body, status_code=503, media_type=PROBLEM_CONTENT_TYPE.decode())
-    degraded = state["upstreams"].degraded()
+    degraded = generation.upstreams.degraded()
     return {
         "status": "degraded" if degraded else "ready",
-        "routes": len(state["routes"].routes),
+        "routes": len(generation.routes.routes),
         "degraded": degraded,
     }
 
@@ -65,14 +74,16 @@ async def readyz(state: StateDep) -> Any:
 @router.get("/upstreams")
 async def upstreams(state: StateDep) -> dict[str, Any]:
     """Every route's targets: health, ejection, breaker state, requests in flight, connections."""
-    return {"routes": state["upstreams"].snapshot(state["clients"])}
+    generation = state["gateway"].generation
+    assert generation.clients is not None
+    return {"routes": generation.upstreams.snapshot(generation.clients)}
 
 
 @router.get("/routes")
 async def routes(state: StateDep) -> dict[str, Any]:
     """The resolved route table. Header values are left out: they may be secrets."""
     out = []
-    for compiled in state["routes"].routes:
+    for compiled in state["gateway"].generation.routes.routes:
         route = compiled.route
         out.append(
             {
@@ -97,3 +108,36 @@ async def routes(state: StateDep) -> dict[str, Any]:
             }
         )
     return {"routes": out}
+
+
+@router.get("/metrics")
+async def metrics(state: StateDep) -> Response:
+    """Prometheus text format (summed over workers when there are several)."""
+    metrics = state["gateway"].metrics
+    await metrics.refresh(state)
+    return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
+
+@router.get("/stats")
+async def stats(state: StateDep) -> dict[str, Any]:
+    """Per-route request counts by status class and upstream errors by kind, since start-up (the ops page)."""
+    return {"routes": state["gateway"].metrics.route_counts()}
+
+
+@router.post("/reload", status_code=200)
+async def reload(state: StateDep, _admin: AdminDep) -> Any:
+    """Re-read the config file and swap the route table; an invalid file changes nothing (422)."""
+    try:
+        return await state["reloader"].reload()
+    except ReloadRejected as exc:
+        problem = orjson.loads(
+            problem_body(422, "Invalid configuration", exc.detail, type_uri="urn:gatehouse:problem:invalid-config")
+        )
+        problem["errors"] = exc.errors
+        return Response(orjson.dumps(problem), status_code=422, media_type=PROBLEM_CONTENT_TYPE.decode())
+
+
+@router.get("/")
+async def ops_page() -> Response:
+    """The ops page: static HTML and JavaScript that reads the endpoints above."""
+    return Response(OPS_PAGE, media_type="text/html; charset=utf-8", headers={"cache-control": "no-store"})

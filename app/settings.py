@@ -431,6 +431,9 @@ class Settings(BaseSettings):
     upstream_transport: Literal["aiohttp", "httpcore"] = "aiohttp"
     # Bearer token for the admin ops API (webhook replay, config reload); unset disables it.
     admin_token: SecretStr | None = Field(None, min_length=16)
+    # Observability: one access-log line per request to stdout; spans when the OpenTelemetry SDK is installed.
+    access_log: Literal["json", "text", "off"] = "json"
+    tracing: Literal["none", "otlp", "console"] = "none"
     # Webhooks: verified intake, a durable outbox, background delivery (see app/webhooks).
     webhooks: WebhookEndpoints = Field(default_factory=list)
     webhook_store: WebhookStoreUrl = DEFAULT_WEBHOOK_STORE
@@ -513,6 +516,11 @@ class Settings(BaseSettings):
         if not value.startswith("/") or value == "/" or value.endswith("/") or "//" in value:
             raise ValueError("must look like '/_gatehouse': a leading '/', no trailing '/'")
         return value
+
+    @field_validator("access_log", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare ``off`` as false
 
     @field_validator("log_level", mode="before")
     @classmethod

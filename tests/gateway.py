@@ -32,11 +32,15 @@ class RunningGateway:
 
     def connections_in_use(self) -> int:
         """Upstream connections held by open exchanges, over every upstream."""
-        return sum(self.state["clients"].in_use().values())
+        clients = self.state["gateway"].generation.clients
+        assert clients is not None
+        return sum(clients.in_use().values())
 
     def upstreams(self) -> dict[str, Any]:
         """What ``/upstreams`` shows, by route name."""
-        snapshot: dict[str, Any] = self.state["upstreams"].snapshot(self.state["clients"])
+        generation = self.state["gateway"].generation
+        assert generation.clients is not None
+        snapshot: dict[str, Any] = generation.upstreams.snapshot(generation.clients)
         return snapshot
 
 

@@ -32,22 +32,30 @@ class RedactingFormatter(logging.Formatter):
         query_params: Iterable[str] = (),
     ) -> None:
         super().__init__(fmt, datefmt)
-        names = "|".join(re.escape(h) for h in sorted({h.lower() for h in headers}))
+        self._names = tuple(sorted({h.lower() for h in headers}))
+        names = "|".join(re.escape(h) for h in self._names)
         # "authorization: x", "authorization=x", "'authorization': 'x'", "(b'authorization', b'x')"
         self._header = re.compile(rf"(?i)\b({names})(['\"]?\s*[:=,]\s*b?['\"]?)([^'\"\r\n]+)")
         self._scheme = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
         self._jwt = re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
         params = "|".join(re.escape(q) for q in sorted(set(query_params)))
+        self._params = tuple(sorted({q.lower() + "=" for q in query_params}))
         self._query = re.compile(rf"(?i)([?&;](?:{params})=)[^&;#\s'\"]*") if params else None
 
     def format(self, record: logging.LogRecord) -> str:
         return self.redact(super().format(record))
 
     def redact(self, text: str) -> str:
-        text = self._header.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
-        text = self._scheme.sub(lambda m: m.group(1) + " " + REDACTED, text)
-        text = self._jwt.sub(REDACTED, text)
-        if self._query is not None:
+        # Each pattern runs only if the text holds what it needs to match: the substring tests
+        # cost far less than a regex scan, and most lines (every access-log line) hold none.
+        lower = text.lower()
+        if any(name in lower for name in self._names):
+            text = self._header.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+        if "bearer" in lower or "basic" in lower:
+            text = self._scheme.sub(lambda m: m.group(1) + " " + REDACTED, text)
+        if "eyJ" in text:
+            text = self._jwt.sub(REDACTED, text)
+        if self._query is not None and any(param in lower for param in self._params):
             text = self._query.sub(lambda m: m.group(1) + REDACTED, text)
         return text
 
@@ -75,9 +83,16 @@ def logging_config(settings: Settings, *, root: bool) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {
             "redacting": {"()": f"{__name__}.RedactingFormatter", "headers": headers, "query_params": params},
+            "access": {
+                "()": f"{__name__}.RedactingFormatter",
+                "fmt": "%(message)s",
+                "headers": headers,
+                "query_params": params,
+            },
         },
         "handlers": {
             "stderr": {"class": "logging.StreamHandler", "formatter": "redacting", "stream": "ext://sys.stderr"},
+            "stdout": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
         },
         "loggers": {
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
@@ -85,6 +100,12 @@ def logging_config(settings: Settings, *, root: bool) -> dict[str, Any]:
             "uvicorn.access": {"handlers": ["stderr"], "level": level, "propagate": False},
             # httpx logs every request at INFO; per-request lines belong to the access log.
             "httpx": {"level": "WARNING"},
+            # One line per proxied request, to stdout (``access_log``; off leaves the logger silent).
+            "gatehouse.access": {
+                "handlers": ["stdout"],
+                "level": level if settings.access_log != "off" else "CRITICAL",
+                "propagate": False,
+            },
         },
     }
     if root:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+from time import perf_counter
 
 import anyio
 import httpx
@@ -29,25 +30,35 @@ log = logging.getLogger("gatehouse.proxy")
 
 @contextlib.contextmanager
 def map_upstream_errors(route: str) -> Iterator[None]:
-    """The one place httpx's exceptions become gateway errors."""
+    """The one place httpx's exceptions become gateway errors (``kind`` says which for the metrics)."""
     try:
         yield
     except httpx.PoolTimeout as exc:
-        raise UpstreamUnavailable(
-            f"Route {route!r}: no upstream connection became free in time.",
-            headers=[(b"retry-after", b"1")],
+        raise _kind(
+            UpstreamUnavailable(
+                f"Route {route!r}: no upstream connection became free in time.",
+                headers=[(b"retry-after", b"1")],
+            ),
+            "pool",
         ) from exc
     except httpx.TimeoutException as exc:
-        kind = {
+        what = {
             httpx.ConnectTimeout: "connecting to",
             httpx.ReadTimeout: "reading from",
             httpx.WriteTimeout: "writing to",
         }.get(type(exc), "waiting for")
-        raise UpstreamTimeout(f"Route {route!r}: timed out {kind} the upstream.") from exc
+        raise _kind(UpstreamTimeout(f"Route {route!r}: timed out {what} the upstream."), "timeout") from exc
     except httpx.ConnectError as exc:
-        raise UpstreamError(f"Route {route!r}: could not connect to the upstream.") from exc
+        raise _kind(UpstreamError(f"Route {route!r}: could not connect to the upstream."), "connect") from exc
     except httpx.TransportError as exc:
-        raise UpstreamError(f"Route {route!r}: the upstream connection failed ({type(exc).__name__}).") from exc
+        raise _kind(
+            UpstreamError(f"Route {route!r}: the upstream connection failed ({type(exc).__name__})."), "reset"
+        ) from exc
+
+
+def _kind(error: UpstreamError, kind: str) -> UpstreamError:
+    error.kind = kind
+    return error
 
 
 async def send_upstream(exchange: Exchange) -> httpx.Response:
@@ -68,6 +79,16 @@ async def send_request(
     raised as that, not as an upstream error.
     """
     route = exchange.route
+    metrics = exchange.metrics
+    exchange.attempts += 1
+    if exchange.attempts > 1 and metrics is not None:
+        metrics.retries.inc()
+    span = None
+    if exchange.span is not None:
+        assert exchange.tracer is not None
+        span = exchange.tracer.client_span(exchange.span, exchange.method, str(url), exchange.attempts)
+        parent = exchange.tracer.traceparent(span)
+        headers = [(b"traceparent", parent) if name == b"traceparent" else (name, value) for name, value in headers]
     request = httpx.Request(
         exchange.method,
         url,
@@ -75,16 +96,30 @@ async def send_request(
         stream=body,
         extensions={"timeout": route.timeout_extension},
     )
+    started = perf_counter()
     try:
         with map_upstream_errors(route.name):
             if exchange.upstream_auth is None:
-                return await client.send(request, stream=True)
-            return await client.send(request, stream=True, auth=exchange.upstream_auth)
+                response = await client.send(request, stream=True)
+            else:
+                response = await client.send(request, stream=True, auth=exchange.upstream_auth)
     except (GatewayError, ClientDisconnected) as exc:
+        if isinstance(exc, UpstreamError) and exc.kind is not None and metrics is not None:
+            metrics.errors[exc.kind].inc()
+        if span is not None:
+            assert exchange.tracer is not None
+            exchange.tracer.end(span, None, str(exc))
         failure = exchange.body.failure() if exchange.body is not None else None
         if failure is not None and failure is not exc:
             raise failure from exc
         raise
+    elapsed = exchange.upstream_seconds = perf_counter() - started
+    if metrics is not None:
+        metrics.upstream_duration.observe(elapsed)
+    if span is not None:
+        assert exchange.tracer is not None
+        exchange.tracer.end(span, response.status_code)
+    return response
 
 
 class WatchedStream(httpx.AsyncByteStream):
@@ -135,9 +170,10 @@ def watch_response(
     return response
 
 
-async def relay_response(exchange: Exchange, response: httpx.Response, send: Send, receive: Receive) -> None:
-    """Stream ``response`` to the client and close it, whatever happens."""
+async def relay_response(exchange: Exchange, response: httpx.Response, send: Send, receive: Receive) -> int:
+    """Stream ``response`` to the client and close it, whatever happens; returns the body bytes sent."""
     route = exchange.route
+    sent = 0
     try:
         outbound = client_response_headers(response.headers.raw, route.headers, exchange.request_id)
         headers = outbound.headers
@@ -150,16 +186,22 @@ async def relay_response(exchange: Exchange, response: httpx.Response, send: Sen
                 first = await _next(chunks)
             if first is None:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
+                return 0
+            sent = len(first)
             length = outbound.content_length
-            if length is not None and len(first) >= length:
+            if length is not None and sent >= length:
                 await send({"type": "http.response.body", "body": first, "more_body": False})
-                return
+                return sent
             await send({"type": "http.response.body", "body": first, "more_body": True})
             # More to come: from here on the client may leave while we wait upstream.
             # (Only once the request body is read: ``receive`` has one reader at a time.)
             watch = exchange.body is None or exchange.body.finished
-            if await _relay_rest(chunks, send, receive if watch else None, route.name):
+            counter = [sent]
+            try:
+                finished = await _relay_rest(chunks, send, receive if watch else None, route.name, counter)
+            finally:
+                sent = counter[0]
+            if finished:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
                 log.info("client disconnected mid-stream", extra={"route": route.name})
@@ -169,6 +211,8 @@ async def relay_response(exchange: Exchange, response: httpx.Response, send: Sen
                 await aclose()
     except UpstreamError as exc:
         # The status line is gone: all we can do is cut the response short.
+        if exc.kind is not None and exchange.metrics is not None:
+            exchange.metrics.errors[exc.kind].inc()
         log.warning(
             "upstream failed mid-response: %s",
             exc.detail,
@@ -176,16 +220,20 @@ async def relay_response(exchange: Exchange, response: httpx.Response, send: Sen
         )
     finally:
         await response.aclose()
+    return sent
 
 
-async def _relay_rest(chunks: AsyncIterator[bytes], send: Send, receive: Receive | None, route: str) -> bool:
-    """Relay remaining chunks; ``False`` if the client disconnected first."""
+async def _relay_rest(
+    chunks: AsyncIterator[bytes], send: Send, receive: Receive | None, route: str, sent: list[int]
+) -> bool:
+    """Relay remaining chunks, adding their size to ``sent[0]``; ``False`` if the client disconnected first."""
     with anyio.CancelScope() as scope:
         watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, scope)) if receive else None
         try:
             with map_upstream_errors(route):
                 async for chunk in chunks:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    sent[0] += len(chunk)
         finally:
             if watcher is not None:
                 watcher.cancel()

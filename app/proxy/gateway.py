@@ -14,7 +14,8 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 from itertools import chain
-from typing import TYPE_CHECKING
+from time import perf_counter
+from typing import Any
 
 import httpx
 from starlette.types import Receive, Scope, Send
@@ -26,69 +27,118 @@ from app.errors import (
     InternalError,
     MethodNotAllowed,
     PayloadTooLarge,
+    RateLimited,
     RouteNotFound,
     render_problem,
 )
+from app.observability.access import AccessLog
+from app.observability.metrics import Metrics, RouteMetrics
+from app.observability.tracing import Tracer, trace_id_of
 from app.proxy.body import ClientDisconnected, RequestBody
-from app.proxy.forwarding import relay_response, send_upstream
+from app.proxy.forwarding import relay_response
+from app.proxy.generation import Generation
 from app.proxy.headers import sane_request_id, upstream_request_headers
-from app.proxy.pipeline import Exchange, FilterFactory, Handler, chain_for
-from app.proxy.routing import CompiledRoute, RouteTable
+from app.proxy.pipeline import Exchange
+from app.proxy.routing import RouteTable
 from app.proxy.urls import normalise_path, upstream_target
 from app.settings import IPNetwork
-
-if TYPE_CHECKING:
-    from app.resilience.upstreams import Upstreams
 
 log = logging.getLogger("gatehouse.proxy")
 
 
 class Gateway:
-    """ASGI app that proxies HTTP requests to the routes' upstreams."""
+    """ASGI app that proxies HTTP requests to the routes' upstreams.
+
+    It serves from ``generation`` (see ``app.proxy.generation``), read once per
+    request; a reload swaps that one reference. Per request it counts the
+    metrics bound to the route at start-up and, when enabled, writes one
+    access-log line and records a server span.
+    """
 
     def __init__(
         self,
+        generation: Generation,
         *,
-        routes: RouteTable,
         ops_prefix: str,
+        metrics: Metrics,
         trusted_proxies: Sequence[IPNetwork] = (),
-        filters: Sequence[FilterFactory] = (),
         max_header_count: int = 100,
         max_header_bytes: int = 16384,
-        upstreams: Upstreams | None = None,
+        access_log: AccessLog | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
-        self.routes = routes
+        self.generation = generation
+        self.metrics = metrics
         self._max_header_count = max_header_count
         self._max_header_bytes = max_header_bytes
         self._ops = ops_prefix
         self._ops_slash = ops_prefix + "/"
         self._trusted = tuple(trusted_proxies)
-        self._handlers = {
-            route.name: chain_for(route, filters, self._endpoint(route, upstreams)) for route in routes.routes
-        }
-        self._origins = {route.name: httpx.URL(route.upstream.origin) for route in routes.routes}
+        self._access = access_log
+        self._tracer = tracer
+        self._in_flight = metrics.in_flight
+        self._no_route = metrics.no_route
 
-    @staticmethod
-    def _endpoint(route: CompiledRoute, upstreams: Upstreams | None) -> Handler:
-        return send_upstream if upstreams is None else upstreams.endpoint_for(route)
+    @property
+    def routes(self) -> RouteTable:
+        return self.generation.routes
 
     def is_ops_path(self, path: str) -> bool:
         return path == self._ops or path.startswith(self._ops_slash)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._proxy(scope, receive, send)
+        start = perf_counter()
+        generation = self.generation
+        generation.in_flight += 1
+        self._in_flight.inc()
+        outcome = _Outcome(self._no_route)
+        try:
+            await self._proxy(scope, receive, send, generation, outcome)
+        finally:
+            generation.finished_one()
+            self._in_flight.dec()
+            duration = perf_counter() - start
+            outcome.metrics.request(scope["method"], outcome.status, duration)
+            if outcome.span is not None:
+                assert self._tracer is not None
+                self._tracer.end(outcome.span, outcome.status)
+            if self._access is not None and self._access.enabled:
+                self._log(scope, outcome, duration)
 
-    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id: bytes | None = None
+    def _log(self, scope: Scope, outcome: _Outcome, duration: float) -> None:
+        assert self._access is not None
+        exchange = outcome.exchange
+        client = scope.get("client")
+        url = exchange.url if exchange is not None and exchange.upstream_seconds is not None else None
+        self._access.emit(
+            request_id=(outcome.request_id or _client_request_id(scope)).decode(),
+            trace_id=trace_id_of(outcome.traceparent) if outcome.traceparent else None,
+            route=outcome.metrics.name,
+            method=scope["method"],
+            path=scope["path"],
+            query=scope["query_string"],
+            status=outcome.status,
+            bytes_in=exchange.body.received if exchange is not None and exchange.body is not None else 0,
+            bytes_out=outcome.bytes_out,
+            duration=duration,
+            upstream=f"{url.scheme}://{url.netloc.decode()}" if url is not None else None,
+            upstream_duration=exchange.upstream_seconds if exchange is not None else None,
+            client=f"{client[0]}:{client[1]}" if client else "",
+        )
+
+    async def _proxy(
+        self, scope: Scope, receive: Receive, send: Send, generation: Generation, outcome: _Outcome
+    ) -> None:
         route_name = "-"
         try:
             self._check_header_limits(scope["headers"])
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
             normalised = normalise_path(raw_path)
-            route = self.routes.resolve(normalised)
+            route = generation.routes.resolve(normalised)
             if route is None:
                 raise RouteNotFound(f"No route matches the path {normalised.path!r}.")
             route_name = route.name
+            metrics = outcome.metrics = generation.metrics[route_name]
             method: str = scope["method"]
             # A CORS preflight is the CORS filter's to answer, whatever the route's methods.
             if not route.allows(method) and not (method == "OPTIONS" and route.route.cors is not None):
@@ -109,7 +159,12 @@ class Gateway:
                 )
             except ValueError as exc:
                 raise BadRequest(f"Malformed request headers: {exc}.") from None
-            request_id = inbound.request_id
+            request_id = outcome.request_id = inbound.request_id
+            outcome.traceparent = inbound.traceparent
+            span = None
+            if self._tracer is not None:
+                span = outcome.span = self._tracer.server_span(inbound.incoming_traceparent, method, route_name)
+                outcome.traceparent = self._tracer.traceparent(span)
             limit = route.max_body_bytes
             length = inbound.content_length
             if limit is not None and length is not None and length > limit:
@@ -122,31 +177,41 @@ class Gateway:
                 normalised.path,
                 scope["query_string"],
             )
-            exchange = Exchange(
+            assert generation.clients is not None, "the lifespan opens the generation"
+            exchange = outcome.exchange = Exchange(
                 route=route,
-                client=scope["state"]["clients"].for_route(route.name),
+                client=generation.clients.for_route(route_name),
                 method=method,
-                url=_with_target(self._origins[route.name], target),
+                url=_with_target(generation.origins[route_name], target),
                 headers=inbound.headers,
                 body=body,
                 request_id=request_id,
                 client_ip=client_ip,
                 scope=scope,
+                metrics=metrics,
+                span=span,
+                tracer=self._tracer,
             )
-            response = await self._handlers[route.name](exchange)
+            response = await generation.handlers[route_name](exchange)
         except GatewayError as exc:
-            await self._answer_error(exc, scope, send, route_name, request_id)
+            outcome.status = exc.status
+            if isinstance(exc, RateLimited):
+                outcome.metrics.rate_limited.inc()
+            outcome.bytes_out = await self._answer_error(exc, scope, send, route_name, outcome.request_id)
             return
         except ClientDisconnected:
+            outcome.status = CLIENT_CLOSED
             log.info("client disconnected before the upstream answered", extra={"route": route_name})
             return
         except Exception:
             log.exception("unexpected error while proxying", extra={"route": route_name})
             error = InternalError("The gateway failed unexpectedly; the error is in its log.")
-            await self._answer_error(error, scope, send, route_name, request_id)
+            outcome.status = error.status
+            outcome.bytes_out = await self._answer_error(error, scope, send, route_name, outcome.request_id)
             return
+        outcome.status = response.status_code
         try:
-            await relay_response(exchange, response, send, receive)
+            outcome.bytes_out = await relay_response(exchange, response, send, receive)
         except Exception:
             # The status line may be out already: the connection is cut, the log says why.
             log.exception("unexpected error while relaying the response", extra={"route": route_name})
@@ -160,7 +225,7 @@ class Gateway:
 
     async def _answer_error(
         self, exc: GatewayError, scope: Scope, send: Send, route: str, request_id: bytes | None
-    ) -> None:
+    ) -> int:
         rid = (request_id or _client_request_id(scope)).decode()
         level = logging.WARNING if exc.status >= 500 else logging.INFO
         log.log(
@@ -175,6 +240,25 @@ class Gateway:
         status, headers, body = render_problem(exc, instance=scope["path"], request_id=rid)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+        return len(body)
+
+
+CLIENT_CLOSED = 499  # nginx's status for "the client went away before the answer"
+
+
+class _Outcome:
+    """What the access log and metrics need to know about one request, filled in as it goes."""
+
+    __slots__ = ("metrics", "status", "bytes_out", "request_id", "traceparent", "exchange", "span")
+
+    def __init__(self, metrics: RouteMetrics) -> None:
+        self.metrics = metrics
+        self.status = 500
+        self.bytes_out = 0
+        self.request_id: bytes | None = None
+        self.traceparent: bytes | None = None
+        self.exchange: Exchange | None = None
+        self.span: Any = None
 
 
 def _with_target(origin: httpx.URL, target: bytes) -> httpx.URL:

@@ -13,6 +13,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from app.observability.tracing import continue_trace
+
 # RFC 9110 §7.6.1 connection-specific fields, plus the proxy-only pair.
 HOP_BY_HOP = frozenset(
     {
@@ -32,7 +34,7 @@ FORWARDING = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix", b"forwarded"}
 )
 # Never forwarded upstream: the gateway answers `Expect: 100-continue` itself.
-REQUEST_ONLY_HERE = frozenset({b"host", b"x-request-id", b"expect"})
+REQUEST_ONLY_HERE = frozenset({b"host", b"x-request-id", b"expect", b"traceparent"})
 # Replaced by the serving gateway's own.
 RESPONSE_REPLACED = frozenset({b"date", b"server", b"x-request-id"})
 
@@ -112,6 +114,8 @@ class InboundRequest:
     host: bytes | None
     content_length: int | None
     chunked: bool
+    traceparent: bytes  # what was sent upstream (the caller's trace, the gateway's span id)
+    incoming_traceparent: bytes | None
 
 
 def upstream_request_headers(
@@ -130,7 +134,7 @@ def upstream_request_headers(
     drop = plan.drop_request
     out: list[tuple[bytes, bytes]] = []
     listed: set[bytes] | None = None
-    host = request_id = None
+    host = request_id = traceparent = None
     xff: list[bytes] = []
     proto = fwd_host = fwd_prefix = None
     content_length: int | None = None
@@ -150,6 +154,8 @@ def upstream_request_headers(
             host = value
         elif name == b"x-request-id":
             request_id = value
+        elif name == b"traceparent":
+            traceparent = value
         elif name == b"connection":
             listed = (listed or set()) | connection_tokens(value)
         elif name == b"transfer-encoding":
@@ -185,11 +191,13 @@ def upstream_request_headers(
         prefix = (fwd_prefix or b"").rstrip(b"/") + plan.forwarded_prefix
         out.append((b"x-forwarded-prefix", prefix))
     out.append((b"x-request-id", rid))
+    outbound_trace = continue_trace(traceparent)
+    out.append((b"traceparent", outbound_trace))
     out.extend(plan.set_request)
     if chunked:
         # Transfer-Encoding is hop-by-hop: the upstream hop frames the body anew.
         out.append((b"transfer-encoding", b"chunked"))
-    return InboundRequest(out, rid, host, content_length, chunked)
+    return InboundRequest(out, rid, host, content_length, chunked, outbound_trace, traceparent)
 
 
 def _parse_content_length(value: bytes) -> int:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 from starlette.types import Scope
 
+from app.observability.metrics import RouteMetrics
+from app.observability.tracing import Tracer
 from app.proxy.body import RequestBody
 from app.proxy.routing import CompiledRoute
 
@@ -35,6 +37,11 @@ class Exchange:
     scope: Scope
     identity: str | None = None  # set by inbound auth: the key name, JWT subject or user
     upstream_auth: httpx.Auth | None = None  # set by the upstream_auth filter, applied by send_upstream
+    metrics: RouteMetrics | None = None  # the route's pre-bound metric children
+    span: Any = None  # the OpenTelemetry server span, when tracing is on
+    tracer: Tracer | None = None
+    attempts: int = 0  # upstream attempts so far (more than one: retries)
+    upstream_seconds: float | None = None  # the last attempt's time to response headers
 
 
 Handler = Callable[[Exchange], Awaitable[httpx.Response]]

@@ -46,6 +46,7 @@ class Target:
     origin: httpx.URL = field(init=False)
     host: bytes = field(init=False)
     in_flight: int = 0
+    ejected_total: int = 0  # every ejection since start-up (the metrics' counter)
     client: httpx.AsyncClient | None = None  # bound in the lifespan
 
     def __post_init__(self) -> None:
@@ -158,6 +159,7 @@ class TargetPool:
         others = [t for t in self.targets if t is not target and t.healthy(now)]
         if others:
             cool_down = target.passive.eject(now)
+            target.ejected_total += 1
             log.warning(
                 "route %r: ejected %s for %.1fs after %d failures (%s); %d target(s) left",
                 self.route,

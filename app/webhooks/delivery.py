@@ -22,7 +22,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 
 import anyio
@@ -71,8 +71,11 @@ class Dispatcher:
         concurrency: int,
         lease_seconds: float,
         owner: str | None = None,
+        on_attempt: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
+        # Told (endpoint, "delivered" | "failed" | "dead") after each attempt: the metrics' hook.
+        self._on_attempt = on_attempt
         self.owner = owner or lease_owner()
         self._http = http
         self._endpoints: Mapping[str, Mapping[str, DeliveryTarget]] = {
@@ -216,11 +219,16 @@ class Dispatcher:
         match outcome:
             case Delivered():
                 done = self.store.mark_delivered(delivery.id, self.owner, result)
+                counted = "delivered"
             case Retry(delay=delay, reason=reason):
                 done = self.store.schedule_retry(delivery.id, self.owner, delay=delay, reason=reason, attempt=result)
+                counted = "failed"
             case Dead(reason=reason):
                 log.warning("webhook delivery %d to %s is dead: %s", delivery.id, delivery.target, reason)
                 done = self.store.mark_dead(delivery.id, self.owner, reason=reason, attempt=result)
+                counted = "dead"
+        if self._on_attempt is not None:
+            self._on_attempt(delivery.endpoint, counted)
         await self._finish(done, delivery.id)
 
     async def _finish(self, call: Awaitable[bool], delivery_id: int) -> None:

@@ -28,6 +28,7 @@ from app.errors import (
     WebhookStoreUnavailable,
     render_problem,
 )
+from app.observability.metrics import Metrics
 from app.webhooks.config import WebhookEndpoint
 from app.webhooks.engine import StoreError
 from app.webhooks.signatures import SignatureError, Verifier, build_verifier, provider_event_id
@@ -72,7 +73,8 @@ def headers_worth_keeping(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[
 class WebhookIntake:
     """The ASGI app behind every webhook path; the store and dispatcher come from lifespan state."""
 
-    def __init__(self, endpoints: Sequence[WebhookEndpoint]) -> None:
+    def __init__(self, endpoints: Sequence[WebhookEndpoint], metrics: Metrics | None = None) -> None:
+        self._metrics = metrics  # counts each webhook received, by endpoint and outcome
         self._by_path = {
             endpoint.path: _Endpoint(
                 endpoint, build_verifier(endpoint.verify), tuple(t.name for t in endpoint.deliver_to)
@@ -105,14 +107,21 @@ class WebhookIntake:
                     "The webhook could not be stored; retry later.", retry_after=STORE_RETRY_AFTER
                 ) from None
         except GatewayError as exc:
+            self._count(endpoint, "rejected" if exc.status < 500 else "unavailable")
             await _answer_problem(exc, scope, send)
             return
         if recorded.duplicate:
+            self._count(endpoint, "duplicate")
             await _answer(send, 200, {"status": "duplicate", "event_id": recorded.event_id})
             return
+        self._count(endpoint, "accepted")
         await _answer(send, 202, {"status": "accepted", "event_id": recorded.event_id})
         # After the answer: the sender's deadline is met, the attempt starts at once.
         webhooks.dispatcher.deliver_soon(recorded.delivery_ids)
+
+    def _count(self, endpoint: _Endpoint, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.webhook_received(endpoint.config.name, outcome)
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

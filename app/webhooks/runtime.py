@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import anyio
 import httpx
 
+from app.observability.metrics import Metrics
 from app.settings import Settings
 from app.webhooks.delivery import Dispatcher, prune_forever
 from app.webhooks.store import DeliveryStore
@@ -29,8 +30,11 @@ class Webhooks:
 
 
 @contextlib.asynccontextmanager
-async def open_webhooks(settings: Settings) -> AsyncIterator[Webhooks | None]:
-    """Yield the running webhooks, or None when no endpoint is configured (no store is opened)."""
+async def open_webhooks(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[Webhooks | None]:
+    """Yield the running webhooks, or None when no endpoint is configured (no store is opened).
+
+    With ``metrics``, every delivery attempt is counted by endpoint and outcome.
+    """
     if not settings.webhooks:
         yield None
         return
@@ -49,6 +53,7 @@ async def open_webhooks(settings: Settings) -> AsyncIterator[Webhooks | None]:
         batch=settings.webhook_dispatch_batch,
         concurrency=concurrency,
         lease_seconds=settings.webhook_lease_seconds,
+        on_attempt=metrics.webhook_attempted if metrics is not None else None,
     )
     try:
         async with anyio.create_task_group() as tasks:

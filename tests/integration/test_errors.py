@@ -175,7 +175,10 @@ async def test_upstream_killed_mid_response_cuts_the_client_response_short():
 
 async def test_a_bug_in_a_filter_is_a_logged_500_problem_not_a_crash(upstream, caplog):
     from app.main import create_app
+    from app.observability.metrics import Metrics
     from app.proxy.gateway import Gateway
+    from app.proxy.generation import Generation
+    from app.resilience.upstreams import Upstreams
 
     server, _ = upstream
 
@@ -183,7 +186,10 @@ async def test_a_bug_in_a_filter_is_a_logged_500_problem_not_a_crash(upstream, c
         raise RuntimeError("bug in a filter")
 
     app = create_app(Settings(routes=[route("up", "/up", server.url)]))
-    app.gateway = Gateway(routes=app.gateway.routes, ops_prefix="/_gatehouse", filters=[lambda _route: broken])
+    routes = app.gateway.routes
+    metrics = Metrics()
+    generation = Generation(routes, Upstreams(routes), [lambda _route: broken], metrics)
+    app.gateway = Gateway(generation, ops_prefix="/_gatehouse", metrics=metrics)
     async with run_uvicorn(config=server_config(app, host="127.0.0.1", port=0, log_level="warning")) as gw:
         async with httpx.AsyncClient() as client:
             response = await client.get(f"{gw.url}/up/echo")

@@ -14,7 +14,8 @@ from tests.upstreams import SET_COOKIES, UPSTREAM_DATE, UPSTREAM_SERVER
 
 pytestmark = pytest.mark.anyio
 
-GATEWAY_HEADERS = ["host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"]
+# traceparent: propagated upstream always (the caller's trace, or a new one).
+GATEWAY_HEADERS = ["host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "traceparent"]
 
 
 async def raw_request(

@@ -109,7 +109,8 @@ async def test_custom_ops_prefix_serves_ops_and_the_default_prefix_is_proxied(up
     assert stats.requests["/ops/internal/healthz"] == 0
 
 
-@pytest.mark.parametrize("path", ["/_gatehouse/nope", "/_gatehouse", "/_gatehouse/", "/_gatehouse/healthz/extra"])
+# ("/_gatehouse/" is the ops page: tests/e2e/test_ops_page.py.)
+@pytest.mark.parametrize("path", ["/_gatehouse/nope", "/_gatehouse", "/_gatehouse/healthz/extra"])
 async def test_unknown_path_under_ops_prefix_is_404_problem_json_and_not_proxied(upstream, path):
     server, stats = upstream
     async with run_gateway(route("root", "/", server.url)) as gw, httpx.AsyncClient() as client:

@@ -159,3 +159,9 @@ def test_a_plain_route_takes_the_plain_path_and_a_target_list_a_pool():
     plain, two = (CompiledRoute.compile(r, settings.timeout, settings.resilience_for(r)) for r in settings.routes)
     assert not plain.pooled
     assert two.pooled and [t.origin for t in two.targets] == ["http://a", "http://b"]
+
+
+def test_access_log_off_written_bare_in_yaml_turns_the_access_log_off(tmp_path):
+    path = tmp_path / "gatehouse.yaml"
+    path.write_text("access_log: off\n", encoding="utf-8")
+    assert load_settings(path).access_log == "off"

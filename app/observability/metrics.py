@@ -1,0 +1,257 @@
+"""Prometheus metrics: one registry per app, label children bound per route at start-up.
+
+Labels are route names, method (from a closed set), status class, error
+kind, never raw paths, so the series count is bounded by the route table.
+``RouteMetrics`` holds a route's pre-bound children; the gateway calls it
+once per request, which costs a few attribute lookups and locked adds.
+
+State that already lives in objects (breaker state, ejections, webhook queue
+depth) is read at scrape time by ``StateCollector`` instead of being counted
+on the hot path.
+
+With ``--workers`` > 1 the CLI sets ``PROMETHEUS_MULTIPROC_DIR`` before any
+worker starts; counters and histograms are then summed over workers at scrape
+time (prometheus-client's multiprocess mode), while the scrape-time state
+(breakers, queue depth) is that of the worker that answered.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+NO_ROUTE = "(none)"  # requests no route matched (404s, malformed targets)
+# Upstream error kinds, as ``map_upstream_errors`` classifies them.
+ERROR_KINDS = ("connect", "timeout", "reset", "pool")
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class RouteMetrics:
+    """One route's pre-bound metric children (see the module docstring)."""
+
+    __slots__ = (
+        "name",
+        "_requests",
+        "_requests_family",
+        "duration",
+        "upstream_duration",
+        "errors",
+        "retries",
+        "rate_limited",
+    )
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self.name = name
+        self._requests_family = metrics.requests
+        self._requests: dict[tuple[str, int], Any] = {}
+        self.duration = metrics.duration.labels(name)
+        self.upstream_duration = metrics.upstream_duration.labels(name)
+        self.errors = {kind: metrics.upstream_errors.labels(name, kind) for kind in ERROR_KINDS}
+        self.retries = metrics.retries.labels(name)
+        self.rate_limited = metrics.rate_limited.labels(name)
+
+    def request(self, method: str, status: int, seconds: float) -> None:
+        key = (method, status // 100)
+        child = self._requests.get(key)
+        if child is None:
+            label = method if method in METHODS else "OTHER"
+            klass = STATUS_CLASSES[min(max(status // 100, 1), 5) - 1]
+            child = self._requests[key] = self._requests_family.labels(self.name, label, klass)
+        child.inc()
+        self.duration.observe(seconds)
+
+
+class Metrics:
+    """The app's metric families and its registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gatehouse_requests",
+            "Proxied requests, by route, method and status class.",
+            ["route", "method", "status_class"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "gatehouse_request_duration_seconds",
+            "Whole-request latency (to the last byte relayed), by route.",
+            ["route"],
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "gatehouse_upstream_duration_seconds",
+            "Upstream latency per attempt (request sent to response headers), by route.",
+            ["route"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "gatehouse_upstream_errors",
+            "Failed upstream attempts, by route and kind (connect, timeout, reset, pool).",
+            ["route", "kind"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "gatehouse_requests_in_flight",
+            "Proxied requests being served now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.retries = Counter(
+            "gatehouse_retries", "Upstream attempts that were retries, by route.", ["route"], registry=r
+        )
+        self.rate_limited = Counter(
+            "gatehouse_rate_limited", "Requests refused by a rate limit (429), by route.", ["route"], registry=r
+        )
+        self.webhook_intake = Counter(
+            "gatehouse_webhook_intake",
+            "Webhooks received, by endpoint and outcome (accepted, rejected, duplicate).",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "gatehouse_webhook_deliveries",
+            "Webhook delivery attempts, by endpoint and outcome (delivered, failed, dead).",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.no_route = RouteMetrics(self, NO_ROUTE)
+        self._state = StateCollector()
+        r.register(self._state)
+        self.webhook_queue = WebhookQueue()
+        self._state.sources.append(self.webhook_queue.collect)
+
+    async def refresh(self, state: Mapping[str, Any]) -> None:
+        """Read what needs awaiting before a scrape: the webhook queue, if ``state`` has webhooks."""
+        await self.webhook_queue.refresh(state.get("webhooks"))
+
+    def for_route(self, name: str) -> RouteMetrics:
+        return RouteMetrics(self, name)
+
+    def watch(self, source: Callable[[], Iterable[Metric]]) -> None:
+        """Have ``source`` add metrics read from live state at each scrape."""
+        self._state.sources.append(source)
+
+    def webhook_received(self, endpoint: str, outcome: str) -> None:
+        """The webhooks intake's hook (issue 5): one call per webhook received."""
+        self.webhook_intake.labels(endpoint, outcome).inc()
+
+    def webhook_attempted(self, endpoint: str, outcome: str) -> None:
+        """The webhook dispatcher's hook (issue 5): one call per delivery attempt."""
+        self.webhook_deliveries.labels(endpoint, outcome).inc()
+
+    def _scrape_registry(self) -> CollectorRegistry:
+        if multiprocess_dir() is None:
+            return self.registry
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(self._state)
+        return registry
+
+    def exposition(self) -> bytes:
+        """The text format for a scrape; summed over workers in multiprocess mode."""
+        return generate_latest(self._scrape_registry())
+
+    def route_counts(self) -> dict[str, dict[str, dict[str, float]]]:
+        """``{route: {"requests": {status_class: n}, "upstream_errors": {kind: n}}}`` since start-up."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for family in self._scrape_registry().collect():
+            if family.name == "gatehouse_requests":
+                key, label = "requests", "status_class"
+            elif family.name == "gatehouse_upstream_errors":
+                key, label = "upstream_errors", "kind"
+            else:
+                continue
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                counts = out.setdefault(sample.labels["route"], {"requests": {}, "upstream_errors": {}})[key]
+                counts[sample.labels[label]] = counts.get(sample.labels[label], 0) + sample.value
+        return out
+
+
+class StateCollector(Collector):
+    """Scrape-time metrics read from live objects (breakers, ejections, webhook queue)."""
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], Iterable[Metric]]] = []
+
+    def collect(self) -> Iterator[Metric]:
+        for source in self.sources:
+            yield from source()
+
+
+def upstream_state_metrics(snapshot: Callable[[], dict[str, Any]]) -> Callable[[], Iterable[Metric]]:
+    """Ejections and breaker state per target, from the pools (``Upstreams.pools``)."""
+
+    def collect() -> Iterable[Metric]:
+        ejections = CounterMetricFamily(
+            "gatehouse_target_ejections",
+            "Times each target was ejected by passive health checks.",
+            labels=["route", "target"],
+        )
+        ejected = GaugeMetricFamily(
+            "gatehouse_target_ejected", "1 while the target is ejected.", labels=["route", "target"]
+        )
+        breaker = GaugeMetricFamily(
+            "gatehouse_breaker_state",
+            "Circuit breaker state per target: 0 closed, 1 half-open, 2 open.",
+            labels=["route", "target"],
+        )
+        for route, pool in snapshot().items():
+            for target in pool.targets:
+                ejections.add_metric([route, target.url], target.ejected_total)
+                ejected.add_metric([route, target.url], 1.0 if target.passive.ejected(pool.clock()) else 0.0)
+                if target.breaker is not None:
+                    state = target.breaker.state(pool.clock())
+                    breaker.add_metric([route, target.url], BREAKER_STATES.get(state, 0))
+        return [ejections, ejected, breaker]
+
+    return collect
+
+
+class WebhookQueue(Collector):
+    """Queue depth and oldest due age of the webhook store, as of the last ``refresh``.
+
+    The store's ``count_due()`` and ``oldest_due_age()`` are coroutines (they
+    query the database), so the scrape endpoint awaits ``refresh`` first and
+    ``collect`` reports what it read. The queue is shared by every worker, so
+    the answering worker's reading is the whole truth. Nothing is exported
+    while webhooks are not configured.
+    """
+
+    def __init__(self) -> None:
+        self._reading: tuple[int, float] | None = None
+
+    async def refresh(self, webhooks: Any) -> None:
+        store = getattr(webhooks, "store", None)
+        if store is None:
+            self._reading = None
+            return
+        self._reading = (await store.count_due(), (await store.oldest_due_age()) or 0.0)
+
+    def collect(self) -> Iterator[Metric]:
+        if self._reading is None:
+            return
+        depth, age = self._reading
+        queued = GaugeMetricFamily("gatehouse_webhook_queue_depth", "Webhook deliveries due for an attempt now.")
+        queued.add_metric([], float(depth))
+        yield queued
+        oldest = GaugeMetricFamily(
+            "gatehouse_webhook_oldest_due_seconds", "Seconds the longest-waiting due delivery has waited (0 if none)."
+        )
+        oldest.add_metric([], float(age))
+        yield oldest

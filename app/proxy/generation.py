@@ -1,0 +1,96 @@
+"""A generation: one version of the route table and everything built from it.
+
+The gateway serves from exactly one ``Generation`` at a time and reads it
+once per request, so a request runs start to finish on the generation it
+began on. A config reload builds the next generation completely (route table,
+resilience pools, filter chains, upstream clients, health checks), then swaps
+the gateway's one reference to it; the old generation is closed once the
+requests it is still serving have finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import httpx
+
+from app.observability.metrics import Metrics, RouteMetrics
+from app.proxy.clients import UpstreamClients
+from app.proxy.pipeline import FilterFactory, Handler, chain_for
+from app.proxy.routing import CompiledRoute, RouteTable
+from app.resilience.checks import HealthChecks
+from app.resilience.upstreams import Upstreams
+from app.settings import Limits, Settings
+
+log = logging.getLogger("gatehouse")
+
+
+class Generation:
+    def __init__(
+        self,
+        routes: RouteTable,
+        upstreams: Upstreams,
+        filters: Sequence[FilterFactory],
+        metrics: Metrics,
+        settings: Settings | None = None,
+        number: int = 1,
+    ) -> None:
+        self.number = number
+        self.settings = settings
+        self.routes = routes
+        self.upstreams = upstreams
+        # The bulkhead comes last: only requests that passed every other filter take a slot.
+        factories = [*filters, upstreams.bulkhead_for]
+        self.handlers: dict[str, Handler] = {
+            route.name: chain_for(route, factories, upstreams.endpoint_for(route)) for route in routes.routes
+        }
+        self.origins = {route.name: httpx.URL(route.upstream.origin) for route in routes.routes}
+        self.metrics: dict[str, RouteMetrics] = {route.name: metrics.for_route(route.name) for route in routes.routes}
+        self.clients: UpstreamClients | None = None
+        self.in_flight = 0
+        self._checks: HealthChecks | None = None
+        self._idle: asyncio.Event | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, filters: Sequence[FilterFactory], metrics: Metrics, number: int = 1
+    ) -> Generation:
+        """Build (but do not open) a generation for ``settings``' routes."""
+        routes = RouteTable(
+            CompiledRoute.compile(route, settings.timeout, settings.resilience_for(route)) for route in settings.routes
+        )
+        return cls(routes, Upstreams(routes), filters, metrics, settings, number)
+
+    def open(self, limits: Limits, http1: Literal["aiohttp", "httpcore"]) -> None:
+        """Create the upstream clients and start the health checks (in the event loop)."""
+        self.clients = UpstreamClients(self.routes.routes, limits, http1=http1)
+        self.upstreams.bind(self.clients)
+        self._checks = HealthChecks(self.upstreams)
+        self._checks.start()
+
+    def finished_one(self) -> None:
+        """A request on this generation ended (called by the gateway)."""
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def close(self, grace: float) -> None:
+        """Stop checks, wait up to ``grace`` seconds for in-flight requests, close the clients."""
+        if self._checks is not None:
+            await self._checks.stop()
+        if self.in_flight and grace > 0:
+            self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), grace)
+            except TimeoutError:
+                log.warning(
+                    "generation %d: %d request(s) still running after %.0fs; closing its clients",
+                    self.number,
+                    self.in_flight,
+                    grace,
+                )
+        if self.clients is not None:
+            await self.clients.aclose()

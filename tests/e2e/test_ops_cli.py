@@ -1,0 +1,107 @@
+"""Operations through ``gatehouse serve`` as a real process: the access log on stdout, SIGHUP reload,
+and metrics summed over ``--workers 2``."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import httpx
+import orjson
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.test_cli import ROOT, START_TIMEOUT, STOP_TIMEOUT, child_env, free_port, gatehouse
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+SECRETS = ("Bearer abc.def.ghi", "abc.def.ghi", "session=c00kie-value", "c00kie-value", "s3cr3t-token")
+
+
+def write_config(path: Path, upstream: str, *names: str) -> None:
+    routes = [{"name": name, "prefix": f"/{name}", "upstream": upstream} for name in names]
+    path.write_text(yaml.safe_dump({"routes": routes}), encoding="utf-8")
+
+
+@contextlib.asynccontextmanager
+async def serve(tmp_path: Path, config: Path, *extra: str) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    argv = gatehouse("serve", "--config", str(config), "--port", str(port), *extra)
+    with (tmp_path / "stdout").open("wb") as out, (tmp_path / "stderr").open("wb") as err:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(), stdout=out, stderr=err)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient(timeout=1.0) as client:
+                with anyio.fail_after(START_TIMEOUT):
+                    while True:
+                        assert proc.poll() is None, (tmp_path / "stderr").read_text(errors="replace")
+                        with contextlib.suppress(httpx.TransportError):
+                            if (await client.get(f"{url}/_gatehouse/readyz")).status_code == 200:
+                                break
+                        await anyio.sleep(0.1)
+            yield url, proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            with anyio.fail_after(STOP_TIMEOUT):
+                while proc.poll() is None:
+                    await anyio.sleep(0.05)
+
+
+async def test_access_log_is_json_on_stdout_without_credentials_and_sighup_reloads(upstream, tmp_path):
+    server, _ = upstream
+    config = tmp_path / "gatehouse.yaml"
+    write_config(config, server.url, "a")
+    async with serve(tmp_path, config) as (url, proc), httpx.AsyncClient(timeout=5) as client:
+        secret = await client.get(
+            f"{url}/a/echo/x?token=s3cr3t-token&page=1",
+            headers={"authorization": "Bearer abc.def.ghi", "cookie": "session=c00kie-value"},
+        )
+        await client.post(f"{url}/a/echo/y", content=b"12345")
+        assert (await client.get(f"{url}/b/echo/")).status_code == 404
+        write_config(config, server.url, "a", "b")
+        proc.send_signal(signal.SIGHUP)
+        with anyio.fail_after(10):
+            while (await client.get(f"{url}/b/echo/")).status_code != 200:
+                await anyio.sleep(0.05)
+        assert (await client.get(f"{url}/a/echo/")).status_code == 200
+    assert secret.status_code == 200
+    stdout = (tmp_path / "stdout").read_text()
+    lines = [orjson.loads(line) for line in stdout.splitlines()]  # every line is one JSON object
+    assert [(e["method"], e["route"], e["status"]) for e in lines[:3]] == [
+        ("GET", "a", 200),
+        ("POST", "a", 200),
+        ("GET", "(none)", 404),
+    ]
+    assert lines[0]["path"] == "/a/echo/x?token=[REDACTED]&page=1"
+    assert lines[0]["request_id"] == secret.headers["x-request-id"] and lines[1]["bytes_in"] == 5
+    assert lines[-1]["route"] == "a" and any(e["route"] == "b" and e["status"] == 200 for e in lines)
+    for text in (stdout, (tmp_path / "stderr").read_text()):
+        for value in SECRETS:
+            assert value not in text
+    assert "config reloaded: generation 2, 2 route(s)" in (tmp_path / "stderr").read_text()
+
+
+async def test_metrics_are_summed_over_workers(upstream, tmp_path):
+    server, _ = upstream
+    config = tmp_path / "gatehouse.yaml"
+    write_config(config, server.url, "a")
+    async with serve(tmp_path, config, "--workers", "2") as (url, _proc):
+        # A new connection per request, so both workers take some of them.
+        for _ in range(30):
+            async with httpx.AsyncClient(timeout=5) as client:
+                assert (await client.get(f"{url}/a/echo/")).status_code == 200
+        totals = set()
+        for _ in range(4):
+            async with httpx.AsyncClient(timeout=5) as client:
+                text = (await client.get(f"{url}/_gatehouse/metrics")).text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "gatehouse_requests_total" and sample.labels["route"] == "a":
+                        totals.add(sample.value)
+    assert totals == {30.0}  # whichever worker answers the scrape

@@ -1,0 +1,96 @@
+"""The ops page in headless Chromium: it loads from Gatehouse, shows live state, and replays a dead delivery.
+
+The webhooks are the real feature: a signed webhook whose target answers 500
+dies after its retry schedule; the page lists it with its attempts, and its
+replay button delivers it once the target recovers.
+"""
+
+from __future__ import annotations
+
+import anyio
+import httpx
+import pytest
+from playwright.async_api import async_playwright
+
+from tests.e2e.test_cors_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.faults import refused_port
+from tests.gateway import route, run_gateway
+from tests.integration.test_webhooks import first_delivery_id, post_signed, store_url, wait_status
+from tests.servers import run_uvicorn
+from tests.webhooks import ADMIN_TOKEN, RecordingTarget, endpoint
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream, tmp_path):
+    server, _ = upstream
+    healthy = False
+    target = RecordingTarget(respond=lambda _r: (204, []) if healthy else (500, []))
+    routes = (route("a", "/a", server.url), route("down", "/down", f"http://127.0.0.1:{refused_port()}"))
+    with anyio.fail_after(90):
+        async with (
+            run_uvicorn(target, log_level="warning") as svc,
+            run_gateway(
+                *routes,
+                admin_token=ADMIN_TOKEN,
+                webhooks=[endpoint("billing", "/hooks/billing", svc.url, retry={"schedule": [0.05], "jitter": 0})],
+                webhook_store=store_url(tmp_path),
+                webhook_dispatch_interval=0.05,
+            ) as gw,
+            run_gateway(route("a", "/a", server.url), admin_token=ADMIN_TOKEN) as bare,
+            async_playwright() as pw,
+        ):
+            async with httpx.AsyncClient() as client:
+                for path in ("/a/echo/1", "/a/echo/2", "/a/status/503", "/down/x"):
+                    await client.get(gw.url + path)
+                accepted = await post_signed(client, f"{gw.url}/hooks/billing", "msg_1", {"n": 1})
+                delivery_id = await first_delivery_id(gw, accepted.json()["event_id"])
+                await wait_status(gw, delivery_id, "dead")  # the first attempt and one retry, both 500
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                context = await browser.new_context()
+                context.set_default_timeout(15_000)
+                page = await context.new_page()
+                await page.goto(f"{gw.url}/_gatehouse/?interval=200")
+                row_a = page.locator('tr[data-route="a"]')
+                await row_a.locator(".healthy").wait_for()
+                a_text = await row_a.inner_text()
+                a_recent_at_open = await row_a.locator(".recent-errors").inner_text()
+                async with httpx.AsyncClient() as client:  # a new error while the page is open
+                    await client.get(f"{gw.url}/a/status/502")
+                await page.wait_for_function(
+                    """document.querySelector('tr[data-route="a"] .recent-errors').textContent === '1'"""
+                )
+                a_requests = await row_a.locator(".requests").inner_text()
+                down_errors = await page.locator('tr[data-route="down"] .upstream-errors').inner_text()
+                before_token = await page.locator("#webhooks-note").inner_text()
+
+                await page.fill("#token", ADMIN_TOKEN)
+                await page.dispatch_event("#token", "change")
+                dead = page.locator(f'tr[data-delivery="{delivery_id}"]')
+                await dead.locator("button.replay").wait_for()
+                dead_attempts = await dead.locator(".attempts li").all_inner_texts()
+                healthy = True
+                await dead.locator("button.replay").click()
+                await dead.locator("td.delivered").wait_for()
+                after_replay_buttons = await dead.locator("button.replay").count()
+
+                await page.goto(f"{bare.url}/_gatehouse/")
+                await page.fill("#token", ADMIN_TOKEN)
+                await page.dispatch_event("#token", "change")
+                await page.wait_for_function(
+                    "document.getElementById('webhooks-note').textContent === 'Webhooks are not configured.'"
+                )
+                bare_note = await page.locator("#webhooks-note").inner_text()
+            finally:
+                await browser.close()
+
+    assert "/a" in a_text and server.url in a_text and "healthy" in a_text
+    assert a_recent_at_open == "0"  # errors before the page opened are not recent to it
+    assert a_requests == "2 / 0 / 0 / 2"
+    assert down_errors == "connect: 1"
+    assert before_token == "Enter the admin token to see webhook deliveries."
+    assert len(dead_attempts) == 2 and all(": 500 in " in line for line in dead_attempts)
+    assert len(target.received) == 3 and after_replay_buttons == 0  # two 500s, then the replay delivered
+    # Without webhooks the panel says so; the rest of the page works.
+    assert bare_note == "Webhooks are not configured."

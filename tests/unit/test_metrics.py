@@ -1,0 +1,64 @@
+"""The metrics' webhook hooks and low-cardinality labels, without sockets."""
+
+from __future__ import annotations
+
+import anyio
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.observability.metrics import Metrics
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        for sample in family.samples:
+            out[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+class FakeStore:
+    async def count_due(self) -> int:
+        return 7
+
+    async def oldest_due_age(self) -> float | None:
+        return 12.5
+
+
+class FakeWebhooks:
+    store = FakeStore()
+
+
+def test_webhook_hooks_count_intake_and_deliveries_by_endpoint_and_outcome():
+    metrics = Metrics()
+    metrics.webhook_received("billing", "accepted")
+    metrics.webhook_received("billing", "accepted")
+    metrics.webhook_received("billing", "rejected")
+    metrics.webhook_attempted("billing", "dead")
+    got = samples(metrics)
+    assert got["gatehouse_webhook_intake_total", (("endpoint", "billing"), ("outcome", "accepted"))] == 2
+    assert got["gatehouse_webhook_intake_total", (("endpoint", "billing"), ("outcome", "rejected"))] == 1
+    assert got["gatehouse_webhook_deliveries_total", (("endpoint", "billing"), ("outcome", "dead"))] == 1
+
+
+def test_webhook_queue_gauges_read_the_lifespan_states_webhooks_and_vanish_without_them():
+    metrics = Metrics()
+    anyio.run(metrics.refresh, {"settings": None})  # webhooks not merged / not configured
+    assert not any(name.startswith("gatehouse_webhook_") and "queue" in name for name, _ in samples(metrics))
+    anyio.run(metrics.refresh, {"webhooks": None})
+    assert ("gatehouse_webhook_queue_depth", ()) not in samples(metrics)
+    anyio.run(metrics.refresh, {"webhooks": FakeWebhooks()})
+    got = samples(metrics)
+    assert got["gatehouse_webhook_queue_depth", ()] == 7
+    assert got["gatehouse_webhook_oldest_due_seconds", ()] == 12.5
+
+
+def test_unknown_methods_and_odd_statuses_fold_into_bounded_labels():
+    metrics = Metrics()
+    route = metrics.for_route("r")
+    for method in ("BREW", "PROPFIND", "GET"):
+        route.request(method, 200, 0.01)
+    route.request("GET", 999, 0.01)
+    got = samples(metrics)
+    assert got["gatehouse_requests_total", (("method", "OTHER"), ("route", "r"), ("status_class", "2xx"))] == 2
+    assert got["gatehouse_requests_total", (("method", "GET"), ("route", "r"), ("status_class", "5xx"))] == 1
+    assert got["gatehouse_request_duration_seconds_count", (("route", "r"),)] == 4
