@@ -36,12 +36,12 @@ from pydantic_settings import (
 )
 
 from app.edge.models import Cors, InboundAuth, RateLimit, UpstreamAuth
+from app.names import Name
 from app.webhooks.config import DEFAULT_WEBHOOK_STORE, WebhookEndpoints, WebhookStoreUrl
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token (method, header name)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ConfigError(Exception):
@@ -227,7 +227,7 @@ CircuitBreakerOrOff = Annotated[Annotated[CircuitBreaker, Tag("settings-form")] 
 class Route(_Model):
     """One upstream behind one path prefix."""
 
-    name: str
+    name: Name
     prefix: str
     upstream: UpstreamSetting
     strip_prefix: bool = True
@@ -251,13 +251,6 @@ class Route(_Model):
     upstream_auth: UpstreamAuth | None = None
     cors: Cors | None = None
     rate_limit: RateLimit | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
-        return value
 
     @field_validator("prefix")
     @classmethod

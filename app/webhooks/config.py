@@ -26,13 +26,13 @@ from pydantic import (
 )
 
 from app.edge.models import UpstreamAuth
+from app.names import Name
 
 DEFAULT_WEBHOOK_STORE = "sqlite+aiosqlite:///./gatehouse-webhooks.db"
 DEFAULT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 MIB = 1024 * 1024
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token (header name)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class _Model(BaseModel):
@@ -141,18 +141,11 @@ VerifyConfig = Annotated[
 class DeliveryTarget(_Model):
     """An internal URL each event of the endpoint is POSTed to."""
 
-    name: str
+    name: Name
     url: str
     timeout: float = Field(10.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
     upstream_auth: UpstreamAuth | None = None  # the same credentials a route can present
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
-        return value
 
     @field_validator("url")
     @classmethod
@@ -204,20 +197,13 @@ def _dedupe_from_bool(value: Any) -> Any:
 class WebhookEndpoint(_Model):
     """One provider-facing path: verify, persist, then deliver to ``deliver_to``."""
 
-    name: str
+    name: Name
     path: str
     verify: VerifyConfig
     deliver_to: list[DeliveryTarget] = Field(min_length=1)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     max_body_bytes: int = Field(MIB, gt=0)
     dedupe: Annotated[Dedupe, BeforeValidator(_dedupe_from_bool)] = Field(default_factory=Dedupe)
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
-        return value
 
     @field_validator("path")
     @classmethod
