@@ -1,6 +1,8 @@
-"""``Name``: the one rule for names of routes, webhook endpoints and delivery targets.
+"""The one rule for each kind of name in settings.
 
-Names appear in metrics labels, log lines and ops URLs, so they are short and plain.
+``Name`` (routes, webhook endpoints, delivery targets) appears in metrics labels,
+log lines and ops URLs, so it is short and plain. ``TOKEN`` is RFC 9110's token
+(methods, header names); ``HeaderValues`` is a header map safe to send.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: methods, header names
 
 
 def _check_name(value: str) -> str:
@@ -20,3 +23,20 @@ def _check_name(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_check_name)]
+
+
+def header_name(value: str) -> str:
+    if not TOKEN.match(value):
+        raise ValueError(f"{value!r} is not a valid header name")
+    return value
+
+
+def _check_header_values(value: dict[str, str]) -> dict[str, str]:
+    for name, header_value in value.items():
+        header_name(name)
+        if any(c in header_value for c in "\r\n\x00"):
+            raise ValueError(f"header {name!r}: value must not contain CR, LF or NUL")
+    return value
+
+
+HeaderValues = Annotated[dict[str, str], AfterValidator(_check_header_values)]

@@ -15,18 +15,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from app.edge.hashing import parse_key_hash, parse_password_hash
-
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+from app.names import TOKEN, header_name
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _header_name(value: str) -> str:
-    if not _TOKEN.match(value):
-        raise ValueError(f"{value!r} is not a valid header name")
-    return value
 
 
 def _from_env(name: str) -> str:
@@ -43,7 +36,7 @@ class _InboundAuth(_Model):
     @field_validator("identity_header")
     @classmethod
     def _valid_identity_header(cls, value: str | None) -> str | None:
-        return None if value is None else _header_name(value)
+        return None if value is None else header_name(value)
 
 
 class ApiKeyAuth(_InboundAuth):
@@ -57,7 +50,7 @@ class ApiKeyAuth(_InboundAuth):
     @field_validator("header")
     @classmethod
     def _valid_header(cls, value: str | None) -> str | None:
-        return None if value is None else _header_name(value)
+        return None if value is None else header_name(value)
 
     @field_validator("keys")
     @classmethod
@@ -240,7 +233,7 @@ class HmacUpstreamAuth(_Secret):
     @field_validator("signature_header", "timestamp_header", "key_id_header")
     @classmethod
     def _valid_headers(cls, value: str) -> str:
-        return _header_name(value)
+        return header_name(value)
 
     @model_validator(mode="after")
     def _one_secret(self) -> HmacUpstreamAuth:
@@ -289,14 +282,14 @@ class Cors(_Model):
     def _valid_methods(cls, value: list[str]) -> list[str]:
         upper = [m.upper() for m in value]
         for method in upper:
-            if method != "*" and not _TOKEN.match(method):
+            if method != "*" and not TOKEN.match(method):
                 raise ValueError(f"{method!r} is not a valid method")
         return upper
 
     @field_validator("allow_headers", "expose_headers")
     @classmethod
     def _valid_header_names(cls, value: list[str]) -> list[str]:
-        return [name if name == "*" else _header_name(name) for name in value]
+        return [name if name == "*" else header_name(name) for name in value]
 
     @model_validator(mode="after")
     def _credentials_need_explicit_origins(self) -> Cors:
