@@ -71,10 +71,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def python_env() -> dict[str, str]:
-    """The environment for Python children: the repo importable, no stray GATEHOUSE_* settings."""
+def python_env(source: Path | None = None) -> dict[str, str]:
+    """The environment for Python children: the repo (or ``source``) importable, no stray GATEHOUSE_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+    root = str(source or REPO_ROOT)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -1,6 +1,7 @@
 """Proxy benchmark: Gatehouse against nginx, fastapi-proxy-lib, an aiohttp proxy and no proxy.
 
     python -m bench.proxy [--duration 10] [--connections 64] [--quick] [--only gatehouse,nginx]
+                          [--repeat 3] [--baseline REV]
 
 A. wrk (one thread, keep-alive, pinned to one core; the servers on the other) fetches
    a ~100-byte JSON and a 1 MiB body from an nginx upstream, directly and through each
@@ -62,6 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma list of proxies for the 1 GiB RSS test, or 'none' (default gatehouse)",
     )
     parser.add_argument("--stream-mib", type=int, default=1024, help="MiB streamed per direction (1024)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds over every target, interleaved; medians are reported (1)"
+    )
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also run Gatehouse as of git revision REV (target gatehouse@REV)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration = 2
@@ -95,8 +102,9 @@ class Bench:
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def launch(self, name: str, command: list[str], ready_url: str, python: bool) -> Server:
-        server = start(name, command, workdir=self.workdir, cores=self.cores, env=python_env() if python else None)
+    def launch(self, name: str, command: list[str], ready_url: str, python: bool, source: Path | None = None) -> Server:
+        env = python_env(source) if python else None
+        server = start(name, command, workdir=self.workdir, cores=self.cores, env=env)
         self.servers.append(server)
         wait_ready(server, ready_url)
         return server
@@ -127,7 +135,7 @@ class Bench:
         port = free_port()
         launch = targets.LAUNCHERS[target](self.workdir, port, upstream, self.tools)
         url = f"http://127.0.0.1:{port}"
-        server = self.launch(f"{target}-{port}", launch.command, url + ready_path, launch.python)
+        server = self.launch(f"{target}-{port}", launch.command, url + ready_path, launch.python, launch.source)
         return server, url
 
     def throughput(self, target: str, base_url: str, server: Server | None) -> list[dict[str, Any]]:
@@ -191,6 +199,15 @@ def check_responses(base_url: str) -> list[str]:
     return failures
 
 
+def baseline_tree(revision: str, workdir: Path) -> Path:
+    """``app/`` as of ``revision``, unpacked under ``workdir`` (the same dependencies serve both)."""
+    tree = workdir / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", revision, "app"], cwd=REPO_ROOT, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
 def run(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     if not SNIFFIO and "fastapi-proxy-lib" in args.targets:
         print(SNIFFIO_NOTE, flush=True)
@@ -202,23 +219,28 @@ def run(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         print(f"skipping {target}: {why}", flush=True)
     upstream = bench.upstream()
     print(report.throughput_table([]), flush=True)
-    rows: list[dict[str, Any]] = []
-    for target in args.targets:
-        if target in skipped:
-            continue
-        if target == "direct":
-            rows += bench.throughput(target, upstream, None)
-            continue
-        try:
-            server, url = bench.proxy(target, upstream, nginx.SMALL_PATH)
-        except ServerFailed as exc:
-            skipped[target] = f"failed to start: {exc}"
-            print(f"skipping {target}: {exc}", flush=True)
-            continue
-        try:
-            rows += bench.throughput(target, url, server)
-        finally:
-            bench.retire(server)
+    all_rows: list[dict[str, Any]] = []
+    # Rounds interleave the targets, so a noisy minute costs every target alike.
+    for round_number in range(1, args.repeat + 1):
+        if args.repeat > 1:
+            print(f"-- round {round_number} of {args.repeat}", flush=True)
+        for target in args.targets:
+            if target in skipped:
+                continue
+            if target == "direct":
+                all_rows += bench.throughput(target, upstream, None)
+                continue
+            try:
+                server, url = bench.proxy(target, upstream, nginx.SMALL_PATH)
+            except ServerFailed as exc:
+                skipped[target] = f"failed to start: {exc}"
+                print(f"skipping {target}: {exc}", flush=True)
+                continue
+            try:
+                all_rows += bench.throughput(target, url, server)
+            finally:
+                bench.retire(server)
+    rows = report.medians(all_rows)
     memory_rows: list[dict[str, Any]] = []
     memory_targets = [t for t in args.memory_targets if t not in skipped]
     if memory_targets:
@@ -232,7 +254,13 @@ def run(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
                 except ServerFailed as exc:
                     skipped[f"{target}/{direction}"] = f"failed to start: {exc}"
                     print(f"skipping {target}/{direction}: {exc}", flush=True)
-    return {"loadavg_at_start": round(load, 2), "throughput": rows, "memory": memory_rows, "skipped": skipped}
+    return {
+        "loadavg_at_start": round(load, 2),
+        "throughput": rows,
+        "throughput_rounds": all_rows,
+        "memory": memory_rows,
+        "skipped": skipped,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {cores.client})  # our own streaming client stays off the servers' core
     started = datetime.now(UTC)
     bench = Bench(args, tools, cores)
+    if args.baseline:
+        name = f"gatehouse@{args.baseline}"
+        targets.LAUNCHERS[name] = targets.gatehouse_from(baseline_tree(args.baseline, bench.workdir))
+        at = args.targets.index("gatehouse") + 1 if "gatehouse" in args.targets else len(args.targets)
+        args.targets.insert(at, name)
     try:
         outcome = run(args, bench)
     except ServerFailed as exc:
@@ -276,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": WARMUP_SECONDS,
             "stream_mib": args.stream_mib,
             "targets": args.targets,
+            "repeat": args.repeat,
+            "baseline": args.baseline,
         },
         "machine": machine_info(tools, cores),
         **outcome,

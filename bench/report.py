@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 RATIO_BASES = ("gatehouse-httpcore", "fastapi-proxy-lib", "aiohttp", "nginx", "direct")
+# ``gatehouse@REV`` targets (``--baseline``) are ratio bases too: after / before.
 
 
 def _ms(value: float | None) -> str:
@@ -32,11 +33,24 @@ def throughput_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (target, response), the round with the median req/s (the lower middle of an even count)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["target"], row["response"]), []).append(row)
+    out = []
+    for group in groups.values():
+        ordered = sorted(group, key=lambda row: row["requests_per_sec"])
+        out.append({**ordered[(len(ordered) - 1) // 2], "rounds": len(ordered)})
+    return out
+
+
 def ratios(rows: list[dict[str, Any]], subject: str = "gatehouse") -> dict[str, dict[str, float]]:
     """``{"gatehouse/aiohttp": {"small": 1.7, "1mib": 1.1}, ...}`` for req/s, where both ran."""
     rps = {(row["target"], row["response"]): row["requests_per_sec"] for row in rows}
     out: dict[str, dict[str, float]] = {}
-    for base in RATIO_BASES:
+    bases = [*RATIO_BASES, *sorted({target for target, _ in rps if target.startswith(subject + "@")})]
+    for base in bases:
         for (target, response), value in rps.items():
             other = rps.get((base, response))
             if target == subject and other:

@@ -22,6 +22,7 @@ GATEHOUSE_CLI = REPO_ROOT / "app" / "cli.py"
 class Launch:
     command: list[str]
     python: bool  # needs the repo on PYTHONPATH and a scrubbed environment
+    source: Path | None = None  # import `app` from this tree instead of the repo (--baseline)
 
 
 # (workdir, port, upstream URL, tool paths) -> Launch
@@ -34,6 +35,16 @@ def gatehouse(workdir: Path, port: int, upstream: str, _tools: dict[str, str], t
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
     args = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     return Launch(python_command("app.cli", *args), python=True)
+
+
+def gatehouse_from(tree: Path) -> Launcher:
+    """Gatehouse as ``tree`` has it (an older commit's ``app/``, for before/after runs)."""
+
+    def launch(workdir: Path, port: int, upstream: str, tools: dict[str, str]) -> Launch:
+        command = gatehouse(workdir, port, upstream, tools).command
+        return Launch(command, python=True, source=tree)
+
+    return launch
 
 
 def gatehouse_httpcore(workdir: Path, port: int, upstream: str, tools: dict[str, str]) -> Launch:
