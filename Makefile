@@ -23,12 +23,14 @@ run: install
 	$(BIN)/python -m examples.run_demo --host $(HOST) --port $(PORT) --demo-port $(DEMO_PORT)
 
 test: install
+	scripts/test-services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check app tests bench examples
-	$(BIN)/ruff format --check app tests bench examples
+	$(BIN)/ruff check app tests bench examples scripts
+	$(BIN)/ruff format --check app tests bench examples scripts
 	$(BIN)/mypy
+	$(BIN)/python scripts/check_architecture.py
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 

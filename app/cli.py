@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from app.resilience.drain import Drain
-from app.settings import ConfigError, Settings, load_settings
+from app.assembly.drain import Drain
+from app.config.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
-    from app.reload import Reloader
+    from app.assembly.reload import Reloader
 
 # Young-generation collections every 20,000 net allocations instead of 700.
 GC_GEN0_THRESHOLD = 20_000
@@ -117,7 +117,7 @@ class DrainingServer(uvicorn.Server):
 
 
 class ReloadingServer(DrainingServer):
-    """The single-process server, which also reloads the config file on SIGHUP (``app.reload``)."""
+    """The single-process server, which also reloads the config file on SIGHUP (``app.assembly.reload``)."""
 
     def __init__(self, config: uvicorn.Config, drain: Drain, reloader: Reloader) -> None:
         super().__init__(config, drain)
@@ -206,7 +206,7 @@ def check_config(args: argparse.Namespace) -> None:
 
     print(f"configuration OK: {len(settings.routes)} route(s), ops at {settings.ops_prefix}")  # noqa: T201
     for route in settings.routes:
-        compiled = CompiledRoute.compile(route, settings.timeout, settings.resilience_for(route))
+        compiled = CompiledRoute.compile(route, settings.timeout, *settings.policies_for(route))
         t = compiled.timeouts
         upstream = " ".join(f"{u.origin}{u.base_path}" for u in compiled.targets)
         print(  # noqa: T201
@@ -218,7 +218,7 @@ def check_config(args: argparse.Namespace) -> None:
 
 def hash_secret(args: argparse.Namespace) -> None:
     """Print the hash to put in settings; the secret is read from stdin, never from argv (ps, shell history)."""
-    from app.edge.hashing import hash_api_key, hash_password
+    from app.config.hashing import hash_api_key, hash_password
 
     secret = getpass.getpass(f"{args.kind}: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
     if not secret:

@@ -25,21 +25,19 @@ is rendered as ``application/problem+json`` (RFC 9457) with the request id::
         └── UpstreamTimeout     504  connect, read or write timed out
 
 httpx exceptions are translated to these in one place:
-``app.proxy.forwarding.map_upstream_errors``.
+``app.proxy.forwarding.map_upstream_errors``. This module imports nothing else
+of the app (as httpx's ``_exceptions.py``); everything may import it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from http import HTTPStatus
-from typing import ClassVar
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, ClassVar
 
 import orjson
-from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_CONTENT_TYPE = b"application/problem+json"
+ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class GatewayError(Exception):
@@ -199,13 +197,16 @@ def problem_body(
     type_uri: str = "about:blank",
     instance: str | None = None,
     request_id: str | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> bytes:
-    """Serialise an RFC 9457 problem document."""
+    """Serialise an RFC 9457 problem document (``extra``: extension members)."""
     problem: dict[str, object] = {"type": type_uri, "title": title, "status": status, "detail": detail}
     if instance is not None:
         problem["instance"] = instance
     if request_id is not None:
         problem["request_id"] = request_id
+    if extra:
+        problem.update(extra)
     return orjson.dumps(problem)
 
 
@@ -232,32 +233,9 @@ def render_problem(
     return error.status, headers, body
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Render the framework's own errors (ops endpoints) as problem+json too."""
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        return _framework_problem(request, exc.status_code, str(exc.detail), exc.headers)
-
-    async def validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        # str(exc) carries source file locations; the client gets field and message only.
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return _framework_problem(request, 422, detail, None)
-
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-
-
-def _framework_problem(request: Request, status: int, detail: str, headers: Mapping[str, str] | None) -> Response:
-    from app.proxy.headers import sane_request_id  # local: errors is imported by the proxy package
-
-    rid = sane_request_id(request.headers.get("x-request-id", "").encode() or None).decode()
-    phrase = HTTPStatus(status).phrase
-    slug = phrase.lower().replace(" ", "-").replace("'", "")
-    body = problem_body(
-        status, phrase, detail, type_uri=f"urn:gatehouse:problem:{slug}", instance=request.url.path, request_id=rid
-    )
-    out = Response(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE.decode())
-    out.headers["x-request-id"] = rid
-    return out
+async def send_problem(send: ASGISend, error: GatewayError, *, instance: str, request_id: str) -> int:
+    """Answer ``error`` on an ASGI ``send`` (the proxy and the webhook intake); returns the body size."""
+    status, headers, body = render_problem(error, instance=instance, request_id=request_id)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+    return len(body)

@@ -9,10 +9,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.assembly.lifespan import State
 from app.cli import server_config
-from app.lifespan import State
+from app.config.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.servers import LOOPBACK, RunningServer, run_uvicorn
 
 
@@ -40,7 +40,7 @@ class RunningGateway:
         """What ``/upstreams`` shows, by route name."""
         generation = self.state["gateway"].generation
         assert generation.clients is not None
-        snapshot: dict[str, Any] = generation.upstreams.snapshot(generation.clients)
+        snapshot: dict[str, Any] = generation.pools.snapshot(generation.clients)
         return snapshot
 
 

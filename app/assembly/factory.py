@@ -1,27 +1,25 @@
-"""The application factory: ``create_app(settings)``; ``app`` for ``uvicorn app.main:app``."""
+"""The application factory: ``create_app(settings)`` builds one Gatehouse ASGI app."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from app.edge.runtime import Edge
-from app.errors import install_error_handlers
-from app.lifespan import make_lifespan
+from app.assembly.drain import Drain
+from app.assembly.gateway import Gateway
+from app.assembly.generation import Generation
+from app.assembly.lifespan import make_lifespan
+from app.assembly.ops import router as ops_router
+from app.assembly.problems import install_error_handlers
+from app.assembly.reload import Reloader
+from app.assembly.webhooks_ops import router as webhooks_ops_router
+from app.config.settings import Settings, load_settings
+from app.edge.resources import EdgeResources
 from app.observability.access import AccessLog
 from app.observability.logging import redaction_names
 from app.observability.metrics import Metrics, upstream_state_metrics
 from app.observability.tracing import Tracer, build_tracer
-from app.ops import router as ops_router
-from app.proxy.gateway import Gateway
-from app.proxy.generation import Generation
-from app.reload import Reloader
-from app.resilience.drain import Drain
-from app.settings import Settings, load_settings
 from app.webhooks.intake import WebhookIntake
-from app.webhooks.ops import router as webhooks_ops_router
 
 
 class GatehouseApp(FastAPI):
@@ -56,10 +54,9 @@ def create_app(settings: Settings | None = None, *, tracer: Tracer | None = None
     """
     settings = settings if settings is not None else load_settings()
     drain = Drain()
-    edge = Edge(settings)
+    edge = EdgeResources(settings)
     metrics = Metrics()
-    filters = edge.filters()
-    generation = Generation.from_settings(settings, filters, metrics)
+    generation = Generation.from_settings(settings, edge, metrics)
     app = GatehouseApp(
         title="Gatehouse",
         lifespan=make_lifespan(settings, edge, drain),
@@ -82,21 +79,8 @@ def create_app(settings: Settings | None = None, *, tracer: Tracer | None = None
         access_log=AccessLog(settings.access_log, params) if settings.access_log != "off" else None,
         tracer=tracer if tracer is not None else build_tracer(settings.tracing),
     )
-    metrics.watch(upstream_state_metrics(lambda: app.gateway.generation.upstreams.pools))
+    metrics.watch(upstream_state_metrics(lambda: app.gateway.generation.pools.pools))
     app.state.drain = drain
-    app.state.reloader = Reloader(app.gateway, settings, filters)
+    app.state.reloader = Reloader(app.gateway, settings, edge)
     install_error_handlers(app)
     return app
-
-
-_app: FastAPI | None = None
-
-
-def __getattr__(name: str) -> Any:
-    # ``app`` is built on first access, so importing this module reads no settings.
-    global _app
-    if name == "app":
-        if _app is None:
-            _app = create_app()
-        return _app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 from starlette.types import Receive, Scope, Send
 
+from app.assembly.generation import Generation
+from app.config.settings import IPNetwork
 from app.errors import (
     BadRequest,
     GatewayError,
@@ -29,19 +31,19 @@ from app.errors import (
     PayloadTooLarge,
     RateLimited,
     RouteNotFound,
-    render_problem,
+    send_problem,
 )
 from app.observability.access import AccessLog
 from app.observability.metrics import Metrics, RouteMetrics
 from app.observability.tracing import Tracer, trace_id_of
+from app.outbound.urls import exact_url
 from app.proxy.body import ClientDisconnected, RequestBody
+from app.proxy.exchange import Exchange
 from app.proxy.forwarding import relay_response
-from app.proxy.generation import Generation
-from app.proxy.headers import sane_request_id, upstream_request_headers
-from app.proxy.pipeline import Exchange
+from app.proxy.headers import upstream_request_headers
 from app.proxy.routing import RouteTable
 from app.proxy.urls import normalise_path, upstream_target
-from app.settings import IPNetwork
+from app.wire import header_value, sane_request_id
 
 log = logging.getLogger("gatehouse.proxy")
 
@@ -49,7 +51,7 @@ log = logging.getLogger("gatehouse.proxy")
 class Gateway:
     """ASGI app that proxies HTTP requests to the routes' upstreams.
 
-    It serves from ``generation`` (see ``app.proxy.generation``), read once per
+    It serves from ``generation`` (see ``app.assembly.generation``), read once per
     request; a reload swaps that one reference. Per request it counts the
     metrics bound to the route at start-up and, when enabled, writes one
     access-log line and records a server span.
@@ -141,7 +143,7 @@ class Gateway:
             metrics = outcome.metrics = generation.metrics[route_name]
             method: str = scope["method"]
             # A CORS preflight is the CORS filter's to answer, whatever the route's methods.
-            if not route.allows(method) and not (method == "OPTIONS" and route.route.cors is not None):
+            if not route.allows(method) and not (method == "OPTIONS" and route.edge.cors is not None):
                 raise MethodNotAllowed(
                     f"Route {route.name!r} does not allow {method}.",
                     allow=route.allow,
@@ -187,7 +189,6 @@ class Gateway:
                 body=body,
                 request_id=request_id,
                 client_ip=client_ip,
-                scope=scope,
                 metrics=metrics,
                 span=span,
                 tracer=self._tracer,
@@ -237,10 +238,7 @@ class Gateway:
             exc.detail,
             extra={"route": route, "request_id": rid},
         )
-        status, headers, body = render_problem(exc, instance=scope["path"], request_id=rid)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-        return len(body)
+        return await send_problem(send, exc, instance=scope["path"], request_id=rid)
 
 
 CLIENT_CLOSED = 499  # nginx's status for "the client went away before the answer"
@@ -262,24 +260,13 @@ class _Outcome:
 
 
 def _with_target(origin: httpx.URL, target: bytes) -> httpx.URL:
-    """``origin`` with ``target`` as its path and query, byte for byte.
-
-    httpx's public constructors re-quote the path and query (``|`` becomes
-    ``%7C``, a stray ``%`` becomes ``%25``), which breaks signed URLs; the
-    target is already canonical here (see ``urls``), so it is set as is.
-    """
+    """``origin`` with ``target`` (already canonical, see ``app.proxy.urls``) as its path and query."""
     path, _, query = target.decode("ascii").partition("?")
-    base = origin._uri_reference
-    url = httpx.URL.__new__(httpx.URL)
-    url._uri_reference = type(base)(base.scheme, base.userinfo, base.host, base.port, path, query or None, None)
-    return url
+    return exact_url(origin, path, query or None)
 
 
 def _client_request_id(scope: Scope) -> bytes:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            return sane_request_id(value)
-    return sane_request_id(None)
+    return sane_request_id(header_value(scope["headers"], b"x-request-id"))
 
 
 @functools.lru_cache(maxsize=4096)

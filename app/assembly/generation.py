@@ -12,40 +12,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from typing import Literal
 
 import httpx
 
+from app.assembly.filters import route_filters
+from app.config.routes import PoolLimits
+from app.config.settings import Settings
+from app.edge.resources import EdgeResources
 from app.observability.metrics import Metrics, RouteMetrics
 from app.proxy.clients import UpstreamClients
-from app.proxy.pipeline import FilterFactory, Handler, chain_for
+from app.proxy.exchange import Handler, chain_for
 from app.proxy.routing import CompiledRoute, RouteTable
 from app.resilience.checks import HealthChecks
-from app.resilience.upstreams import Upstreams
-from app.settings import Limits, Settings
+from app.resilience.pools import RoutePools
 
 log = logging.getLogger("gatehouse")
 
 
 class Generation:
-    def __init__(
-        self,
-        routes: RouteTable,
-        upstreams: Upstreams,
-        filters: Sequence[FilterFactory],
-        metrics: Metrics,
-        settings: Settings | None = None,
-        number: int = 1,
-    ) -> None:
+    def __init__(self, routes: RouteTable, edge: EdgeResources, metrics: Metrics, number: int = 1) -> None:
         self.number = number
-        self.settings = settings
         self.routes = routes
-        self.upstreams = upstreams
-        # The bulkhead comes last: only requests that passed every other filter take a slot.
-        factories = [*filters, upstreams.bulkhead_for]
+        self.pools = pools = RoutePools(routes)
+        factories = route_filters(edge, pools)
         self.handlers: dict[str, Handler] = {
-            route.name: chain_for(route, factories, upstreams.endpoint_for(route)) for route in routes.routes
+            route.name: chain_for(route, factories, pools.endpoint_for(route)) for route in routes.routes
         }
         self.origins = {route.name: httpx.URL(route.upstream.origin) for route in routes.routes}
         self.metrics: dict[str, RouteMetrics] = {route.name: metrics.for_route(route.name) for route in routes.routes}
@@ -55,20 +47,18 @@ class Generation:
         self._idle: asyncio.Event | None = None
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, filters: Sequence[FilterFactory], metrics: Metrics, number: int = 1
-    ) -> Generation:
+    def from_settings(cls, settings: Settings, edge: EdgeResources, metrics: Metrics, number: int = 1) -> Generation:
         """Build (but do not open) a generation for ``settings``' routes."""
         routes = RouteTable(
-            CompiledRoute.compile(route, settings.timeout, settings.resilience_for(route)) for route in settings.routes
+            CompiledRoute.compile(route, settings.timeout, *settings.policies_for(route)) for route in settings.routes
         )
-        return cls(routes, Upstreams(routes), filters, metrics, settings, number)
+        return cls(routes, edge, metrics, number)
 
-    def open(self, limits: Limits, http1: Literal["aiohttp", "httpcore"]) -> None:
+    def open(self, limits: PoolLimits, http1: Literal["aiohttp", "httpcore"]) -> None:
         """Create the upstream clients and start the health checks (in the event loop)."""
         self.clients = UpstreamClients(self.routes.routes, limits, http1=http1)
-        self.upstreams.bind(self.clients)
-        self._checks = HealthChecks(self.upstreams)
+        self.pools.bind(self.clients)
+        self._checks = HealthChecks(self.pools)
         self._checks.start()
 
     def finished_one(self) -> None:

@@ -6,17 +6,15 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any, TypedDict
 
-from app.edge.runtime import Edge
+from app.assembly.drain import Drain
+from app.assembly.gateway import Gateway
+from app.assembly.reload import Reloader
+from app.config.settings import Settings
+from app.edge.resources import EdgeResources
 from app.observability.metrics import multiprocess_dir
-from app.resilience.drain import Drain
-from app.settings import Settings
 from app.webhooks.runtime import Webhooks, open_webhooks
-
-if TYPE_CHECKING:
-    from app.proxy.gateway import Gateway
-    from app.reload import Reloader
 
 log = logging.getLogger("gatehouse")
 
@@ -32,11 +30,13 @@ class State(TypedDict):
     gateway: Gateway
     reloader: Reloader
     drain: Drain
-    edge: Edge  # the shared client for JWKS / OAuth token fetches, and the rate-limit storage
+    edge: EdgeResources  # the shared client for JWKS / OAuth token fetches, and the rate-limit storage
     webhooks: Webhooks | None  # the delivery store and dispatcher; None without webhook endpoints
 
 
-def make_lifespan(settings: Settings, edge: Edge, drain: Drain) -> Callable[[Any], AbstractAsyncContextManager[State]]:
+def make_lifespan(
+    settings: Settings, edge: EdgeResources, drain: Drain
+) -> Callable[[Any], AbstractAsyncContextManager[State]]:
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[State]:
         gateway: Gateway = app.gateway

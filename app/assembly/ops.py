@@ -7,16 +7,15 @@ import hmac
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
-from app.errors import PROBLEM_CONTENT_TYPE, problem_body
-from app.lifespan import State
+from app.assembly.lifespan import State
+from app.assembly.problems import problem_response
+from app.assembly.reload import ReloadRejected
 from app.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from app.reload import ReloadRejected
 
-OPS_PAGE = (Path(__file__).parent / "observability" / "ops_page.html").read_bytes()
+OPS_PAGE = (Path(__file__).parent.parent / "observability" / "ops_page.html").read_bytes()
 
 router = APIRouter()
 
@@ -50,7 +49,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(state: StateDep) -> Any:
+async def readyz(request: Request, state: StateDep) -> Any:
     """Ready to take traffic: clients open and not draining.
 
     A route with no healthy target is reported under ``degraded`` but keeps
@@ -61,9 +60,8 @@ async def readyz(state: StateDep) -> Any:
     clients = generation.clients
     if state["drain"].draining or clients is None or clients.closed:
         reason = "Gatehouse is draining for shutdown." if state["drain"].draining else "Upstream clients are closed."
-        body = problem_body(503, "Not ready", reason, type_uri="urn:gatehouse:problem:not-ready")
-        return Response(body, status_code=503, media_type=PROBLEM_CONTENT_TYPE.decode())
-    degraded = generation.upstreams.degraded()
+        return problem_response(request, 503, reason, None, title="Not ready", slug="not-ready")
+    degraded = generation.pools.degraded()
     return {
         "status": "degraded" if degraded else "ready",
         "routes": len(generation.routes.routes),
@@ -76,7 +74,7 @@ async def upstreams(state: StateDep) -> dict[str, Any]:
     """Every route's targets: health, ejection, breaker state, requests in flight, connections."""
     generation = state["gateway"].generation
     assert generation.clients is not None
-    return {"routes": generation.upstreams.snapshot(generation.clients)}
+    return {"routes": generation.pools.snapshot(generation.clients)}
 
 
 @router.get("/routes")
@@ -125,16 +123,20 @@ async def stats(state: StateDep) -> dict[str, Any]:
 
 
 @router.post("/reload", status_code=200)
-async def reload(state: StateDep, _admin: AdminDep) -> Any:
+async def reload(request: Request, state: StateDep, _admin: AdminDep) -> Any:
     """Re-read the config file and swap the route table; an invalid file changes nothing (422)."""
     try:
         return await state["reloader"].reload()
     except ReloadRejected as exc:
-        problem = orjson.loads(
-            problem_body(422, "Invalid configuration", exc.detail, type_uri="urn:gatehouse:problem:invalid-config")
+        return problem_response(
+            request,
+            422,
+            exc.detail,
+            None,
+            title="Invalid configuration",
+            slug="invalid-config",
+            extra={"errors": exc.errors},
         )
-        problem["errors"] = exc.errors
-        return Response(orjson.dumps(problem), status_code=422, media_type=PROBLEM_CONTENT_TYPE.decode())
 
 
 @router.get("/")

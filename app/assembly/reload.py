@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from app.proxy.generation import Generation
-from app.proxy.pipeline import FilterFactory
-from app.settings import ConfigError, Settings, load_settings
-
-if TYPE_CHECKING:
-    from app.proxy.gateway import Gateway
+from app.assembly.gateway import Gateway
+from app.assembly.generation import Generation
+from app.config.settings import ConfigError, Settings, load_settings
+from app.edge.resources import EdgeResources
 
 log = logging.getLogger("gatehouse")
 
@@ -60,10 +57,10 @@ class ReloadRejected(Exception):
 
 
 class Reloader:
-    def __init__(self, gateway: Gateway, settings: Settings, filters: Sequence[FilterFactory]) -> None:
+    def __init__(self, gateway: Gateway, settings: Settings, edge: EdgeResources) -> None:
         self._gateway = gateway
         self._settings = settings
-        self._filters = filters
+        self._edge = edge
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -82,7 +79,7 @@ class Reloader:
                     "The new configuration is invalid; the current one keeps serving.", field_errors(str(exc))
                 ) from None
             old = self._gateway.generation
-            new = Generation.from_settings(settings, self._filters, self._gateway.metrics, old.number + 1)
+            new = Generation.from_settings(settings, self._edge, self._gateway.metrics, old.number + 1)
             try:
                 new.open(settings.limits, settings.upstream_transport)
             except Exception as exc:

@@ -7,21 +7,20 @@ ISO 8601 in UTC; lists are newest first and paged with ``before=<last id>``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 
-from app.ops import StateDep, require_admin
-from app.webhooks.engine import StoreError
-from app.webhooks.records import Delivery, ReplayResult
+from app.assembly.ops import StateDep, require_admin
+from app.webhooks.database import StoreError
+from app.webhooks.records import Delivery, DeliveryStatus, ReplayResult
 from app.webhooks.runtime import Webhooks
 
 # Every endpoint here is admin-only: the dependency sits on the router, so none can be added without it.
 router = APIRouter(dependencies=[Depends(require_admin)])
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Status = Literal["pending", "delivering", "delivered", "dead"]
 
 
 def _webhooks(state: Any) -> Webhooks:
@@ -84,7 +83,7 @@ async def list_events(
 @router.get("/deliveries")
 async def list_deliveries(
     state: StateDep,
-    status: Status | None = None,
+    status: DeliveryStatus | None = None,
     endpoint: str | None = None,
     limit: Limit = 50,
     before: int | None = None,

@@ -3,7 +3,7 @@
 Each is set per route, or once at the top level as the default for every route
 that does not name it (``auth: false`` on a route turns an inherited default
 off). Secrets are ``SecretStr`` so they never print; keys and passwords are
-given hashed (see ``app.edge.hashing``).
+given hashed (see ``app.config.hashing``).
 """
 
 from __future__ import annotations
@@ -12,14 +12,11 @@ import os
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from app.edge.hashing import parse_key_hash, parse_password_hash
-from app.names import TOKEN, header_name
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from app.config.base import ConfigModel
+from app.config.hashing import parse_key_hash, parse_password_hash
+from app.config.names import TOKEN, header_name
 
 
 def _from_env(name: str) -> str:
@@ -29,7 +26,7 @@ def _from_env(name: str) -> str:
     return value
 
 
-class _InboundAuth(_Model):
+class _InboundAuth(ConfigModel):
     forward_credentials: bool = False
     identity_header: str | None = None  # e.g. X-Gatehouse-Identity: the subject or key name
 
@@ -154,7 +151,7 @@ class BasicAuth(_InboundAuth):
 InboundAuth = Annotated[ApiKeyAuth | JwtAuth | BasicAuth, Field(discriminator="type")]
 
 
-class _Secret(_Model):
+class _Secret(ConfigModel):
     """A secret given inline (``SecretStr``) or by the name of an environment variable."""
 
     @staticmethod
@@ -164,7 +161,7 @@ class _Secret(_Model):
         return inline if inline is not None else SecretStr(_from_env(env or ""))
 
 
-class BearerUpstreamAuth(_Model):
+class BearerUpstreamAuth(ConfigModel):
     type: Literal["bearer"]
     token_env: str
 
@@ -250,7 +247,7 @@ UpstreamAuth = Annotated[
 ]
 
 
-class Cors(_Model):
+class Cors(ConfigModel):
     allow_origins: list[str] = Field(default_factory=list)  # exact origins, or ["*"]
     allow_origin_regex: str | None = None  # full match, e.g. https://.*\.example\.com
     allow_methods: list[str] = Field(default_factory=lambda: ["GET", "HEAD", "POST"])
@@ -303,7 +300,7 @@ class Cors(_Model):
 _KEY = re.compile(r"^(ip|api_key|subject|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
 
 
-class RateLimit(_Model):
+class RateLimit(ConfigModel):
     """``limit`` in the ``limits`` notation: ``100/minute``, ``10/second;1000/hour``."""
 
     limit: str

@@ -40,3 +40,14 @@ def _check_header_values(value: dict[str, str]) -> dict[str, str]:
 
 
 HeaderValues = Annotated[dict[str, str], AfterValidator(_check_header_values)]
+
+
+def plain_path(value: str) -> str:
+    """A route prefix or webhook path: starts with '/', no '//', '?', '#', escapes or dot segments."""
+    if not value.startswith("/"):
+        raise ValueError("must start with '/'")
+    if "//" in value or "?" in value or "#" in value or "%" in value:
+        raise ValueError("must be a plain path: no '//', '?', '#' or percent-escapes")
+    if any(segment in (".", "..") for segment in value.split("/")):
+        raise ValueError("must not contain '.' or '..' segments")
+    return value

@@ -13,20 +13,10 @@ from __future__ import annotations
 import ipaddress
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    SecretStr,
-    Tag,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -34,284 +24,29 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from app.edge.models import Cors, InboundAuth, RateLimit, UpstreamAuth
-from app.names import TOKEN, HeaderValues, Name, header_name
-from app.webhooks.config import DEFAULT_WEBHOOK_STORE, WebhookEndpoints, WebhookStoreUrl
+from app.config.base import UNION_TAGS
+from app.config.routes import (
+    Balancing,
+    CircuitBreakerSettings,
+    CorsOrOff,
+    EdgePolicy,
+    HealthCheck,
+    InboundAuthOrOff,
+    PassiveHealthSettings,
+    PoolLimits,
+    RateLimitOrOff,
+    Resilience,
+    Retries,
+    Route,
+    Timeouts,
+)
+from app.config.webhooks import DEFAULT_WEBHOOK_STORE, WebhookEndpoints, WebhookStoreUrl
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
     """The configuration is invalid; the message lists every bad field."""
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Timeouts(_Model):
-    """Seconds; ``connect`` to open a connection, ``pool`` to wait for a free one."""
-
-    connect: float = Field(5.0, gt=0)
-    read: float = Field(30.0, gt=0)
-    write: float = Field(30.0, gt=0)
-    pool: float = Field(5.0, gt=0)
-
-
-class TimeoutOverride(_Model):
-    connect: float | None = Field(None, gt=0)
-    read: float | None = Field(None, gt=0)
-    write: float | None = Field(None, gt=0)
-    pool: float | None = Field(None, gt=0)
-
-    def over(self, base: Timeouts) -> Timeouts:
-        return base.model_copy(update=self.model_dump(exclude_none=True))
-
-
-class Limits(_Model):
-    """Connection pool size, per upstream origin."""
-
-    max_connections: int = Field(100, ge=1)
-    max_keepalive_connections: int = Field(20, ge=0)
-    keepalive_expiry: float = Field(5.0, ge=0)
-
-
-class Target(_Model):
-    """One upstream instance behind a route; ``weight`` is its share of requests."""
-
-    url: str
-    weight: int = Field(1, ge=1, le=1000)
-
-    @field_validator("url")
-    @classmethod
-    def _valid_url(cls, value: str) -> str:
-        return _checked_upstream(value)
-
-
-Balancing = Literal["round_robin", "least_connections"]
-
-
-class PassiveHealth(_Model):
-    """Eject a target that fails ``max_failures`` times within ``window`` seconds.
-
-    The first ejection lasts ``ejection`` seconds, each repeat twice as long, up
-    to ``max_ejection``. ``max_failures: 0`` turns ejection off.
-    """
-
-    max_failures: int = Field(5, ge=0)
-    window: float = Field(10.0, gt=0)
-    ejection: float = Field(30.0, gt=0)
-    max_ejection: float = Field(300.0, gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> PassiveHealth:
-        if self.max_ejection < self.ejection:
-            raise ValueError("max_ejection must be at least ejection")
-        return self
-
-
-class HealthCheck(_Model):
-    """Active health checks: ``GET path`` on every target each ``interval`` seconds."""
-
-    path: str = "/healthz"
-    interval: float = Field(10.0, gt=0)
-    timeout: float = Field(2.0, gt=0)
-    healthy_threshold: int = Field(2, ge=1)
-    unhealthy_threshold: int = Field(3, ge=1)
-
-    @field_validator("path")
-    @classmethod
-    def _valid_path(cls, value: str) -> str:
-        if not value.startswith("/") or any(c in value for c in " \r\n\x00#"):
-            raise ValueError("must be a path starting with '/' (a query string is allowed)")
-        return value
-
-
-class Backoff(_Model):
-    """Full-jitter exponential backoff: attempt n waits uniform(0, min(cap, base * 2**n))."""
-
-    base: float = Field(0.025, gt=0)
-    cap: float = Field(0.25, gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Backoff:
-        if self.cap < self.base:
-            raise ValueError("cap must be at least base")
-        return self
-
-
-class Retries(_Model):
-    """Safe retries: idempotent methods (or an Idempotency-Key), replayable bodies only."""
-
-    attempts: int = Field(3, ge=1, le=10)
-    on: list[int] = Field(default_factory=lambda: [502, 503, 504])
-    backoff: Backoff = Field(default_factory=Backoff)
-    budget: float = Field(0.2, ge=0, le=1)
-    min_per_second: float = Field(3.0, ge=0)
-    max_body_bytes: int = Field(64 * 1024, ge=0)
-    max_retry_after: float = Field(2.0, ge=0)
-
-    @field_validator("on")
-    @classmethod
-    def _server_errors_only(cls, value: list[int]) -> list[int]:
-        for status in value:
-            if not 500 <= status <= 599:
-                raise ValueError(f"{status} is not a 5xx status (a 4xx is the client's to fix, never retried)")
-        return sorted(set(value))
-
-
-class CircuitBreaker(_Model):
-    """Per target: open after ``failure_threshold`` consecutive failures, for ``reset_timeout`` s."""
-
-    failure_threshold: int = Field(5, ge=1)
-    reset_timeout: float = Field(10.0, gt=0)
-    half_open_requests: int = Field(1, ge=1)
-
-
-class HeaderRules(_Model):
-    """Headers to set (replacing any the message had) and to remove."""
-
-    set: HeaderValues = Field(default_factory=dict)
-    remove: list[str] = Field(default_factory=list)
-
-    @field_validator("remove")
-    @classmethod
-    def _valid_remove(cls, value: list[str]) -> list[str]:
-        for name in value:
-            header_name(name)
-        return value
-
-
-def _checked_upstream(value: str) -> str:
-    from app.proxy.urls import parse_upstream  # local: urls is pure and imports nothing back
-
-    parse_upstream(value)  # raises ValueError with the reason
-    return value.rstrip("/") if value.count("/") > 2 else value
-
-
-# Tagged unions keep error messages to the form that was written (tags are left out of them).
-_UNION_TAGS = frozenset({"url-form", "list-form", "settings-form", "off-form"})
-UpstreamSetting = Annotated[
-    Annotated[str, Tag("url-form")] | Annotated[list[Target], Tag("list-form")],
-    Discriminator(lambda value: "list-form" if isinstance(value, list) else "url-form"),
-]
-
-
-def _off(value: Any) -> str:
-    return "off-form" if value is None or value is False else "settings-form"
-
-
-_Off = Annotated[Literal[False] | None, Tag("off-form")]
-HealthCheckOrOff = Annotated[Annotated[HealthCheck, Tag("settings-form")] | _Off, Discriminator(_off)]
-RetriesOrOff = Annotated[Annotated[Retries, Tag("settings-form")] | _Off, Discriminator(_off)]
-CircuitBreakerOrOff = Annotated[Annotated[CircuitBreaker, Tag("settings-form")] | _Off, Discriminator(_off)]
-
-
-class Route(_Model):
-    """One upstream behind one path prefix."""
-
-    name: Name
-    prefix: str
-    upstream: UpstreamSetting
-    strip_prefix: bool = True
-    methods: list[str] | None = None
-    timeout: TimeoutOverride = Field(default_factory=TimeoutOverride)
-    preserve_host: bool = False
-    http2: bool = False
-    request_headers: HeaderRules = Field(default_factory=HeaderRules)
-    response_headers: HeaderRules = Field(default_factory=HeaderRules)
-    max_body_bytes: int | None = Field(None, ge=0)
-    verify: bool | Path = True
-    # Resilience: None takes the top-level default; False turns a default off for this route.
-    balancing: Balancing | None = None
-    passive_health: PassiveHealth | None = None
-    health_check: HealthCheckOrOff = None
-    retries: RetriesOrOff = None
-    circuit_breaker: CircuitBreakerOrOff = None
-    max_concurrent: int | None = Field(None, ge=1)
-    # Edge settings; a route that leaves one out inherits the top-level value (``false``: none).
-    auth: InboundAuth | None = None
-    upstream_auth: UpstreamAuth | None = None
-    cors: Cors | None = None
-    rate_limit: RateLimit | None = None
-
-    @field_validator("prefix")
-    @classmethod
-    def _valid_prefix(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with '/'")
-        if value != "/" and value.endswith("/"):
-            raise ValueError("must not end with '/' (prefixes match whole segments)")
-        if "//" in value or "?" in value or "#" in value or "%" in value:
-            raise ValueError("must be a plain path: no '//', '?', '#' or percent-escapes")
-        if any(segment in (".", "..") for segment in value.split("/")):
-            raise ValueError("must not contain '.' or '..' segments")
-        return value
-
-    @field_validator("upstream", mode="before")
-    @classmethod
-    def _targets_from_strings(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("must list at least one target")
-            return [{"url": item} if isinstance(item, str) else item for item in value]
-        return value
-
-    @field_validator("upstream")
-    @classmethod
-    def _valid_upstream(cls, value: str | list[Target]) -> str | list[Target]:
-        if isinstance(value, str):
-            return _checked_upstream(value)
-        from app.proxy.urls import parse_upstream
-
-        first = parse_upstream(value[0].url)
-        seen: set[str] = set()
-        for index, target in enumerate(value):
-            parsed = parse_upstream(target.url)
-            # One header plan and one target path serve every target of the route.
-            if parsed.base_path != first.base_path:
-                raise ValueError(f"[{index}].url: every target must have the same base path as [0]")
-            if parsed.origin in seen:
-                raise ValueError(f"[{index}].url: {parsed.origin} is listed twice")
-            seen.add(parsed.origin)
-        return value
-
-    @property
-    def target_list(self) -> list[Target]:
-        """The targets, whichever way ``upstream`` was written."""
-        if isinstance(self.upstream, str):
-            return [Target(url=self.upstream)]
-        return list(self.upstream)
-
-    @field_validator("methods")
-    @classmethod
-    def _valid_methods(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        if not value:
-            raise ValueError("must list at least one method (omit it to allow all)")
-        upper = [m.upper() for m in value]
-        for method in upper:
-            if not TOKEN.match(method):
-                raise ValueError(f"{method!r} is not a valid method")
-        return upper
-
-    @model_validator(mode="after")
-    def _verify_bundle_exists(self) -> Route:
-        if isinstance(self.verify, Path) and not self.verify.is_file():
-            raise ValueError(f"verify: CA bundle {str(self.verify)!r} does not exist")
-        return self
-
-
-class Resilience(_Model):
-    """A route's resilience settings after top-level defaults are applied."""
-
-    balancing: Balancing = "round_robin"
-    passive_health: PassiveHealth = Field(default_factory=PassiveHealth)
-    health_check: HealthCheck | None = None
-    retries: Retries | None = None
-    circuit_breaker: CircuitBreaker | None = None
-    max_concurrent: int | None = None
 
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -379,22 +114,22 @@ class Settings(BaseSettings):
     config: Path | None = None
     routes: list[Route] = Field(default_factory=list)
     timeout: Timeouts = Field(default_factory=Timeouts)
-    limits: Limits = Field(default_factory=Limits)
+    limits: PoolLimits = Field(default_factory=PoolLimits)
     trusted_proxies: list[IPNetwork] = Field(default_factory=list)
     ops_prefix: str = "/_gatehouse"
     log_level: LogLevel = "info"
     # Resilience defaults for every route (a route's own value wins).
     balancing: Balancing = "round_robin"
-    passive_health: PassiveHealth = Field(default_factory=PassiveHealth)
+    passive_health: PassiveHealthSettings = Field(default_factory=PassiveHealthSettings)
     health_check: HealthCheck | None = None
     retries: Retries | None = None
-    circuit_breaker: CircuitBreaker | None = None
+    circuit_breaker: CircuitBreakerSettings | None = None
     max_concurrent: int | None = Field(None, ge=1)
     shutdown_grace: float = Field(30.0, ge=0)
-    # Defaults for routes that do not set their own.
-    auth: InboundAuth | None = None
-    cors: Cors | None = None
-    rate_limit: RateLimit | None = None
+    # Edge defaults for routes that do not set their own (``false`` here is the same as unset).
+    auth: InboundAuthOrOff = None
+    cors: CorsOrOff = None
+    rate_limit: RateLimitOrOff = None
     # Rate-limit storage: in memory (per process) unless redis_url is set.
     redis_url: SecretStr | None = None
     redis_timeout: float = Field(0.5, gt=0)  # seconds per Redis operation before fail_open applies
@@ -438,46 +173,33 @@ class Settings(BaseSettings):
         dotenv = _KnownFieldsOnly(settings_cls, dotenv_settings)
         return init_settings, env_settings, dotenv, file_source, file_secret_settings
 
-    def resilience_for(self, route: Route) -> Resilience:
-        """``route``'s own resilience settings, falling back to the top-level defaults."""
+    def policies_for(self, route: Route) -> tuple[Resilience, EdgePolicy]:
+        """``route``'s policies: its own value for each, else the top-level default; ``false`` means none.
+
+        The one place route defaults are inherited, for resilience and edge settings alike.
+        """
 
         def pick(own: Any, default: Any) -> Any:
             if own is False:
                 return None
-            return default if own is None else own
+            own = default if own is None else own
+            return None if own is False else own
 
-        return Resilience(
-            balancing=route.balancing or self.balancing,
-            passive_health=route.passive_health or self.passive_health,
+        resilience = Resilience(
+            balancing=pick(route.balancing, self.balancing),
+            passive_health=pick(route.passive_health, self.passive_health),
             health_check=pick(route.health_check, self.health_check),
             retries=pick(route.retries, self.retries),
             circuit_breaker=pick(route.circuit_breaker, self.circuit_breaker),
-            max_concurrent=route.max_concurrent or self.max_concurrent,
+            max_concurrent=pick(route.max_concurrent, self.max_concurrent),
         )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _inherit_edge_defaults(cls, data: Any) -> Any:
-        # Top-level auth / cors / rate_limit apply to routes that leave them out;
-        # ``false`` (here or on a route) means none.
-        if not isinstance(data, dict):
-            return data
-        data = {k: (None if k in _EDGE_DEFAULTS and v is False else v) for k, v in data.items()}
-        routes = data.get("routes")
-        if not isinstance(routes, list):
-            return data
-        merged = []
-        for route in routes:
-            if isinstance(route, Route):
-                route = route.model_dump(exclude_unset=True)
-            if isinstance(route, dict):
-                route = {k: (None if k in _EDGE_DEFAULTS and v is False else v) for k, v in route.items()}
-                for key in _EDGE_DEFAULTS:
-                    if key not in route and data.get(key) is not None:
-                        route[key] = data[key]
-            merged.append(route)
-        data["routes"] = merged
-        return data
+        edge = EdgePolicy(
+            auth=pick(route.auth, self.auth),
+            upstream_auth=route.upstream_auth,
+            cors=pick(route.cors, self.cors),
+            rate_limit=pick(route.rate_limit, self.rate_limit),
+        )
+        return resilience, edge
 
     @field_validator("redis_url")
     @classmethod
@@ -530,7 +252,8 @@ class Settings(BaseSettings):
             ops = self.ops_prefix
             if route.prefix == ops or route.prefix.startswith(ops + "/"):
                 problems.append(f"{label} -> prefix: {route.prefix!r} is inside ops_prefix {ops!r}")
-            problems.extend(f"{label} -> rate_limit.key: {p}" for p in _rate_limit_key_problems(route))
+            _, edge = self.policies_for(route)
+            problems.extend(f"{label} -> rate_limit.key: {p}" for p in edge.rate_limit_key_problems())
         for index, endpoint in enumerate(self.webhooks):
             label = f"webhooks[{index}] {endpoint.name!r} -> path"
             ops = self.ops_prefix
@@ -552,53 +275,33 @@ class Settings(BaseSettings):
         return self
 
 
-_EDGE_DEFAULTS = ("auth", "cors", "rate_limit")
-
-
-def _rate_limit_key_problems(route: Route) -> list[str]:
-    if route.rate_limit is None:
-        return []
-    key = route.rate_limit.key
-    auth_type = route.auth.type if route.auth is not None else None
-    if key == "api_key" and auth_type != "api_key":
-        return ["'api_key' needs auth of type api_key on this route"]
-    if key == "subject" and auth_type not in ("jwt", "basic"):
-        return ["'subject' needs auth of type jwt or basic on this route"]
-    return []
-
-
 def format_errors(exc: ValidationError, data: Any) -> str:
     """Turn pydantic's errors into lines that name the route and the field."""
-    raw_routes = data.get("routes") if isinstance(data, dict) else None
     lines = []
     for error in exc.errors(include_url=False):
         loc = list(error["loc"])
         where = ".".join(str(part) for part in loc) or "settings"
-        if len(loc) >= 2 and loc[0] == "webhooks" and isinstance(loc[1], int):
-            raw_hooks = data.get("webhooks") if isinstance(data, dict) else None
-            index = loc[1]
-            name = None
-            if isinstance(raw_hooks, list) and index < len(raw_hooks) and isinstance(raw_hooks[index], dict):
-                name = raw_hooks[index].get("name")
-            parts = [part for part in loc[2:] if part not in _UNION_TAGS]
-            field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
-            where = (
-                f"webhooks[{index}]" + (f" {name!r}" if name else "") + f" -> {field.removeprefix('.') or '(webhook)'}"
-            )
-        if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
-            index = loc[1]
-            name = None
-            if isinstance(raw_routes, list) and index < len(raw_routes) and isinstance(raw_routes[index], dict):
-                name = raw_routes[index].get("name")
-            parts = [part for part in loc[2:] if part not in _UNION_TAGS]
-            field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
-            field = field.removeprefix(".") or "(route)"
-            where = f"routes[{index}]" + (f" {name!r}" if name else "") + f" -> {field}"
+        if len(loc) >= 2 and loc[0] in _NAMED_LISTS and isinstance(loc[1], int):
+            where = _named_location(str(loc[0]), loc[1], loc[2:], data)
         message = error["msg"].removeprefix("Value error, ")
         value = error.get("input")
         shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
         lines.append(f"{where}: {message}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+_NAMED_LISTS = {"routes": "(route)", "webhooks": "(webhook)"}
+
+
+def _named_location(kind: str, index: int, rest: list[Any], data: Any) -> str:
+    """``routes[1] 'users' -> upstream``: the list entry by index and name, then the field."""
+    raw = data.get(kind) if isinstance(data, dict) else None
+    name = None
+    if isinstance(raw, list) and index < len(raw) and isinstance(raw[index], dict):
+        name = raw[index].get("name")
+    parts = [part for part in rest if part not in UNION_TAGS]
+    field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
+    return f"{kind}[{index}]" + (f" {name!r}" if name else "") + f" -> {field.removeprefix('.') or _NAMED_LISTS[kind]}"
 
 
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:

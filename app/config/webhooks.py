@@ -15,25 +15,22 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
-from app.edge.models import UpstreamAuth
-from app.names import HeaderValues, Name, header_name
+from app.config.base import ConfigModel
+from app.config.edge import UpstreamAuth
+from app.config.names import HeaderValues, Name, header_name, plain_path
 
 DEFAULT_WEBHOOK_STORE = "sqlite+aiosqlite:///./gatehouse-webhooks.db"
 DEFAULT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 MIB = 1024 * 1024
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _lower_header_name(value: str) -> str:
@@ -63,7 +60,7 @@ def decode_standard_secret(secret: str) -> bytes:
     return key
 
 
-class StandardVerify(_Model):
+class StandardVerify(ConfigModel):
     """Standard Webhooks v1 (``webhook-*`` headers, or Svix's ``svix-*``)."""
 
     scheme: Literal["standard"]
@@ -82,7 +79,7 @@ class StandardVerify(_Model):
         return value
 
 
-class GitHubVerify(_Model):
+class GitHubVerify(ConfigModel):
     """GitHub: ``X-Hub-Signature-256: sha256=<hex>`` over the raw body."""
 
     scheme: Literal["github"]
@@ -90,7 +87,7 @@ class GitHubVerify(_Model):
     has_default_event_id: ClassVar[bool] = True
 
 
-class StripeVerify(_Model):
+class StripeVerify(ConfigModel):
     """Stripe: ``Stripe-Signature: t=..,v1=..``; the whole ``whsec_...`` string is the key."""
 
     scheme: Literal["stripe"]
@@ -99,7 +96,7 @@ class StripeVerify(_Model):
     has_default_event_id: ClassVar[bool] = True
 
 
-class SlackVerify(_Model):
+class SlackVerify(ConfigModel):
     """Slack: ``X-Slack-Signature: v0=<hex>`` over ``v0:{timestamp}:{body}``."""
 
     scheme: Literal["slack"]
@@ -108,7 +105,7 @@ class SlackVerify(_Model):
     has_default_event_id: ClassVar[bool] = True
 
 
-class HmacVerify(_Model):
+class HmacVerify(ConfigModel):
     """Any provider that sends an HMAC of the raw body in one header."""
 
     scheme: Literal["hmac"]
@@ -120,7 +117,7 @@ class HmacVerify(_Model):
     has_default_event_id: ClassVar[bool] = False
 
 
-class NoVerify(_Model):
+class NoVerify(ConfigModel):
     """No verification, chosen explicitly (an internal, already-trusted sender)."""
 
     scheme: Literal["none"]
@@ -133,7 +130,7 @@ VerifyConfig = Annotated[
 ]
 
 
-class DeliveryTarget(_Model):
+class DeliveryTarget(ConfigModel):
     """An internal URL each event of the endpoint is POSTed to."""
 
     name: Name
@@ -157,7 +154,7 @@ class DeliveryTarget(_Model):
         return [(name.lower().encode("latin-1"), v.encode("latin-1")) for name, v in self.headers.items()]
 
 
-class RetryPolicy(_Model):
+class RetryPolicy(ConfigModel):
     """Delays (seconds) before each retry; after the last one a delivery is dead."""
 
     schedule: list[Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: list(DEFAULT_SCHEDULE))
@@ -169,7 +166,7 @@ class RetryPolicy(_Model):
         return len(self.schedule) + 1
 
 
-class Dedupe(_Model):
+class Dedupe(ConfigModel):
     """Drop repeats of a provider event id; ``header`` overrides the scheme's id source."""
 
     enabled: bool = True
@@ -180,7 +177,7 @@ def _dedupe_from_bool(value: Any) -> Any:
     return {"enabled": value} if isinstance(value, bool) else value
 
 
-class WebhookEndpoint(_Model):
+class WebhookEndpoint(ConfigModel):
     """One provider-facing path: verify, persist, then deliver to ``deliver_to``."""
 
     name: Name
@@ -194,14 +191,11 @@ class WebhookEndpoint(_Model):
     @field_validator("path")
     @classmethod
     def _valid_path(cls, value: str) -> str:
-        if not value.startswith("/") or value == "/":
+        if value == "/":
             raise ValueError("must start with '/' and name a path")
+        plain_path(value)
         if value.endswith("/"):
             raise ValueError("must not end with '/'")
-        if "//" in value or "?" in value or "#" in value or "%" in value:
-            raise ValueError("must be a plain path: no '//', '?', '#' or percent-escapes")
-        if any(segment in (".", "..") for segment in value.split("/")):
-            raise ValueError("must not contain '.' or '..' segments")
         return value
 
     @model_validator(mode="after")
@@ -217,12 +211,20 @@ class WebhookEndpoint(_Model):
         return self
 
 
+def store_url(url: str) -> URL:
+    """The async-driver URL for a ``webhook_store`` setting (``postgresql://``, ``sqlite:///``)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed.query):
+            raise ValueError("webhook_store: SQLite needs a file path; an in-memory database is not durable")
+        return parsed.set(drivername="sqlite+aiosqlite")
+    raise ValueError(f"webhook_store: unsupported backend {backend!r}; use sqlite:/// or postgresql://")
+
+
 def _valid_store_url(value: str) -> str:
-    # Local imports keep SQLAlchemy out of importing the settings models.
-    from sqlalchemy.exc import ArgumentError
-
-    from app.webhooks.engine import store_url
-
     try:
         store_url(value)
     except ArgumentError:

@@ -21,11 +21,13 @@ from urllib.parse import quote, unquote_to_bytes
 import anyio
 import httpx
 
-from app.edge.hashing import key_digest, parse_key_hash, parse_password_hash, verify_password
-from app.edge.models import ApiKeyAuth, BasicAuth, InboundAuth, JwtAuth
+from app.config.edge import ApiKeyAuth, BasicAuth, InboundAuth, JwtAuth
+from app.config.hashing import key_digest, parse_key_hash, parse_password_hash, verify_password
 from app.edge.tokens import JwtVerifier
 from app.errors import Unauthorized
-from app.proxy.pipeline import Exchange, Handler
+from app.outbound.urls import exact_url, path_and_query
+from app.proxy.exchange import Exchange, Handler
+from app.wire import header_value
 
 
 class Verifier(Protocol):
@@ -33,13 +35,6 @@ class Verifier(Protocol):
     credential_query_param: bytes | None
 
     async def verify(self, exchange: Exchange) -> str: ...
-
-
-def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
 
 
 def query_value(query: bytes, name: bytes) -> bytes | None:
@@ -51,12 +46,11 @@ def query_value(query: bytes, name: bytes) -> bytes | None:
 
 
 def without_query_param(url: httpx.URL, name: bytes) -> httpx.URL:
-    """``url`` without the ``name`` parameter; the rest of the query byte for byte (see gateway._with_target)."""
-    kept = [pair for pair in url.query.split(b"&") if pair and unquote_to_bytes(pair.partition(b"=")[0]) != name]
-    query = b"&".join(kept).decode("ascii")
-    out = httpx.URL.__new__(httpx.URL)
-    out._uri_reference = url._uri_reference._replace(query=query or None)
-    return out
+    """``url`` without the ``name`` parameter; the rest of the query byte for byte."""
+    path, query = path_and_query(url)
+    pairs = (query or "").split("&")
+    kept = [pair for pair in pairs if pair and unquote_to_bytes(pair.partition("=")[0]) != name]
+    return exact_url(url, path, "&".join(kept) or None)
 
 
 def header_safe(identity: str) -> bytes:

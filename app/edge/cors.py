@@ -12,10 +12,11 @@ import re
 
 import httpx
 
-from app.edge.models import Cors
+from app.config.edge import Cors
 from app.errors import Forbidden, GatewayError, MethodNotAllowed
-from app.proxy.pipeline import Exchange, Handler
+from app.proxy.exchange import Exchange, Handler
 from app.proxy.routing import CompiledRoute
+from app.wire import header_value
 
 # Request headers a browser may send cross-origin without asking (Fetch standard's CORS-safelisted names).
 _SAFELISTED = frozenset({b"accept", b"accept-language", b"content-language", b"content-type"})
@@ -63,21 +64,19 @@ class CorsFilter:
         return out
 
     async def __call__(self, exchange: Exchange, call_next: Handler) -> httpx.Response:
-        origin = requested_method = requested_headers = None
-        for name, value in exchange.headers:
-            if name == b"origin":
-                origin = value
-            elif name == b"access-control-request-method":
-                requested_method = value
-            elif name == b"access-control-request-headers":
-                requested_headers = value
+        origin = header_value(exchange.headers, b"origin")
         if exchange.method == "OPTIONS":
+            requested_method = header_value(exchange.headers, b"access-control-request-method")
             if origin is not None and requested_method is not None:
+                requested_headers = header_value(exchange.headers, b"access-control-request-headers")
                 return self._preflight(origin, requested_method, requested_headers)
             if not self._route.allows("OPTIONS"):  # let through by the gateway only for preflights
                 raise MethodNotAllowed(f"Route {self._route.name!r} does not allow OPTIONS.", allow=self._route.allow)
         if origin is None or not self.allows_origin(origin):
-            return await call_next(exchange)
+            # The route decides who may read it: an upstream's own CORS headers never reach the browser.
+            # With an echoed origin the answer differs by Origin, so caches must key on it either way.
+            extra = [(b"vary", b"Origin")] if self._echo_origin else []
+            return _with_cors(await call_next(exchange), extra)
         extra = self._origin_headers(origin)
         if self._expose is not None:
             extra.append((b"access-control-expose-headers", self._expose))
@@ -86,16 +85,7 @@ class CorsFilter:
         except GatewayError as exc:
             exc.headers.extend(extra)
             raise
-        headers = response.headers
-        for stale in _CORS_RESPONSE.intersection(headers.keys()):
-            del headers[stale]
-        for raw_name, raw_value in extra:
-            key = raw_name.decode()
-            if key == "vary" and "vary" in headers:
-                headers["vary"] = headers["vary"] + ", Origin"
-            else:
-                headers[key] = raw_value.decode("latin-1")
-        return response
+        return _with_cors(response, extra)
 
     def _preflight(self, origin: bytes, method: bytes, requested: bytes | None) -> httpx.Response:
         if not self.allows_origin(origin):
@@ -119,3 +109,17 @@ class CorsFilter:
         if allow_headers:
             headers.append((b"access-control-allow-headers", allow_headers))
         return httpx.Response(204, headers=headers)
+
+
+def _with_cors(response: httpx.Response, extra: list[tuple[bytes, bytes]]) -> httpx.Response:
+    """``response`` with the upstream's own CORS headers replaced by ``extra``."""
+    headers = response.headers
+    for stale in _CORS_RESPONSE.intersection(headers.keys()):
+        del headers[stale]
+    for raw_name, raw_value in extra:
+        key = raw_name.decode()
+        if key == "vary" and "vary" in headers:
+            headers["vary"] = headers["vary"] + ", Origin"
+        else:
+            headers[key] = raw_value.decode("latin-1")
+    return response

@@ -20,10 +20,11 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, RateLimiter
 
-from app.edge.models import RateLimit
+from app.config.edge import RateLimit
+from app.config.settings import Settings
 from app.errors import RateLimited, RateLimitUnavailable
-from app.proxy.pipeline import Exchange, Handler
-from app.settings import Settings
+from app.proxy.exchange import Exchange, Handler
+from app.wire import header_value
 
 log = logging.getLogger("gatehouse.edge")
 
@@ -89,10 +90,8 @@ def key_function(key: str) -> KeyFunction:
     header = key.removeprefix("header:").lower().encode()
 
     def by_header(exchange: Exchange) -> str:
-        for name, value in exchange.headers:
-            if name == header:
-                return value.decode("latin-1")
-        return "-"
+        value = header_value(exchange.headers, header)
+        return "-" if value is None else value.decode("latin-1")
 
     return by_header
 

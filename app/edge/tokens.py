@@ -19,9 +19,9 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from app.edge.models import JwtAuth
+from app.config.edge import JwtAuth
 from app.errors import Forbidden, Unauthorized, UpstreamError
-from app.proxy.pipeline import Exchange
+from app.proxy.exchange import Exchange
 
 log = logging.getLogger("gatehouse.edge")
 

@@ -1,1 +1,4 @@
-"""Logging (and later metrics, tracing)."""
+"""Observability: logging with redaction, the JSON access log, Prometheus metrics, tracing.
+
+May import: ``app.config``.
+"""

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from app.settings import Settings
+from app.config.settings import Settings
 
 REDACTED = "[REDACTED]"
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -65,7 +65,7 @@ def redaction_names(settings: Settings) -> tuple[list[str], list[str]]:
     headers = set(DEFAULT_HEADERS)
     params = set(settings.redact_query_params)
     for route in settings.routes:
-        auth = route.auth
+        auth = settings.policies_for(route)[1].auth
         if auth is not None and auth.type == "api_key":
             if auth.header:
                 headers.add(auth.header.lower())

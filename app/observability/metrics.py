@@ -146,11 +146,11 @@ class Metrics:
         self._state.sources.append(source)
 
     def webhook_received(self, endpoint: str, outcome: str) -> None:
-        """The webhooks intake's hook (issue 5): one call per webhook received."""
+        """The webhooks intake's hook: one call per webhook received."""
         self.webhook_intake.labels(endpoint, outcome).inc()
 
     def webhook_attempted(self, endpoint: str, outcome: str) -> None:
-        """The webhook dispatcher's hook (issue 5): one call per delivery attempt."""
+        """The webhook dispatcher's hook: one call per delivery attempt."""
         self.webhook_deliveries.labels(endpoint, outcome).inc()
 
     def _scrape_registry(self) -> CollectorRegistry:
@@ -195,7 +195,7 @@ class StateCollector(Collector):
 
 
 def upstream_state_metrics(snapshot: Callable[[], dict[str, Any]]) -> Callable[[], Iterable[Metric]]:
-    """Ejections and breaker state per target, from the pools (``Upstreams.pools``)."""
+    """Ejections and breaker state per target, from the pools (``RoutePools.pools``)."""
 
     def collect() -> Iterable[Metric]:
         ejections = CounterMetricFamily(

@@ -1,9 +1,10 @@
 """Credentials Gatehouse presents to an upstream, as ``httpx.Auth`` classes.
 
 Built once per route at start-up and handed to ``client.send(..., auth=)`` by
-the ``upstream_auth`` filter. OAuth2 tokens are fetched with the shared
-general-purpose client (not the upstream's pool), cached until shortly before
-they expire, and fetched once however many requests need one at the same time.
+the ``upstream_auth`` filter (``app.edge.credentials``); webhook delivery uses
+them too. OAuth2 tokens are fetched with the shared general-purpose client (not
+the upstream's pool), cached until shortly before they expire, and fetched once
+however many requests need one at the same time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from app.edge.models import (
+from app.config.edge import (
     BasicUpstreamAuth,
     BearerUpstreamAuth,
     HmacUpstreamAuth,
@@ -25,7 +26,6 @@ from app.edge.models import (
     UpstreamAuth,
 )
 from app.errors import UpstreamError
-from app.proxy.pipeline import Exchange, Handler
 
 
 class BearerAuth(httpx.Auth):
@@ -149,12 +149,3 @@ def build_upstream_auth(spec: UpstreamAuth, http: Callable[[], httpx.AsyncClient
     if isinstance(spec, OAuth2ClientCredentials):
         return OAuth2ClientCredentialsAuth(spec, http)
     return HmacSigningAuth(spec)
-
-
-class UpstreamAuthFilter:
-    def __init__(self, auth: httpx.Auth) -> None:
-        self.auth = auth
-
-    async def __call__(self, exchange: Exchange, call_next: Handler) -> httpx.Response:
-        exchange.upstream_auth = self.auth
-        return await call_next(exchange)

@@ -1,4 +1,4 @@
-"""The upstream clients: one ``httpx.AsyncClient`` per upstream origin (per target).
+"""The upstream clients: one ``httpx.AsyncClient`` per upstream origin (per target), from ``make_client``.
 
 One client per origin rather than one for everything: each upstream gets its
 own connection pool (``limits`` apply per upstream), so a slow upstream that
@@ -6,65 +6,21 @@ holds every connection it may have cannot starve the others, and each origin
 gets the transport it needs (aiohttp for HTTP/1.1, httpcore for HTTP/2). They
 are created in the lifespan and closed on shutdown.
 
-No client keeps cookies: a shared jar would hand one caller's cookies to the next.
+No client keeps cookies (see ``app.outbound.clients``).
 """
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import certifi
 import httpx
 
+from app.config.routes import PoolLimits
+from app.outbound.clients import make_client, ssl_context
+from app.outbound.transport import AiohttpTransport
 from app.proxy.routing import CompiledRoute
-from app.proxy.transport import AiohttpTransport
-from app.settings import Limits
-
-
-class _NoCookies(httpx.Cookies):
-    """A jar that never stores or sends anything."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        pass
-
-    def set_cookie_header(self, request: httpx.Request) -> None:
-        pass
-
-
-class UpstreamClient(httpx.AsyncClient):
-    """An ``httpx.AsyncClient`` without a cookie jar.
-
-    A shared jar would hand one caller's cookies to the next (fastapi-proxy-lib
-    shipped that as a security advisory); a jar that merely refuses cookies
-    still parses every response's headers, so this one does nothing at all.
-    """
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return _NO_COOKIES
-
-    @cookies.setter
-    def cookies(self, cookies: object) -> None:
-        pass
-
-
-_NO_COOKIES = _NoCookies()
-
-
-def ssl_context(verify: bool | Path, *, http2: bool) -> ssl.SSLContext:
-    """A fresh context per transport (httpcore sets ALPN on the one it is given)."""
-    if verify is False:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        cafile = str(verify) if isinstance(verify, Path) else certifi.where()
-        context = ssl.create_default_context(cafile=cafile)
-    context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
-    return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +34,11 @@ class UpstreamClients:
     """Owns the upstream clients; ``for_route`` is a dict lookup."""
 
     def __init__(
-        self, routes: tuple[CompiledRoute, ...], limits: Limits, *, http1: Literal["aiohttp", "httpcore"] = "aiohttp"
+        self,
+        routes: tuple[CompiledRoute, ...],
+        limits: PoolLimits,
+        *,
+        http1: Literal["aiohttp", "httpcore"] = "aiohttp",
     ) -> None:
         self._http1 = http1
         self._limits = httpx.Limits(
@@ -92,7 +52,7 @@ class UpstreamClients:
         self._by_target: dict[tuple[str, int], httpx.AsyncClient] = {}
         for route in routes:
             for index, target in enumerate(route.targets):
-                key = ClientKey(target.origin, route.http2, route.route.verify)
+                key = ClientKey(target.origin, route.http2, route.verify)
                 self._by_target[route.name, index] = self._client(key, target.scheme, route)
             self._by_route[route.name] = self._by_target[route.name, 0]
         self.closed = False
@@ -101,10 +61,8 @@ class UpstreamClients:
         client = self._clients.get(key)
         if client is None:
             transport = self._transports[key] = self._transport(key, scheme)
-            client = self._clients[key] = UpstreamClient(
+            client = self._clients[key] = make_client(
                 transport=transport,
-                follow_redirects=False,
-                trust_env=False,
                 timeout=httpx.Timeout(
                     connect=route.timeouts.connect,
                     read=route.timeouts.read,

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
-from starlette.types import Scope
 
 from app.observability.metrics import RouteMetrics
 from app.observability.tracing import Tracer
@@ -24,17 +23,20 @@ from app.proxy.routing import CompiledRoute
 
 @dataclass(slots=True)
 class Exchange:
-    """One proxied request on its way upstream."""
+    """One proxied request on its way upstream: what the filters and the endpoint share, and no more.
+
+    Built by the gateway once the route is known; a unit test builds one with a
+    ``CompiledRoute``, a method, a URL and headers, without sockets.
+    """
 
     route: CompiledRoute
-    client: httpx.AsyncClient
     method: str
     url: httpx.URL
     headers: list[tuple[bytes, bytes]]
-    body: RequestBody | None
-    request_id: bytes
-    client_ip: str
-    scope: Scope
+    body: RequestBody | None = None
+    request_id: bytes = b"-"
+    client_ip: str = ""
+    client: httpx.AsyncClient | None = None  # the route's client on the plain path (pools pick per target)
     identity: str | None = None  # set by inbound auth: the key name, JWT subject or user
     upstream_auth: httpx.Auth | None = None  # set by the upstream_auth filter, applied by send_upstream
     metrics: RouteMetrics | None = None  # the route's pre-bound metric children

@@ -21,8 +21,8 @@ from starlette.types import Receive, Send
 
 from app.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from app.proxy.body import ClientDisconnected
+from app.proxy.exchange import Exchange
 from app.proxy.headers import client_response_headers
-from app.proxy.pipeline import Exchange
 from app.proxy.urls import rewrite_location
 
 log = logging.getLogger("gatehouse.proxy")
@@ -63,6 +63,7 @@ def _kind(error: UpstreamError, kind: str) -> UpstreamError:
 
 async def send_upstream(exchange: Exchange) -> httpx.Response:
     """The pipeline's last stage: send the request, return the streaming response."""
+    assert exchange.client is not None, "the gateway sets the route's client on the plain path"
     return await send_request(exchange, exchange.client, exchange.url, exchange.headers, exchange.body)
 
 

@@ -8,27 +8,11 @@ Per-route work (which names to drop, which to set) is compiled once into a
 
 from __future__ import annotations
 
-import itertools
-import os
-import re
 from dataclasses import dataclass
 
 from app.observability.tracing import continue_trace
+from app.wire import HOP_BY_HOP, sane_request_id
 
-# RFC 9110 §7.6.1 connection-specific fields, plus the proxy-only pair.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-    }
-)
 # Set by the gateway itself; a client's copy is believed only from a trusted proxy.
 FORWARDING = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix", b"forwarded"}
@@ -37,24 +21,6 @@ FORWARDING = frozenset(
 REQUEST_ONLY_HERE = frozenset({b"host", b"x-request-id", b"expect", b"traceparent"})
 # Replaced by the serving gateway's own.
 RESPONSE_REPLACED = frozenset({b"date", b"server", b"x-request-id"})
-
-_SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:+/=@-]{1,128}$")
-
-
-_ID_PREFIX = os.urandom(8).hex()
-_ID_COUNTER = itertools.count(1)
-
-
-def new_request_id() -> bytes:
-    """32 hex characters: a random per-process prefix and a counter (unique, and no syscall)."""
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}".encode()
-
-
-def sane_request_id(value: bytes | None) -> bytes:
-    """The client's X-Request-ID if it is sane, else a fresh one."""
-    if value is not None and _SANE_REQUEST_ID.match(value):
-        return value
-    return new_request_id()
 
 
 def connection_tokens(value: bytes) -> set[bytes]:
@@ -111,7 +77,6 @@ class InboundRequest:
 
     headers: list[tuple[bytes, bytes]]
     request_id: bytes
-    host: bytes | None
     content_length: int | None
     chunked: bool
     traceparent: bytes  # what was sent upstream (the caller's trace, the gateway's span id)
@@ -197,7 +162,7 @@ def upstream_request_headers(
     if chunked:
         # Transfer-Encoding is hop-by-hop: the upstream hop frames the body anew.
         out.append((b"transfer-encoding", b"chunked"))
-    return InboundRequest(out, rid, host, content_length, chunked, outbound_trace, traceparent)
+    return InboundRequest(out, rid, content_length, chunked, outbound_trace, traceparent)
 
 
 def _parse_content_length(value: bytes) -> int:

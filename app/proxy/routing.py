@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
+from app.config.routes import EdgePolicy, Resilience, Route, Timeouts
+from app.config.upstream import Upstream, parse_upstream
 from app.errors import BadRequest
 from app.proxy.headers import HeaderPlan
-from app.proxy.urls import NormalisedPath, Upstream, climbs_out, parse_upstream
-from app.settings import Resilience, Route, Timeouts
+from app.proxy.urls import NormalisedPath, climbs_out
 
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -29,6 +31,7 @@ class CompiledRoute:
     targets: tuple[Upstream, ...]
     weights: tuple[int, ...]
     resilience: Resilience
+    edge: EdgePolicy
     strip_prefix: bool
     methods: frozenset[str] | None  # None: every method
     allow: bytes
@@ -37,9 +40,17 @@ class CompiledRoute:
     headers: HeaderPlan
     max_body_bytes: int | None
     http2: bool
+    verify: bool | Path
 
     @classmethod
-    def compile(cls, route: Route, default_timeouts: Timeouts, resilience: Resilience | None = None) -> CompiledRoute:
+    def compile(
+        cls,
+        route: Route,
+        default_timeouts: Timeouts,
+        resilience: Resilience | None = None,
+        edge: EdgePolicy | None = None,
+    ) -> CompiledRoute:
+        """Precompute ``route``; ``resilience`` and ``edge`` come from ``Settings.policies_for``."""
         targets = route.target_list
         parsed = tuple(parse_upstream(target.url) for target in targets)
         upstream = parsed[0]
@@ -52,6 +63,7 @@ class CompiledRoute:
             targets=parsed,
             weights=tuple(target.weight for target in targets),
             resilience=resilience if resilience is not None else Resilience(),
+            edge=edge if edge is not None else EdgePolicy(),
             strip_prefix=route.strip_prefix,
             methods=frozenset(route.methods) if route.methods else None,
             allow=", ".join(route.methods or ALL_METHODS).encode(),
@@ -69,6 +81,7 @@ class CompiledRoute:
             ),
             max_body_bytes=route.max_body_bytes,
             http2=route.http2,
+            verify=route.verify,
         )
 
     @property

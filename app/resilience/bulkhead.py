@@ -12,8 +12,8 @@ import anyio
 import httpx
 
 from app.errors import RouteOverloaded
+from app.proxy.exchange import Exchange, Handler
 from app.proxy.forwarding import watch_response
-from app.proxy.pipeline import Exchange, Handler
 
 
 class Bulkhead:

@@ -14,21 +14,21 @@ import logging
 import anyio
 import httpx
 
+from app.config.routes import HealthCheck
+from app.resilience.pools import RoutePools
 from app.resilience.targets import Target, TargetPool
-from app.resilience.upstreams import Upstreams
-from app.settings import HealthCheck
 
 log = logging.getLogger("gatehouse.resilience")
 
 
 class HealthChecks:
-    def __init__(self, upstreams: Upstreams) -> None:
-        self._upstreams = upstreams
+    def __init__(self, pools: RoutePools) -> None:
+        self._pools = pools
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        for route in self._upstreams.routes.routes:
-            pool = self._upstreams.pools.get(route.name)
+        for route in self._pools.routes.routes:
+            pool = self._pools.pools.get(route.name)
             check = route.resilience.health_check
             if pool is None or check is None:
                 continue

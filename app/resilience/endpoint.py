@@ -26,12 +26,14 @@ import anyio
 import httpx
 
 from app.errors import UpstreamError
+from app.outbound.urls import exact_url, path_and_query
 from app.proxy.body import RequestBody
+from app.proxy.exchange import Exchange
 from app.proxy.forwarding import send_request, watch_response
-from app.proxy.pipeline import Exchange
 from app.proxy.routing import CompiledRoute
-from app.resilience.backoff import full_jitter, parse_retry_after
+from app.resilience.backoff import full_jitter
 from app.resilience.targets import Target, TargetPool
+from app.wire import header_value, parse_retry_after
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Statuses that count against a target's health and breaker, as network errors do.
@@ -129,7 +131,7 @@ class PooledEndpoint:
     def _retry_delay(self, attempt: int, response: httpx.Response) -> float | None:
         """Seconds to wait before retrying after ``response``, or None to pass it on."""
         assert self.retries is not None
-        asked = parse_retry_after(response.headers.get("retry-after"))
+        asked = parse_retry_after(header_value(response.headers.raw, b"retry-after"))
         if asked is not None and asked > self.retries.max_retry_after:
             return None
         return max(self._backoff(attempt), asked or 0.0)
@@ -145,16 +147,16 @@ def _failed_mid_response(pool: TargetPool, target: Target) -> Callable[[Exceptio
 def _may_retry(exchange: Exchange) -> bool:
     if exchange.method in IDEMPOTENT:
         return True
-    return any(name == b"idempotency-key" for name, _ in exchange.headers)
+    return header_value(exchange.headers, b"idempotency-key") is not None
 
 
 async def _buffer(
     body: RequestBody, headers: list[tuple[bytes, bytes]], limit: int
 ) -> tuple[httpx.AsyncByteStream, bool]:
     """Read a small body whole so that it can be sent again; ``(stream, replayable)``."""
-    for name, value in headers:
-        if name == b"content-length" and int(value) > limit:
-            return body, False
+    declared = header_value(headers, b"content-length")
+    if declared is not None and int(declared) > limit:
+        return body, False
     chunks: list[bytes] = []
     size = 0
     source = body.__aiter__()
@@ -182,7 +184,4 @@ class _Prefixed(httpx.AsyncByteStream):
 
 def _on_origin(url: httpx.URL, origin: httpx.URL) -> httpx.URL:
     """``url``'s path and query on ``origin`` (byte for byte, as the gateway built it)."""
-    base, at = url._uri_reference, origin._uri_reference
-    moved = httpx.URL.__new__(httpx.URL)
-    moved._uri_reference = type(base)(at.scheme, at.userinfo, at.host, at.port, base.path, base.query, None)
-    return moved
+    return exact_url(origin, *path_and_query(url))

@@ -1,6 +1,6 @@
 """Every route's resilience machinery, built once at start-up from the route table.
 
-``Upstreams`` decides per route what the hot path runs: a plain route (one
+``RoutePools`` decides per route what the hot path runs: a plain route (one
 URL, no retries, breaker or checks) keeps ``send_upstream`` and pays nothing;
 a pooled route gets a ``PooledEndpoint`` over its ``TargetPool``; a route with
 ``max_concurrent`` gets a ``Bulkhead`` filter. The lifespan binds the pools'
@@ -13,15 +13,17 @@ import time
 from typing import Any
 
 from app.proxy.clients import UpstreamClients
+from app.proxy.exchange import Filter, Handler
 from app.proxy.forwarding import send_upstream
-from app.proxy.pipeline import Filter, Handler
 from app.proxy.routing import CompiledRoute, RouteTable
 from app.resilience.bulkhead import Bulkhead
 from app.resilience.endpoint import PooledEndpoint
 from app.resilience.targets import Clock, TargetPool
 
 
-class Upstreams:
+class RoutePools:
+    """Per route: its target pool (balancing, health, breaker, retry budget) and its bulkhead."""
+
     def __init__(self, routes: RouteTable, clock: Clock = time.monotonic) -> None:
         self.routes = routes
         self.pools = {

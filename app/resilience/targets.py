@@ -20,13 +20,13 @@ from typing import Any
 
 import httpx
 
+from app.config.routes import Resilience
+from app.config.upstream import Upstream
 from app.errors import CircuitOpen, NoHealthyTarget
-from app.proxy.urls import Upstream
 from app.resilience.balancing import balancer_for
 from app.resilience.breaker import CircuitBreaker
 from app.resilience.budget import RetryBudget
 from app.resilience.health import ActiveHealth, PassiveHealth
-from app.settings import Resilience
 
 log = logging.getLogger("gatehouse.resilience")
 

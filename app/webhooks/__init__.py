@@ -1,5 +1,10 @@
 """Webhook relay: verify → persist → acknowledge → deliver in the background.
 
-``config`` holds the settings models, ``signatures`` the pure verifiers,
-``schedule`` the pure retry policy and ``store`` the durable delivery store.
+Pure: ``signatures`` (the verifiers), ``schedule`` (the retry policy),
+``records`` (what the store hands out). I/O: ``database`` (the SQLAlchemy
+engine and error translation), ``tables`` (schema and migrations), ``store``
+and ``queries`` (the durable delivery store), ``intake`` (the ASGI endpoint),
+``delivery`` (the dispatcher), ``runtime`` (what the lifespan opens).
+
+May import: ``app.config``, ``app.errors``, ``app.wire``, ``app.observability``, ``app.outbound``.
 """

@@ -19,9 +19,11 @@ from typing import Any
 import anyio
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
+
+from app.config.webhooks import store_url
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -36,19 +38,6 @@ class StoreUnavailable(StoreError):
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def store_url(url: str) -> URL:
-    """The async-driver URL for a ``webhook_store`` setting (``postgresql://``, ``sqlite:///``)."""
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend in ("postgresql", "postgres"):
-        return parsed.set(drivername="postgresql+asyncpg")
-    if backend == "sqlite":
-        if parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed.query):
-            raise ValueError("webhook_store: SQLite needs a file path; an in-memory database is not durable")
-        return parsed.set(drivername="sqlite+aiosqlite")
-    raise ValueError(f"webhook_store: unsupported backend {backend!r}; use sqlite:/// or postgresql://")
 
 
 @contextmanager

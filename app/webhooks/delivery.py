@@ -29,9 +29,9 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
-from app.edge.upstream_auth import build_upstream_auth
-from app.webhooks.config import DeliveryTarget, WebhookEndpoint
-from app.webhooks.engine import StoreError, utc_now
+from app.config.webhooks import DeliveryTarget, WebhookEndpoint
+from app.outbound.auth import build_upstream_auth
+from app.webhooks.database import StoreError, utc_now
 from app.webhooks.records import AttemptResult, ClaimedDelivery
 from app.webhooks.schedule import Dead, Delivered, Retry, classify
 from app.webhooks.store import DeliveryStore

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from app.config.webhooks import WebhookEndpoint
 from app.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -26,12 +27,12 @@ from app.errors import (
     RequestTimeout,
     WebhookRejected,
     WebhookStoreUnavailable,
-    render_problem,
+    send_problem,
 )
 from app.observability.metrics import Metrics
-from app.webhooks.config import WebhookEndpoint
-from app.webhooks.engine import StoreError
+from app.webhooks.database import StoreError
 from app.webhooks.signatures import SignatureError, Verifier, build_verifier, provider_event_id
+from app.wire import HOP_BY_HOP, header_value, sane_request_id
 
 if TYPE_CHECKING:
     from app.webhooks.runtime import Webhooks
@@ -40,23 +41,7 @@ log = logging.getLogger("gatehouse.webhooks")
 
 STORE_RETRY_AFTER = 5  # seconds a provider is asked to wait after a 503 of ours
 # Headers never stored or passed on: per-connection, or credentials meant for Gatehouse itself.
-_NOT_KEPT = frozenset(
-    {
-        b"host",
-        b"content-length",
-        b"connection",
-        b"keep-alive",
-        b"transfer-encoding",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"expect",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"authorization",
-        b"cookie",
-    }
-)
+_NOT_KEPT = HOP_BY_HOP | {b"host", b"content-length", b"expect", b"authorization", b"cookie"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +111,10 @@ class WebhookIntake:
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole body, refusing with 413 as soon as it is known to pass ``limit``."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                declared = int(value)
-            except ValueError:
-                declared = 0
-            if declared > limit:
-                raise PayloadTooLarge(f"The webhook body ({declared} bytes) exceeds the limit of {limit} bytes.")
+    value = header_value(scope["headers"], b"content-length")
+    declared = int(value) if value is not None and value.isdigit() else 0
+    if declared > limit:
+        raise PayloadTooLarge(f"The webhook body ({declared} bytes) exceeds the limit of {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -159,8 +140,7 @@ async def _answer(send: Send, status: int, payload: dict[str, object]) -> None:
 async def _answer_problem(exc: GatewayError, scope: Scope, send: Send) -> None:
     level = logging.WARNING if exc.status >= 500 or exc.status == 401 else logging.INFO
     log.log(level, "%s %s -> %d %s", scope["method"], scope["path"], exc.status, exc.detail)
-    status, headers, body = render_problem(exc, instance=scope["path"], request_id=None)
     if isinstance(exc, PayloadTooLarge):
-        headers.append((b"connection", b"close"))  # the rest of the body is never read
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+        exc.headers.append((b"connection", b"close"))  # the rest of the body is never read
+    request_id = sane_request_id(header_value(scope["headers"], b"x-request-id")).decode()
+    await send_problem(send, exc, instance=scope["path"], request_id=request_id)

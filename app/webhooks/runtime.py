@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import anyio
 import httpx
 
+from app.config.settings import Settings
 from app.observability.metrics import Metrics
-from app.settings import Settings
+from app.outbound.clients import make_client
 from app.webhooks.delivery import Dispatcher, prune_forever
 from app.webhooks.store import DeliveryStore
 
@@ -40,9 +41,9 @@ async def open_webhooks(settings: Settings, metrics: Metrics | None = None) -> A
         return
     store = await DeliveryStore.open(settings.webhook_store)
     concurrency = settings.webhook_dispatch_concurrency
-    http = httpx.AsyncClient(
-        trust_env=False,
-        follow_redirects=False,
+    # Each attempt sets its own timeout (the target's); this default only bounds a call that sets none.
+    http = make_client(
+        timeout=httpx.Timeout(30.0),
         limits=httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency),
     )
     dispatcher = Dispatcher(

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 
-from app.webhooks.config import RetryPolicy
+from app.config.webhooks import RetryPolicy
+from app.wire import parse_retry_after
 
 MIN_RETRY_AFTER = 1.0
 _SYSTEM_RANDOM = random.Random()
@@ -53,27 +52,6 @@ def backoff_delay(policy: RetryPolicy, attempts: int, *, rng: random.Random = _S
         return None
     base = policy.schedule[attempts - 1]
     return max(0.0, base * (1.0 + rng.uniform(-policy.jitter, policy.jitter)))
-
-
-def parse_retry_after(value: str | None, *, now: float, cap: float) -> float | None:
-    """Seconds a ``Retry-After`` value asks for (delay-seconds or HTTP-date), within [0, cap].
-
-    None when the header is absent or unparseable, so the schedule applies instead.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        seconds = float(int(value[:12]))
-    else:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are always GMT
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - now
-    return min(max(seconds, 0.0), cap)
 
 
 def classify(

@@ -31,7 +31,7 @@ from typing import ClassVar, Protocol
 
 from pydantic import SecretStr
 
-from app.webhooks.config import (
+from app.config.webhooks import (
     Dedupe,
     GitHubVerify,
     HmacVerify,
@@ -42,6 +42,7 @@ from app.webhooks.config import (
     VerifyConfig,
     decode_standard_secret,
 )
+from app.wire import header_values
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
 MAX_EVENT_ID_LENGTH = 200
@@ -81,8 +82,7 @@ class Verifier(Protocol):
 
 def header(headers: RawHeaders, name: str) -> str | None:
     """The value of header ``name`` (lower-case), or None; a repeated header is malformed."""
-    wanted = name.encode("latin-1")
-    values = [value for key, value in headers if key.lower() == wanted]
+    values = header_values(headers, name.encode("latin-1"))
     if not values:
         return None
     if len(values) > 1:

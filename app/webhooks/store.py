@@ -16,53 +16,41 @@ Calls are shielded from cancellation, so a transaction once begun always ends
 (commit or rollback) with its connection back in the pool; every wait inside is
 bounded by a timeout instead. Every database failure surfaces as ``StoreUnavailable`` (connectivity, locks,
 time-outs: answer 503 and let the provider retry) or ``StoreError``; both come
-from ``app.webhooks.engine``, re-exported here.
+from ``app.webhooks.database``. The read and operations calls live in
+``app.webhooks.queries``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Self
 
-import anyio
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.webhooks.engine import StoreError, StoreUnavailable, create_store_engine, translate_errors, utc_now
+from app.webhooks.database import StoreError, StoreUnavailable, create_store_engine, utc_now
+from app.webhooks.queries import Clock, DeliveryQueries
 from app.webhooks.records import (
-    Attempt,
     AttemptResult,
     ClaimedDelivery,
     Delivery,
-    DeliveryStatus,
-    EventSummary,
     RecordedEvent,
-    ReplayResult,
-    StoredEvent,
 )
 from app.webhooks.tables import SchemaTooNew, attempts, deliveries, events, migrate
 
 __all__ = ["DeliveryStore", "StoreError", "StoreUnavailable"]
 
-Clock = Callable[[], datetime]
 RawHeaders = Sequence[tuple[bytes, bytes]]
 
 
-class DeliveryStore:
+class DeliveryStore(DeliveryQueries):
     """Durable events and deliveries; see the module docstring for the life of a delivery."""
 
     def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
-        self._engine = engine
-        self._clock = clock
+        super().__init__(engine, clock=clock)
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        # SQLite has one writer at a time and its busy handler waits by sleeping (1 ms, 2 ms ... 100 ms),
-        # so this process's transactions queue here instead; other processes still meet busy_timeout.
-        self._writer: AbstractAsyncContextManager[Any] = (
-            anyio.Lock() if engine.dialect.name == "sqlite" else nullcontext()
-        )
 
     @classmethod
     async def open(
@@ -95,33 +83,11 @@ class DeliveryStore:
             raise
         return store
 
-    async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True):
-            await self._engine.dispose()
-
     async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-    @property
-    def engine(self) -> AsyncEngine:
-        return self._engine
-
-    @property
-    def backend(self) -> str:
-        return self._engine.dialect.name
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        # Shielded: a caller cancelled mid-transaction (a client hanging up) still sees it
-        # commit or roll back and the connection return to the pool. Under anyio's cancel
-        # scopes the driver's own clean-up would otherwise be cancelled too, leaking the
-        # connection. Every wait inside is bounded (see create_store_engine).
-        with anyio.CancelScope(shield=True), translate_errors():
-            async with self._writer, self._engine.begin() as conn:
-                yield conn
 
     # --- intake --------------------------------------------------------------
 
@@ -182,12 +148,6 @@ class DeliveryStore:
             return RecordedEvent(int(new_id), False, tuple(delivery_ids))
 
     # --- dispatch ------------------------------------------------------------
-
-    def _due(self, now: datetime) -> Any:
-        return or_(
-            and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now),
-            and_(deliveries.c.status == "delivering", deliveries.c.lease_expires_at <= now),
-        )
 
     async def claim_due(self, owner: str, lease_seconds: float, limit: int) -> list[ClaimedDelivery]:
         """Atomically lease up to ``limit`` due deliveries (oldest first) to ``owner``.
@@ -260,11 +220,6 @@ class DeliveryStore:
             for row in rows
         ]
 
-    async def record_attempt(self, delivery_id: int, result: AttemptResult) -> None:
-        """Log one attempt on its own (the finishing calls below log theirs with the outcome)."""
-        async with self._transaction() as conn:
-            await self._insert_attempt(conn, delivery_id, result)
-
     async def _insert_attempt(self, conn: AsyncConnection, delivery_id: int, result: AttemptResult) -> None:
         await conn.execute(
             insert(attempts).values(
@@ -316,152 +271,3 @@ class DeliveryStore:
         """Finish as dead (kept for inspection and replay); False if the lease was lost."""
         values = {"status": "dead", "next_attempt_at": None, "last_error": reason}
         return await self._finish(delivery_id, owner, attempt, values)
-
-    # --- operations ----------------------------------------------------------
-
-    async def list_events(
-        self, *, endpoint: str | None = None, limit: int = 100, before_id: int | None = None
-    ) -> list[EventSummary]:
-        """Newest first; page with ``before_id`` = the last id seen."""
-        query = select(
-            events.c.id,
-            events.c.endpoint,
-            events.c.provider_event_id,
-            events.c.received_at,
-            func.length(events.c.body).label("body_size"),
-            select(func.count())
-            .where(deliveries.c.event_id == events.c.id)
-            .correlate(events)
-            .scalar_subquery()
-            .label("delivery_count"),
-        )
-        if endpoint is not None:
-            query = query.where(events.c.endpoint == endpoint)
-        if before_id is not None:
-            query = query.where(events.c.id < before_id)
-        async with self._transaction() as conn:
-            rows = await conn.execute(query.order_by(events.c.id.desc()).limit(limit))
-            return [
-                EventSummary(r.id, r.endpoint, r.provider_event_id, r.received_at, r.body_size, r.delivery_count)
-                for r in rows
-            ]
-
-    async def get_event(self, event_id: int) -> StoredEvent | None:
-        async with self._transaction() as conn:
-            row = (await conn.execute(select(events).where(events.c.id == event_id))).first()
-        if row is None:
-            return None
-        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in row.headers]
-        return StoredEvent(row.id, row.endpoint, row.provider_event_id, row.received_at, headers, row.body)
-
-    async def list_deliveries(
-        self,
-        *,
-        status: DeliveryStatus | None = None,
-        endpoint: str | None = None,
-        limit: int = 100,
-        before_id: int | None = None,
-    ) -> list[Delivery]:
-        """Newest first, filtered by status and endpoint; page with ``before_id``."""
-        query = select(deliveries)
-        if status is not None:
-            query = query.where(deliveries.c.status == status)
-        if endpoint is not None:
-            query = query.where(deliveries.c.endpoint == endpoint)
-        if before_id is not None:
-            query = query.where(deliveries.c.id < before_id)
-        async with self._transaction() as conn:
-            rows = await conn.execute(query.order_by(deliveries.c.id.desc()).limit(limit))
-            return [Delivery.from_row(row) for row in rows]
-
-    async def get_delivery_with_attempts(self, delivery_id: int) -> tuple[Delivery, list[Attempt]] | None:
-        async with self._transaction() as conn:
-            row = (await conn.execute(select(deliveries).where(deliveries.c.id == delivery_id))).first()
-            if row is None:
-                return None
-            rows = await conn.execute(
-                select(attempts).where(attempts.c.delivery_id == delivery_id).order_by(attempts.c.id)
-            )
-            return Delivery.from_row(row), [Attempt.from_row(r) for r in rows]
-
-    def _replay_values(self, now: datetime) -> dict[str, Any]:
-        return {
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "updated_at": now,
-        }
-
-    async def replay(self, delivery_id: int) -> ReplayResult:
-        """Send again from the start of the schedule, now (dead, delivered or pending; not in flight)."""
-        now = self._clock()
-        async with self._transaction() as conn:
-            result = await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == delivery_id, deliveries.c.status != "delivering")
-                .values(**self._replay_values(now))
-                .returning(deliveries.c.id)
-            )
-            if result.first() is not None:
-                return ReplayResult.REPLAYED
-            found = await conn.scalar(select(deliveries.c.id).where(deliveries.c.id == delivery_id))
-            return ReplayResult.NOT_FOUND if found is None else ReplayResult.IN_FLIGHT
-
-    async def replay_dead(self, endpoint: str | None = None) -> int:
-        """Replay every dead delivery (of one endpoint); returns how many."""
-        query = update(deliveries).where(deliveries.c.status == "dead")
-        if endpoint is not None:
-            query = query.where(deliveries.c.endpoint == endpoint)
-        async with self._transaction() as conn:
-            result = await conn.execute(query.values(**self._replay_values(self._clock())).returning(deliveries.c.id))
-            return len(result.all())
-
-    async def prune_delivered(self, older_than: datetime) -> int:
-        """Delete deliveries delivered before ``older_than`` (with their attempts), then events
-        received before it that have no delivery left; returns the number of deliveries deleted.
-
-        A pruned event no longer dedupes: keep ``older_than`` beyond the providers' retry window.
-        """
-        async with self._transaction() as conn:
-            # Attempts first: the cascade would do it, but only with foreign keys enforced.
-            old = select(deliveries.c.id).where(
-                deliveries.c.status == "delivered", deliveries.c.updated_at < older_than
-            )
-            await conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(old.scalar_subquery())))
-            result = await conn.execute(
-                delete(deliveries)
-                .where(deliveries.c.status == "delivered", deliveries.c.updated_at < older_than)
-                .returning(deliveries.c.id)
-            )
-            pruned = len(result.all())
-            orphan = ~exists().where(deliveries.c.event_id == events.c.id)
-            await conn.execute(delete(events).where(events.c.received_at < older_than, orphan))
-            return pruned
-
-    # --- metrics -------------------------------------------------------------
-
-    async def count_due(self) -> int:
-        """Deliveries waiting for an attempt right now (the backlog)."""
-        async with self._transaction() as conn:
-            return int(
-                await conn.scalar(select(func.count()).select_from(deliveries).where(self._due(self._clock()))) or 0
-            )
-
-    async def oldest_due_age(self) -> float | None:
-        """Seconds the longest-waiting due delivery has been due; None when nothing is due."""
-        now = self._clock()
-        async with self._transaction() as conn:
-            pending = await conn.scalar(
-                select(func.min(deliveries.c.next_attempt_at)).where(
-                    deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now
-                )
-            )
-            expired = await conn.scalar(
-                select(func.min(deliveries.c.lease_expires_at)).where(
-                    deliveries.c.status == "delivering", deliveries.c.lease_expires_at <= now
-                )
-            )
-        oldest = min((t for t in (pending, expired) if t is not None), default=None)
-        return None if oldest is None else (now - oldest).total_seconds()

@@ -11,6 +11,7 @@ version, refusing a database written by a newer Gatehouse.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 
 from sqlalchemy import (
     JSON,
@@ -34,12 +35,14 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeDecorator
 
+from app.webhooks.records import DeliveryStatus
+
 SCHEMA_VERSION = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _MIGRATION_LOCK = 0x6761_7465_686F  # any constant: serialises replicas migrating one Postgres database
 
-STATUSES = ("pending", "delivering", "delivered", "dead")
+STATUSES = get_args(DeliveryStatus)
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
 Id = BigInteger().with_variant(Integer(), "sqlite")

@@ -9,7 +9,7 @@ import anyio
 import httpx
 import pytest
 
-from app.edge.hashing import hash_api_key, hash_password
+from app.config.hashing import hash_api_key, hash_password
 from tests.gateway import route, run_gateway
 from tests.keys import HS_SECRET, JwksServer, claims, ec_key, hs_token, rsa_key
 from tests.servers import run_uvicorn

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from app.cli import server_config
-from app.settings import Settings
+from app.config.settings import Settings
 from tests.gateway import route, run_gateway
 from tests.servers import run_uvicorn
 
@@ -173,23 +173,17 @@ async def test_upstream_killed_mid_response_cuts_the_client_response_short():
         assert gw.connections_in_use() == 0
 
 
-async def test_a_bug_in_a_filter_is_a_logged_500_problem_not_a_crash(upstream, caplog):
+async def test_a_bug_in_a_filter_is_a_logged_500_problem_not_a_crash(upstream, caplog, monkeypatch):
+    from app.assembly import generation
     from app.main import create_app
-    from app.observability.metrics import Metrics
-    from app.proxy.gateway import Gateway
-    from app.proxy.generation import Generation
-    from app.resilience.upstreams import Upstreams
 
     server, _ = upstream
 
     async def broken(exchange, call_next):  # noqa: ARG001
         raise RuntimeError("bug in a filter")
 
+    monkeypatch.setattr(generation, "route_filters", lambda _edge, _pools: [lambda _route: broken])
     app = create_app(Settings(routes=[route("up", "/up", server.url)]))
-    routes = app.gateway.routes
-    metrics = Metrics()
-    generation = Generation(routes, Upstreams(routes), [lambda _route: broken], metrics)
-    app.gateway = Gateway(generation, ops_prefix="/_gatehouse", metrics=metrics)
     async with run_uvicorn(config=server_config(app, host="127.0.0.1", port=0, log_level="warning")) as gw:
         async with httpx.AsyncClient() as client:
             response = await client.get(f"{gw.url}/up/echo")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.edge.hashing import hash_api_key
+from app.config.hashing import hash_api_key
 from tests.gateway import route, run_gateway
 from tests.servers import parse_response, raw_http
 

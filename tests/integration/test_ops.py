@@ -6,7 +6,7 @@ import httpx
 import pytest
 from fastapi import APIRouter
 
-from app.ops import AdminDep
+from app.assembly.ops import AdminDep
 from tests.gateway import route, run_gateway
 
 pytestmark = pytest.mark.anyio

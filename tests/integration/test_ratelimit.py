@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from app.edge.hashing import hash_api_key
+from app.config.hashing import hash_api_key
 from tests.gateway import route, run_gateway
 
 pytestmark = pytest.mark.anyio

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from app.cli import server_config
+from app.config.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.servers import RunningServer, run_uvicorn
 
 pytestmark = pytest.mark.anyio

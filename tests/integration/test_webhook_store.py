@@ -20,7 +20,7 @@ import anyio
 import pytest
 from sqlalchemy import insert, select, update
 
-from app.webhooks.engine import StoreError, StoreUnavailable, create_store_engine, utc_now
+from app.webhooks.database import StoreError, StoreUnavailable, create_store_engine, utc_now
 from app.webhooks.records import AttemptResult, ReplayResult
 from app.webhooks.store import DeliveryStore
 from app.webhooks.tables import SCHEMA_VERSION, schema_version

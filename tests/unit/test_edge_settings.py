@@ -2,9 +2,9 @@ import logging
 
 import pytest
 
-from app.edge.hashing import hash_api_key, hash_password, parse_password_hash, verify_password
+from app.config.hashing import hash_api_key, hash_password, parse_password_hash, verify_password
+from app.config.settings import ConfigError, Settings
 from app.observability.logging import RedactingFormatter, logging_config
-from app.settings import ConfigError, Settings
 
 ROUTE = {"name": "users", "prefix": "/api/users", "upstream": "http://users:8000"}
 KEYS = {"app": hash_api_key("k")}
@@ -16,10 +16,16 @@ def test_routes_inherit_top_level_edge_defaults_and_false_turns_them_off():
         rate_limit={"limit": "10/second"},
         routes=[ROUTE, {**ROUTE, "name": "open", "prefix": "/open", "auth": False, "rate_limit": {"limit": "1/hour"}}],
     )
-    inherited, opened = settings.routes
+    (_, inherited), (_, opened) = (settings.policies_for(route) for route in settings.routes)
     assert inherited.auth is not None and inherited.auth.type == "api_key"
     assert inherited.rate_limit.limit == "10/second"
     assert opened.auth is None and opened.rate_limit.limit == "1/hour"
+
+
+def test_a_top_level_false_is_the_same_as_no_default():
+    settings = Settings(auth=False, cors=False, routes=[ROUTE])
+    _, edge = settings.policies_for(settings.routes[0])
+    assert edge.auth is None and edge.cors is None and edge.rate_limit is None
 
 
 @pytest.mark.parametrize(

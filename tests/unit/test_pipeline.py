@@ -1,9 +1,9 @@
 import httpx
 import pytest
 
-from app.proxy.pipeline import build_chain, chain_for
+from app.config.settings import Settings
+from app.proxy.exchange import build_chain, chain_for
 from app.proxy.routing import CompiledRoute
-from app.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

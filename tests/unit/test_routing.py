@@ -1,9 +1,9 @@
 import pytest
 
+from app.config.settings import Settings
 from app.errors import BadRequest
 from app.proxy.routing import CompiledRoute, RouteTable
 from app.proxy.urls import normalise_path
-from app.settings import Settings
 
 
 @pytest.fixture

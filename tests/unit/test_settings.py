@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from app.settings import ConfigError, Settings, load_settings
+from app.config.settings import ConfigError, Settings, load_settings
 
 ROUTE = {"name": "users", "prefix": "/api/users", "upstream": "http://users:8000/v1"}
 
@@ -133,7 +133,7 @@ def test_routes_inherit_top_level_resilience_and_may_override_or_turn_it_off():
         max_concurrent=10,
         shutdown_grace=5,
     )
-    inherited, own, off = (settings.resilience_for(r) for r in settings.routes)
+    inherited, own, off = (settings.policies_for(r)[0] for r in settings.routes)
     assert inherited.retries.attempts == 2 and inherited.balancing == "least_connections"
     assert inherited.max_concurrent == 10
     assert own.retries.attempts == 5
@@ -143,7 +143,7 @@ def test_routes_inherit_top_level_resilience_and_may_override_or_turn_it_off():
 
 def test_resilience_defaults_are_off_except_passive_health():
     settings = Settings(routes=[ROUTE])
-    resilience = settings.resilience_for(settings.routes[0])
+    resilience, _ = settings.policies_for(settings.routes[0])
     assert resilience.retries is None and resilience.circuit_breaker is None and resilience.health_check is None
     assert resilience.max_concurrent is None and resilience.balancing == "round_robin"
     assert resilience.passive_health.max_failures == 5
@@ -156,7 +156,7 @@ def test_a_plain_route_takes_the_plain_path_and_a_target_list_a_pool():
     settings = Settings(
         routes=[ROUTE, {"name": "two", "prefix": "/two", "upstream": ["http://a", "http://b"]}],
     )
-    plain, two = (CompiledRoute.compile(r, settings.timeout, settings.resilience_for(r)) for r in settings.routes)
+    plain, two = (CompiledRoute.compile(r, settings.timeout, *settings.policies_for(r)) for r in settings.routes)
     assert not plain.pooled
     assert two.pooled and [t.origin for t in two.targets] == ["http://a", "http://b"]
 

@@ -1,7 +1,8 @@
 import pytest
 
+from app.config.upstream import parse_upstream
 from app.errors import BadRequest
-from app.proxy.urls import encode_query, normalise_path, parse_upstream, rewrite_location, upstream_target
+from app.proxy.urls import encode_query, normalise_path, rewrite_location, upstream_target
 
 
 @pytest.mark.parametrize(

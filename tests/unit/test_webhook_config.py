@@ -1,7 +1,7 @@
 import pytest
 from pydantic import SecretStr, TypeAdapter, ValidationError
 
-from app.webhooks.config import (
+from app.config.webhooks import (
     DEFAULT_SCHEDULE,
     GitHubVerify,
     HmacVerify,

@@ -1,8 +1,8 @@
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from app.webhooks.config import DEFAULT_WEBHOOK_STORE, WebhookStoreUrl
-from app.webhooks.engine import create_store_engine, store_url
+from app.config.webhooks import DEFAULT_WEBHOOK_STORE, WebhookStoreUrl, store_url
+from app.webhooks.database import create_store_engine
 
 
 @pytest.mark.parametrize(

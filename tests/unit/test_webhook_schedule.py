@@ -1,10 +1,8 @@
 import random
-from datetime import UTC, datetime
-from email.utils import format_datetime
 
 import pytest
 
-from app.webhooks.config import DEFAULT_SCHEDULE, RetryPolicy
+from app.config.webhooks import DEFAULT_SCHEDULE, RetryPolicy
 from app.webhooks.schedule import (
     MIN_RETRY_AFTER,
     Dead,
@@ -12,7 +10,6 @@ from app.webhooks.schedule import (
     Retry,
     backoff_delay,
     classify,
-    parse_retry_after,
 )
 
 NOW = 1_700_000_000.0
@@ -56,24 +53,6 @@ def test_custom_schedule_and_empty_schedule():
     policy = RetryPolicy(schedule=[1, 2], jitter=0)
     assert [backoff_delay(policy, n) for n in (1, 2, 3)] == [1, 2, None]
     assert backoff_delay(RetryPolicy(schedule=[]), 1) is None
-
-
-@pytest.mark.parametrize(("value", "expected"), [("0", 0.0), ("120", 120.0), (" 7 ", 7.0), ("99999", 3600.0)])
-def test_retry_after_seconds_are_clamped_to_the_cap(value, expected):
-    assert parse_retry_after(value, now=NOW, cap=3600) == expected
-
-
-def test_retry_after_http_date():
-    when = datetime.fromtimestamp(NOW + 90, UTC)
-    assert parse_retry_after(format_datetime(when, usegmt=True), now=NOW, cap=3600) == pytest.approx(90)
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=NOW, cap=3600) == 0.0
-    far = datetime.fromtimestamp(NOW + 10 * 86400, UTC)
-    assert parse_retry_after(format_datetime(far, usegmt=True), now=NOW, cap=600) == 600
-
-
-@pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5", "Wed, 99 Foo 2015", "٣"])
-def test_unparseable_retry_after_is_none(value):
-    assert parse_retry_after(value, now=NOW, cap=3600) is None
 
 
 @pytest.mark.parametrize("status", [200, 201, 202, 204, 299])

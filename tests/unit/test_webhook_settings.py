@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from app.settings import ConfigError, Settings
-from app.webhooks.engine import store_url
+from app.config.settings import ConfigError, Settings
+from app.config.webhooks import store_url
 from tests.webhooks import endpoint
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 from pydantic import TypeAdapter
 
-from app.webhooks.config import Dedupe, VerifyConfig
+from app.config.webhooks import Dedupe, VerifyConfig
 from app.webhooks.signatures import (
     BadSignature,
     FutureTimestamp,

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from app.cli import DrainingServer, server_config
+from app.config.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.gateway import route, run_gateway
 
 pytestmark = pytest.mark.anyio

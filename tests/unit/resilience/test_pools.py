@@ -1,20 +1,20 @@
+from app.config.settings import Settings
+from app.proxy.exchange import chain_for
 from app.proxy.forwarding import send_upstream
-from app.proxy.pipeline import chain_for
 from app.proxy.routing import CompiledRoute, RouteTable
 from app.resilience.bulkhead import Bulkhead
 from app.resilience.endpoint import PooledEndpoint
-from app.resilience.upstreams import Upstreams
-from app.settings import Settings
+from app.resilience.pools import RoutePools
 
 
 def table(**settings):
     built = Settings(**settings)
-    return RouteTable(CompiledRoute.compile(r, built.timeout, built.resilience_for(r)) for r in built.routes)
+    return RouteTable(CompiledRoute.compile(r, built.timeout, *built.policies_for(r)) for r in built.routes)
 
 
 def test_a_route_without_resilience_settings_runs_send_upstream_and_nothing_else():
     routes = table(routes=[{"name": "plain", "prefix": "/p", "upstream": "http://a"}])
-    upstreams = Upstreams(routes)
+    upstreams = RoutePools(routes)
     (route,) = routes.routes
     assert upstreams.endpoint_for(route) is send_upstream
     assert chain_for(route, [upstreams.bulkhead_for], upstreams.endpoint_for(route)) is send_upstream
@@ -29,7 +29,7 @@ def test_targets_retries_and_max_concurrent_build_their_parts_once():
         ],
         retries={"attempts": 2},
     )
-    upstreams = Upstreams(routes)
+    upstreams = RoutePools(routes)
     two, retried = sorted(routes.routes, key=lambda r: r.name, reverse=True)
     assert isinstance(upstreams.endpoint_for(two), PooledEndpoint)
     assert isinstance(upstreams.endpoint_for(retried), PooledEndpoint)

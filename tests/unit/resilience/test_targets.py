@@ -1,9 +1,9 @@
 import logging
 
+from app.config.routes import CircuitBreakerSettings, HealthCheck, PassiveHealthSettings, Resilience
+from app.config.upstream import parse_upstream
 from app.errors import CircuitOpen, NoHealthyTarget
-from app.proxy.urls import parse_upstream
 from app.resilience.targets import TargetPool
-from app.settings import CircuitBreaker, HealthCheck, PassiveHealth, Resilience
 
 
 class Clock:
@@ -15,7 +15,9 @@ class Clock:
 
 
 def make_pool(n=3, clock=None, **resilience):
-    resilience.setdefault("passive_health", PassiveHealth(max_failures=2, window=10, ejection=5, max_ejection=60))
+    resilience.setdefault(
+        "passive_health", PassiveHealthSettings(max_failures=2, window=10, ejection=5, max_ejection=60)
+    )
     targets = tuple(parse_upstream(f"http://127.0.0.1:{9000 + i}") for i in range(n))
     return TargetPool("api", targets, (1,) * n, Resilience(**resilience), clock or Clock())
 
@@ -66,7 +68,7 @@ def test_last_healthy_target_is_never_ejected_but_the_route_is_degraded(caplog):
 
 def test_open_breakers_everywhere_mean_503_with_retry_after():
     clock = Clock()
-    pool = make_pool(n=2, clock=clock, circuit_breaker=CircuitBreaker(failure_threshold=1, reset_timeout=7.5))
+    pool = make_pool(n=2, clock=clock, circuit_breaker=CircuitBreakerSettings(failure_threshold=1, reset_timeout=7.5))
     for target in pool.targets:
         pool.record_failure(target, "x")
     assert pool.choose() is None
@@ -88,7 +90,7 @@ def test_with_health_checks_targets_start_unused_until_they_pass():
 
 
 def test_snapshot_reports_every_target():
-    pool = make_pool(n=2, circuit_breaker=CircuitBreaker())
+    pool = make_pool(n=2, circuit_breaker=CircuitBreakerSettings())
     pool.record_failure(pool.targets[0], "x")
     pool.record_failure(pool.targets[0], "x")
     snap = pool.snapshot({"http://127.0.0.1:9001": 2})

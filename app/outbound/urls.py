@@ -1,0 +1,26 @@
+"""httpx URLs built byte for byte: the one place that touches httpx's private ``URL._uri_reference``.
+
+httpx's public constructors re-quote the path and query (``|`` becomes ``%7C``,
+a stray ``%`` becomes ``%25``), which breaks signed URLs. The gateway's
+targets are already canonical (see ``app.proxy.urls``), so they are set as
+they are. httpx is pinned ``<0.29``; ``tests/unit/test_outbound.py`` pins the
+exact bytes, so an httpx change that breaks this fails there first.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+
+def exact_url(origin: httpx.URL, path: str, query: str | None) -> httpx.URL:
+    """``origin``'s scheme, host and port with ``path`` and ``query`` exactly as given (no fragment)."""
+    base = origin._uri_reference
+    url = httpx.URL.__new__(httpx.URL)
+    url._uri_reference = type(base)(base.scheme, base.userinfo, base.host, base.port, path, query or None, None)
+    return url
+
+
+def path_and_query(url: httpx.URL) -> tuple[str, str | None]:
+    """``url``'s path and query as they would go on the wire."""
+    path, sep, query = url.raw_path.decode("ascii").partition("?")
+    return path, query if sep else None

@@ -1,0 +1,88 @@
+"""HTTP as it is on the wire, for every layer (pure; imports nothing else of the app).
+
+Headers are ``list[tuple[bytes, bytes]]`` with lower-case names, as ASGI gives
+them; never a ``dict``, which would merge repeated fields such as ``Set-Cookie``.
+This module holds the one header lookup, the one hop-by-hop set, the one
+``Retry-After`` parser and the one request-id rule that the proxy, the edge,
+resilience and webhooks all share.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import time
+from collections.abc import Iterable
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+
+Headers = list[tuple[bytes, bytes]]
+
+# RFC 9110 §7.6.1 connection-specific fields, plus the proxy-only pair.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+
+
+def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of ``name`` (lower-case), matched case-insensitively; None if absent."""
+    for key, value in headers:
+        if key == name or (len(key) == len(name) and key.lower() == name):
+            return value
+    return None
+
+
+def header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    """Every value of ``name`` (lower-case), matched case-insensitively, in order."""
+    return [value for key, value in headers if key == name or (len(key) == len(name) and key.lower() == name)]
+
+
+def parse_retry_after(value: bytes | str | None, *, now: float | None = None, cap: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` value asks for (delay-seconds or HTTP-date), at least 0 and at most ``cap``.
+
+    None when the value is absent or unusable, so the caller's own schedule applies.
+    ``now`` is a Unix time (default: the current time).
+    """
+    if value is None:
+        return None
+    text = (value.decode("latin-1") if isinstance(value, bytes) else value).strip()
+    if text.isascii() and text.isdigit():
+        seconds = float(int(text[:12]))
+    else:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are always GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    seconds = max(seconds, 0.0)
+    return seconds if cap is None else min(seconds, cap)
+
+
+_SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:+/=@-]{1,128}$")
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> bytes:
+    """32 hex characters: a random per-process prefix and a counter (unique, and no syscall)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}".encode()
+
+
+def sane_request_id(value: bytes | None) -> bytes:
+    """The client's X-Request-ID if it is sane, else a fresh one."""
+    if value is not None and _SANE_REQUEST_ID.match(value):
+        return value
+    return new_request_id()

@@ -1,0 +1,137 @@
+"""The outbound client factory keeps no cookies; outbound URLs are built byte for byte."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from app.outbound.clients import make_client
+from app.outbound.urls import exact_url, path_and_query
+
+pytestmark = pytest.mark.anyio
+
+ORIGIN = httpx.URL("http://upstream.test:8080")
+
+
+class CookieSetter:
+    """Every response sets a cookie; records the Cookie header each request carried."""
+
+    def __init__(self):
+        self.cookies = []
+
+    def __call__(self, request):
+        self.cookies.append(request.headers.get("cookie"))
+        return httpx.Response(200, headers=[("set-cookie", "session=abc; Path=/"), ("set-cookie", "b=2")])
+
+
+def client_for(handler):
+    return make_client(timeout=httpx.Timeout(5), transport=httpx.MockTransport(handler))
+
+
+# No cookies
+
+
+async def test_a_cookie_set_by_one_response_is_not_sent_with_the_next_request():
+    upstream = CookieSetter()
+    async with client_for(upstream) as client:
+        first = await client.get(ORIGIN.join("/login"))
+        await client.get(ORIGIN.join("/me"))
+        assert first.headers.get_list("set-cookie") == ["session=abc; Path=/", "b=2"]  # the response keeps it
+        assert len(client.cookies) == 0
+    assert upstream.cookies == [None, None]
+
+
+async def test_a_cookie_from_one_client_never_reaches_another():
+    upstream = CookieSetter()
+    async with client_for(upstream) as a, client_for(upstream) as b:
+        await a.get(ORIGIN.join("/login"))
+        await b.get(ORIGIN.join("/me"))
+    assert upstream.cookies == [None, None]
+
+
+async def test_assigning_cookies_to_the_client_changes_nothing():
+    upstream = CookieSetter()
+    async with client_for(upstream) as client:
+        client.cookies = {"session": "forged"}
+        client.cookies = httpx.Cookies({"other": "x"})
+        await client.get(ORIGIN.join("/me"))
+        assert len(client.cookies) == 0
+    assert upstream.cookies == [None]
+
+
+async def test_setting_a_cookie_on_one_clients_jar_does_not_leak_to_other_clients():
+    upstream = CookieSetter()
+    async with client_for(upstream) as a, client_for(upstream) as b:
+        try:
+            a.cookies.set("session", "alices")
+            await b.get(ORIGIN.join("/me"))
+        finally:
+            a.cookies.clear()  # the jar is process-wide: never leave the cookie for other tests
+    assert upstream.cookies == [None]
+
+
+async def test_clients_do_not_follow_redirects():
+    def redirect(request):
+        if request.url.path == "/a":
+            return httpx.Response(302, headers={"location": "/elsewhere"})
+        return httpx.Response(200)
+
+    async with client_for(redirect) as client:
+        response = await client.get(ORIGIN.join("/a"))
+    assert response.status_code == 302
+    assert response.headers["location"] == "/elsewhere"
+
+
+# Exact URLs
+
+
+PATH = "/a|b{c}^/%zz/x%2Fy"
+QUERY = "q=|{}^&r=%zz&s=%2F&t=a+b&u"
+
+
+def test_exact_url_keeps_path_and_query_byte_for_byte():
+    url = exact_url(ORIGIN, PATH, QUERY)
+    assert url.raw_path == b"/a|b{c}^/%zz/x%2Fy?q=|{}^&r=%zz&s=%2F&t=a+b&u"
+    assert url.scheme == "http"
+    assert url.raw_host == b"upstream.test"
+    assert url.port == 8080
+    assert str(url) == "http://upstream.test:8080/a|b{c}^/%zz/x%2Fy?q=|{}^&r=%zz&s=%2F&t=a+b&u"
+
+
+def test_httpx_own_constructor_would_have_requoted_them():
+    # Why exact_url exists: if httpx ever stops re-quoting, this module may no longer be needed.
+    assert httpx.URL("http://upstream.test:8080" + PATH).raw_path != PATH.encode()
+
+
+def test_exact_url_drops_the_fragment_and_the_origins_own_path_and_query():
+    url = exact_url(httpx.URL("https://upstream.test/base?x=1#frag"), "/p%zz", "q=%2F")
+    assert url.raw_path == b"/p%zz?q=%2F"
+    assert url.fragment == ""
+    assert str(url) == "https://upstream.test/p%zz?q=%2F"
+
+
+@pytest.mark.parametrize("query", [None, ""], ids=["none", "empty"])
+def test_exact_url_without_a_query_has_no_question_mark(query):
+    url = exact_url(ORIGIN, "/p|q", query)
+    assert url.raw_path == b"/p|q"
+    assert url.query == b""
+
+
+def test_path_and_query_round_trip():
+    url = exact_url(ORIGIN, PATH, QUERY)
+    assert path_and_query(url) == (PATH, QUERY)
+    again = exact_url(ORIGIN, *path_and_query(url))
+    assert again.raw_path == url.raw_path
+    assert path_and_query(exact_url(ORIGIN, "/only|path", None)) == ("/only|path", None)
+
+
+async def test_exact_url_goes_on_the_wire_unchanged():
+    seen = []
+
+    def record(request):
+        seen.append(request.url.raw_path)
+        return httpx.Response(204)
+
+    async with client_for(record) as client:
+        await client.get(exact_url(ORIGIN, PATH, QUERY))
+    assert seen == [b"/a|b{c}^/%zz/x%2Fy?q=|{}^&r=%zz&s=%2F&t=a+b&u"]
