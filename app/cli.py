@@ -3,145 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import atexit
-import gc
 import getpass
-import importlib.util
-import logging.config
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 from collections.abc import Sequence
-from types import FrameType
-from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from app.assembly.drain import Drain
 from app.config.settings import ConfigError, Settings, load_settings
-
-if TYPE_CHECKING:
-    from app.assembly.reload import Reloader
-
-# Young-generation collections every 20,000 net allocations instead of 700.
-GC_GEN0_THRESHOLD = 20_000
-
-
-def settle_heap() -> None:
-    """Move everything built at start-up out of the collector's way (server processes only).
-
-    Full collections kept re-scanning the long-lived start-up objects (the app,
-    settings models, route tables): under 64 concurrent requests they doubled
-    the proxy's p99 latency. Freezing them once the app is built and collecting
-    the young generation less often: p99 77 -> 36 ms and +10% req/s (wrk A/B,
-    small JSON). Request garbage is still collected.
-    """
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
-
-
-def worker_app() -> Any:
-    """The app factory each ``--workers`` process runs."""
-    from app.main import create_app
-
-    app = create_app()
-    settle_heap()
-    return app
-
-
-def server_options(
-    *,
-    host: str,
-    port: int,
-    log_level: str = "info",
-    log_config: dict[str, Any] | None = None,
-    shutdown_grace: float = 30.0,
-) -> dict[str, Any]:
-    """The uvicorn settings Gatehouse runs with (tests serve it with the same).
-
-    uvicorn's own proxy-header handling is off: the gateway decides itself
-    which X-Forwarded-* to believe (``trusted_proxies``). The Server header is
-    Gatehouse's, the Date header uvicorn's; the upstream's copies are dropped.
-    ``log_config`` (``app.observability.logging.logging_config``) puts uvicorn's
-    loggers behind the redacting formatter; without it uvicorn keeps its own.
-    """
-    options = {
-        "host": host,
-        "port": port,
-        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
-        "lifespan": "on",
-        "proxy_headers": False,
-        "server_header": False,
-        "date_header": True,
-        "headers": [("server", "gatehouse")],
-        "log_level": log_level,
-        "access_log": False,
-        # In-flight requests and streams get this long after SIGTERM, then are cancelled.
-        "timeout_graceful_shutdown": shutdown_grace,
-    }
-    if log_config is not None:
-        options["log_config"] = log_config
-    return options
-
-
-def server_config(
-    app: Any, *, host: str, port: int, log_level: str = "info", shutdown_grace: float = 30.0, **overrides: Any
-) -> uvicorn.Config:
-    options = server_options(host=host, port=port, log_level=log_level, shutdown_grace=shutdown_grace)
-    return uvicorn.Config(app, **(options | overrides))
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn's server, marking the app as draining the moment a shutdown signal arrives.
-
-    uvicorn 0.54 closes its listening sockets first, then waits up to
-    ``timeout_graceful_shutdown`` for in-flight exchanges, and only then runs
-    the lifespan shutdown; readiness set there would flip too late for
-    anyone to see it. So the flag is set here, in the signal handler.
-    """
-
-    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
-        super().__init__(config)
-        self.drain = drain
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.drain.start(f"signal {signal.Signals(sig).name}")
-        super().handle_exit(sig, frame)
-
-
-class ReloadingServer(DrainingServer):
-    """The single-process server, which also reloads the config file on SIGHUP (``app.assembly.reload``)."""
-
-    def __init__(self, config: uvicorn.Config, drain: Drain, reloader: Reloader) -> None:
-        super().__init__(config, drain)
-        self.reloader = reloader
-        self._reloads: set[asyncio.Task[None]] = set()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if hasattr(signal, "SIGHUP"):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._reload)
-
-    def _reload(self) -> None:
-        task = asyncio.create_task(self.reloader.reload_logged())
-        self._reloads.add(task)  # held until done: the loop keeps only a weak reference
-        task.add_done_callback(self._reloads.discard)
-
-
-def configure_logging(settings: Settings) -> dict[str, Any]:
-    """Every logger of this process behind the redacting formatter; returns the config for uvicorn too."""
-    from app.observability.logging import logging_config
-
-    config = logging_config(settings, root=True)
-    logging.config.dictConfig(config)
-    return config
+from app.serving.uvicorn_server import ReloadingServer, configure_logging, server_config, server_options, settle_heap
 
 
 def _load(config: str | None) -> Settings:
@@ -169,7 +43,7 @@ def serve(args: argparse.Namespace) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
         uvicorn.run(
-            "app.cli:worker_app",
+            "app.serving.uvicorn_server:worker_app",
             factory=True,
             workers=args.workers,
             **server_options(

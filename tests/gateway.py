@@ -10,9 +10,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.assembly.lifespan import State
-from app.cli import server_config
 from app.config.settings import Settings
 from app.main import create_app
+from app.serving.uvicorn_server import server_config
 from tests.servers import LOOPBACK, RunningServer, run_uvicorn
 
 

@@ -98,7 +98,7 @@ async def run_uvicorn(
     """Serve ``app`` (or a prepared ``config``) with uvicorn on an ephemeral loopback port.
 
     With ``app``, the config is uvicorn's defaults plus ``config_overrides``.
-    A prepared ``config`` (for example from ``app.cli.server_config``) is used
+    A prepared ``config`` (for example from ``app.serving.uvicorn_server.server_config``) is used
     as it is, except that its host and port are ignored: the server listens on
     a socket bound here (to ``port``, ephemeral unless a test needs a server to
     come back on a known port). A ``Config`` can be served once.

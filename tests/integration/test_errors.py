@@ -8,8 +8,8 @@ import anyio
 import httpx
 import pytest
 
-from app.cli import server_config
 from app.config.settings import Settings
+from app.serving.uvicorn_server import server_config
 from tests.gateway import route, run_gateway
 from tests.servers import run_uvicorn
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 import yaml
 
-from app.cli import server_config
 from app.config.settings import Settings
 from app.main import create_app
+from app.serving.uvicorn_server import server_config
 from tests.servers import RunningServer, run_uvicorn
 
 pytestmark = pytest.mark.anyio

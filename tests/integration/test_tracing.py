@@ -11,10 +11,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from app.cli import server_config
 from app.config.settings import Settings
 from app.main import create_app
 from app.observability.tracing import Tracer, continue_trace, parse_traceparent
+from app.serving.uvicorn_server import server_config
 from tests.faults import refused_port
 from tests.gateway import route, run_gateway
 from tests.servers import run_uvicorn

@@ -1,6 +1,6 @@
 import gc
 
-from app.cli import GC_GEN0_THRESHOLD, settle_heap
+from app.serving.uvicorn_server import GC_GEN0_THRESHOLD, settle_heap
 
 
 def test_settle_heap_freezes_start_up_objects_and_raises_the_young_threshold():

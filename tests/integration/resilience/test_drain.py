@@ -7,9 +7,9 @@ import signal
 import httpx
 import pytest
 
-from app.cli import DrainingServer, server_config
 from app.config.settings import Settings
 from app.main import create_app
+from app.serving.uvicorn_server import DrainingServer, server_config
 from tests.gateway import route, run_gateway
 
 pytestmark = pytest.mark.anyio
