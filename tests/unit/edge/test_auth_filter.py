@@ -255,22 +255,23 @@ async def test_jwt_identity_outside_printable_ascii_is_percent_encoded_in_the_he
 
 
 @pytest.mark.parametrize(
-    ("token", "description"),
+    ("make_token", "description"),
+    # Tokens are made when the test runs, not at collection: a long suite would expire them first.
     [
-        (hs_token(exp=int(time.time()) - 120), "token expired"),
-        (hs_token(aud="someone-else"), "invalid token"),
-        (hs_token(aud=None), "invalid token"),
-        (hs_token(exp=None), "invalid token"),
-        (jwt.encode({"sub": "a", "aud": "gatehouse", "exp": int(time.time()) + 60}, "x" * 32), "invalid token"),
-        ("not.a.jwt", "malformed token"),
+        (lambda: hs_token(exp=int(time.time()) - 120), "token expired"),
+        (lambda: hs_token(aud="someone-else"), "invalid token"),
+        (lambda: hs_token(aud=None), "invalid token"),
+        (lambda: hs_token(exp=None), "invalid token"),
+        (lambda: jwt.encode({"sub": "a", "aud": "gatehouse", "exp": int(time.time()) + 60}, "x" * 32), "invalid token"),
+        (lambda: "not.a.jwt", "malformed token"),
     ],
     ids=["expired", "wrong-audience", "no-audience", "no-exp", "wrong-secret", "malformed"],
 )
-async def test_jwt_invalid_tokens_are_unauthorized_with_the_reason_in_the_challenge(token, description):
+async def test_jwt_invalid_tokens_are_unauthorized_with_the_reason_in_the_challenge(make_token, description):
     route, f = auth_filter(jwt_auth())
     upstream = Upstream()
     with pytest.raises(Unauthorized) as raised:
-        await f(exchange_for(route, [bearer(token)]), upstream)
+        await f(exchange_for(route, [bearer(make_token())]), upstream)
     challenge = f'Bearer realm="gatehouse", error="invalid_token", error_description="{description}"'
     assert raised.value.headers == [(b"www-authenticate", challenge.encode())]
     assert upstream.seen == []
