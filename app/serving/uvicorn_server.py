@@ -20,6 +20,7 @@ import uvicorn
 from app.assembly.drain import Drain
 from app.assembly.reload import Reloader
 from app.config.settings import Settings
+from app.serving.http_protocol import GatehouseHttpProtocol
 
 # Young-generation collections every 20,000 net allocations instead of 700.
 GC_GEN0_THRESHOLD = 20_000
@@ -69,7 +70,7 @@ def server_options(
         "host": host,
         "port": port,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "http": GatehouseHttpProtocol,
         "lifespan": "on",
         "proxy_headers": False,
         "server_header": False,

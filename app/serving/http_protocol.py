@@ -1,0 +1,16 @@
+"""The one HTTP/1.1 protocol class Gatehouse serves with under uvicorn.
+
+uvicorn takes a protocol class as its ``http`` option. Several concerns need to
+hook the connection below ASGI (what the request target was on the wire, slow
+clients, response writes, WebSocket upgrades). Each lives in its own module as a
+mixin over ``HttpToolsProtocol``; this module lists them in one place, in the
+order they wrap each other, so there is one class and one place to read it.
+"""
+
+from __future__ import annotations
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class GatehouseHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with Gatehouse's connection-level mixins (none yet)."""
