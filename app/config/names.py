@@ -50,4 +50,10 @@ def plain_path(value: str) -> str:
         raise ValueError("must be a plain path: no '//', '?', '#' or percent-escapes")
     if any(segment in (".", "..") for segment in value.split("/")):
         raise ValueError("must not contain '.' or '..' segments")
+    if not _PATH_CHARACTERS.fullmatch(value):
+        # A request path arrives percent-encoded: a prefix with spaces, controls or non-ASCII could never match.
+        raise ValueError("may hold only letters, digits, '/' and -._~!$&'()*+,;=:@")
     return value
+
+
+_PATH_CHARACTERS = re.compile(r"[A-Za-z0-9/\-._~!$&'()*+,;=:@]*")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,10 +23,13 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
 )
 
 from app.config.base import UNION_TAGS
+from app.config.expansion import expand
+from app.config.names import plain_path
 from app.config.routes import (
     Balancing,
     CircuitBreakerSettings,
@@ -63,6 +68,7 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
         raise NotImplementedError  # __call__ is overridden; pydantic-settings requires the method
 
     def __call__(self) -> dict[str, Any]:
+        SUBSTITUTED.set(frozenset())
         if self.path is None:
             return {}
         try:
@@ -80,7 +86,13 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
             return {}
         if not isinstance(data, dict):
             raise ConfigError(f"config: {str(self.path)!r} must hold a mapping at the top level")
-        return data
+        expanded: dict[str, Any]
+        expanded, expansion = expand(data, os.environ)
+        SUBSTITUTED.set(frozenset(expansion.substituted))
+        if expansion.problems:
+            lines = [f"{_location(list(loc), expanded)}: {problem}" for loc, problem in expansion.problems]
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+        return expanded
 
 
 class _KnownFieldsOnly(PydanticBaseSettingsSource):
@@ -112,6 +124,8 @@ class Settings(BaseSettings):
     )
 
     config: Path | None = None
+    # A directory of files named like the variables (``gatehouse_admin_token``), as Docker and Kubernetes mount secrets.
+    secrets_dir: Path | None = None
     routes: list[Route] = Field(default_factory=list)
     timeout: Timeouts = Field(default_factory=Timeouts)
     limits: PoolLimits = Field(default_factory=PoolLimits)
@@ -162,16 +176,22 @@ class Settings(BaseSettings):
         init_settings: PydanticBaseSettingsSource,
         env_settings: PydanticBaseSettingsSource,
         dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003 # replaced by ``secrets_dir``
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         path: Any = None
+        secrets_dir: Any = None
         for source in (init_settings, env_settings, dotenv_settings):
-            path = source().get("config") or path
-            if path:
-                break
+            values = source()
+            path = path or values.get("config")
+            secrets_dir = secrets_dir or values.get("secrets_dir")
         file_source = _ConfigFileSource(settings_cls, Path(path) if path else None)
         dotenv = _KnownFieldsOnly(settings_cls, dotenv_settings)
-        return init_settings, env_settings, dotenv, file_source, file_secret_settings
+        if secrets_dir is None:
+            return init_settings, env_settings, dotenv, file_source
+        if not Path(secrets_dir).is_dir():
+            raise ConfigError(f"invalid configuration:\n  secrets_dir: {str(secrets_dir)!r} is not a directory")
+        secrets = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir)
+        return init_settings, env_settings, dotenv, secrets, file_source
 
     def policies_for(self, route: Route) -> tuple[Resilience, EdgePolicy]:
         """``route``'s policies: its own value for each, else the top-level default; ``false`` means none.
@@ -211,9 +231,9 @@ class Settings(BaseSettings):
     @field_validator("ops_prefix")
     @classmethod
     def _valid_ops_prefix(cls, value: str) -> str:
-        if not value.startswith("/") or value == "/" or value.endswith("/") or "//" in value:
+        if value == "/" or value.endswith("/"):
             raise ValueError("must look like '/_gatehouse': a leading '/', no trailing '/'")
-        return value
+        return plain_path(value)
 
     @field_validator("access_log", mode="before")
     @classmethod
@@ -280,17 +300,35 @@ def format_errors(exc: ValidationError, data: Any) -> str:
     lines = []
     for error in exc.errors(include_url=False):
         loc = list(error["loc"])
-        where = ".".join(str(part) for part in loc) or "settings"
-        if len(loc) >= 2 and loc[0] in _NAMED_LISTS and isinstance(loc[1], int):
-            where = _named_location(str(loc[0]), loc[1], loc[2:], data)
+        where = _location(loc, data) or "settings"
         message = error["msg"].removeprefix("Value error, ")
         value = error.get("input")
-        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+        shown = "" if isinstance(value, dict | list) or value is None or _secret(loc, value) else f" (got {value!r})"
         lines.append(f"{where}: {message}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
 _NAMED_LISTS = {"routes": "(route)", "webhooks": "(webhook)"}
+
+# Fields whose values an error message must never show, and the values ``${...}`` put in the file.
+_SECRET_FIELDS = frozenset(
+    {"secret", "secrets", "token", "password", "client_secret", "keys", "users"}
+    | {"admin_token", "redis_url", "webhook_store", "public_key"}
+)
+SUBSTITUTED: ContextVar[frozenset[str]] = ContextVar("gatehouse_substituted", default=frozenset())
+
+
+def _secret(loc: list[Any], value: Any) -> bool:
+    if any(part in _SECRET_FIELDS for part in loc):
+        return True
+    text = str(value)
+    return any(secret in text for secret in SUBSTITUTED.get())
+
+
+def _location(loc: list[Any], data: Any) -> str:
+    if len(loc) >= 2 and loc[0] in _NAMED_LISTS and isinstance(loc[1], int):
+        return _named_location(str(loc[0]), loc[1], loc[2:], data)
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).removeprefix(".")
 
 
 def _named_location(kind: str, index: int, rest: list[Any], data: Any) -> str:
