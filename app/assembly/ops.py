@@ -13,7 +13,6 @@ from fastapi.responses import Response
 from app.assembly.lifespan import State
 from app.assembly.problems import problem_response
 from app.assembly.reload import ReloadRejected
-from app.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 OPS_PAGE = (Path(__file__).parent.parent / "observability" / "ops_page.html").read_bytes()
 
@@ -109,11 +108,12 @@ async def routes(state: StateDep) -> dict[str, Any]:
 
 
 @router.get("/metrics")
-async def metrics(state: StateDep) -> Response:
-    """Prometheus text format (summed over workers when there are several)."""
+async def metrics(request: Request, state: StateDep) -> Response:
+    """Prometheus text format, or OpenMetrics if asked (summed over workers when there are several)."""
     metrics = state["gateway"].metrics
     await metrics.refresh(state)
-    return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+    body, content_type = metrics.exposition(request.headers.get("accept", ""))
+    return Response(body, headers={"content-type": content_type})
 
 
 @router.get("/stats")

@@ -12,27 +12,40 @@ on the hot path.
 With ``--workers`` > 1 the CLI sets ``PROMETHEUS_MULTIPROC_DIR`` before any
 worker starts; counters and histograms are then summed over workers at scrape
 time (prometheus-client's multiprocess mode), while the scrape-time state
-(breakers, queue depth) is that of the worker that answered.
+(breakers, queue depth, build info, the ``process_*`` metrics) is that of the
+worker that answered.
+
+A scrape that asks for OpenMetrics (``Accept: application/openmetrics-text``,
+as Prometheus does) gets it; anything else gets the classic text format.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from app import __version__
+
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 NO_ROUTE = "(none)"  # requests no route matched (404s, malformed targets)
 # Upstream error kinds, as ``map_upstream_errors`` classifies them.
 ERROR_KINDS = ("connect", "timeout", "reset", "pool")
-BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+BREAKER_STATES = ("closed", "half_open", "open")
+# Whole requests include long streams (downloads, server-sent events), so the buckets run to an hour;
+# an upstream attempt ends at the response headers, so its buckets stop at two minutes.
+REQUEST_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf"),
+)  # fmt: skip
+UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, float("inf"))
 
 
 def multiprocess_dir() -> str | None:
@@ -91,12 +104,14 @@ class Metrics:
             "Whole-request latency (to the last byte relayed), by route.",
             ["route"],
             registry=r,
+            buckets=REQUEST_BUCKETS,
         )
         self.upstream_duration = Histogram(
             "gatehouse_upstream_duration_seconds",
             "Upstream latency per attempt (request sent to response headers), by route.",
             ["route"],
             registry=r,
+            buckets=UPSTREAM_BUCKETS,
         )
         self.upstream_errors = Counter(
             "gatehouse_upstream_errors",
@@ -122,15 +137,24 @@ class Metrics:
             ["endpoint", "outcome"],
             registry=r,
         )
+        self.webhook_attempts = Counter(
+            "gatehouse_webhook_delivery_attempts",
+            "Webhook delivery attempts, by endpoint and outcome (delivered, failed, dead).",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        # Deprecated: the same count under its old name, kept for one release so dashboards can move.
         self.webhook_deliveries = Counter(
             "gatehouse_webhook_deliveries",
-            "Webhook delivery attempts, by endpoint and outcome (delivered, failed, dead).",
+            "DEPRECATED, use gatehouse_webhook_delivery_attempts_total (same count, removed in the next release).",
             ["endpoint", "outcome"],
             registry=r,
         )
         self.no_route = RouteMetrics(self, NO_ROUTE)
         self._state = StateCollector()
+        self._state.sources.append(build_info)
         r.register(self._state)
+        self._process = ProcessCollector(registry=r)
         self.webhook_queue = WebhookQueue()
         self._state.sources.append(self.webhook_queue.collect)
 
@@ -151,6 +175,7 @@ class Metrics:
 
     def webhook_attempted(self, endpoint: str, outcome: str) -> None:
         """The webhook dispatcher's hook: one call per delivery attempt."""
+        self.webhook_attempts.labels(endpoint, outcome).inc()
         self.webhook_deliveries.labels(endpoint, outcome).inc()
 
     def _scrape_registry(self) -> CollectorRegistry:
@@ -159,11 +184,13 @@ class Metrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         registry.register(self._state)
+        registry.register(self._process)
         return registry
 
-    def exposition(self) -> bytes:
-        """The text format for a scrape; summed over workers in multiprocess mode."""
-        return generate_latest(self._scrape_registry())
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """A scrape's body and content type, in the format ``accept`` asks for; summed over workers."""
+        encode, content_type = choose_encoder(accept)
+        return encode(self._scrape_registry()), content_type
 
     def route_counts(self) -> dict[str, dict[str, dict[str, float]]]:
         """``{route: {"requests": {status_class: n}, "upstream_errors": {kind: n}}}`` since start-up."""
@@ -208,19 +235,31 @@ def upstream_state_metrics(snapshot: Callable[[], dict[str, Any]]) -> Callable[[
         )
         breaker = GaugeMetricFamily(
             "gatehouse_breaker_state",
-            "Circuit breaker state per target: 0 closed, 1 half-open, 2 open.",
-            labels=["route", "target"],
+            "1 for the circuit breaker's current state (closed, half_open, open), 0 for the others, per target.",
+            labels=["route", "target", "state"],
         )
         for route, pool in snapshot().items():
             for target in pool.targets:
                 ejections.add_metric([route, target.url], target.ejected_total)
                 ejected.add_metric([route, target.url], 1.0 if target.passive.ejected(pool.clock()) else 0.0)
                 if target.breaker is not None:
-                    state = target.breaker.state(pool.clock())
-                    breaker.add_metric([route, target.url], BREAKER_STATES.get(state, 0))
+                    current = target.breaker.state(pool.clock())
+                    for state in BREAKER_STATES:
+                        breaker.add_metric([route, target.url, state], 1.0 if state == current else 0.0)
         return [ejections, ejected, breaker]
 
     return collect
+
+
+def build_info() -> Iterable[Metric]:
+    """``gatehouse_build_info``: always 1; the labels say what is running (join on it in queries)."""
+    info = GaugeMetricFamily(
+        "gatehouse_build_info",
+        "Always 1; labelled with the Gatehouse version and the Python that runs it.",
+        labels=["version", "python_version", "python_implementation"],
+    )
+    info.add_metric([__version__, platform.python_version(), platform.python_implementation()], 1.0)
+    return [info]
 
 
 class WebhookQueue(Collector):

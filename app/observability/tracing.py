@@ -113,7 +113,7 @@ def build_tracer(exporter: str) -> Tracer | None:
     span_exporter: SpanExporter
     if exporter == "otlp":
         try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
                 OTLPSpanExporter,
             )
         except ImportError:

@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 import yaml
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_cli import ROOT, START_TIMEOUT, STOP_TIMEOUT, child_env, free_port, gatehouse
@@ -104,4 +105,13 @@ async def test_metrics_are_summed_over_workers(upstream, tmp_path):
                 for sample in family.samples:
                     if sample.name == "gatehouse_requests_total" and sample.labels["route"] == "a":
                         totals.add(sample.value)
+        async with httpx.AsyncClient(timeout=5) as client:
+            accept = {"accept": "application/openmetrics-text;version=1.0.0"}
+            strict = (await client.get(f"{url}/_gatehouse/metrics", headers=accept)).text
     assert totals == {30.0}  # whichever worker answers the scrape
+    # Multiprocess mode still gives one build_info and one set of process metrics (the answering
+    # worker's), in an exposition that the strict OpenMetrics parser accepts.
+    samples = [s for family in openmetrics_families(strict) for s in family.samples]
+    assert [s.value for s in samples if s.name == "gatehouse_build_info"] == [1.0]
+    assert len([s for s in samples if s.name == "process_resident_memory_bytes"]) == 1
+    assert sum(s.value for s in samples if s.name == "gatehouse_requests_total" and s.labels["route"] == "a") == 30

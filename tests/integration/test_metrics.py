@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import platform
+
 import httpx
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
+import app
 from tests.faults import fault_server, refused_port
 from tests.gateway import route, run_gateway
 
 pytestmark = pytest.mark.anyio
 
 FAST = {"attempts": 2, "backoff": {"base": 0.001, "cap": 0.002}}
+STATES = ("closed", "half_open", "open")
 
 
 async def scrape(client: httpx.AsyncClient, url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -108,8 +113,19 @@ async def test_retries_ejections_and_breaker_state_are_exported(upstream):
     assert value(samples, "gatehouse_target_ejections_total", route="pool", target=dead) == 1
     assert value(samples, "gatehouse_target_ejections_total", route="pool", target=server.url) == 0
     assert value(samples, "gatehouse_target_ejected", route="pool", target=dead) == 1
-    assert value(samples, "gatehouse_breaker_state", route="pool", target=dead) == 2  # open
-    assert value(samples, "gatehouse_breaker_state", route="pool", target=server.url) == 0  # closed
+    breaker = "gatehouse_breaker_state"
+    # One series per state, 1 for the current one.
+    assert {s: value(samples, breaker, route="pool", target=dead, state=s) for s in STATES} == {
+        "closed": 0,
+        "half_open": 0,
+        "open": 1,
+    }
+    assert {s: value(samples, breaker, route="pool", target=server.url, state=s) for s in STATES} == {
+        "closed": 1,
+        "half_open": 0,
+        "open": 0,
+    }
+    assert sum(1 for name, _ in samples if name == breaker) == 6
     assert value(samples, "gatehouse_upstream_duration_seconds_count", route="pool") == 4
 
 
@@ -134,3 +150,45 @@ async def test_each_app_counts_only_its_own_traffic(upstream):
         async with run_gateway(route("a", "/a", server.url)) as second:
             samples = await scrape(client, second.url)
     assert value(samples, "gatehouse_requests_total", route="a", method="GET", status_class="2xx") == 0
+
+
+async def test_build_info_process_metrics_and_long_stream_buckets_are_exported(upstream):
+    server, _ = upstream
+    async with run_gateway(route("a", "/a", server.url)) as gw, httpx.AsyncClient() as client:
+        assert (await client.get(f"{gw.url}/a/echo/")).status_code == 200
+        samples = await scrape(client, gw.url)
+    info = [labels for name, labels in samples if name == "gatehouse_build_info"]
+    assert len(info) == 1 and samples["gatehouse_build_info", info[0]] == 1
+    assert dict(info[0])["version"] == app.__version__
+    assert dict(info[0])["python_version"] == platform.python_version()
+    # The process metrics are this process's (the gateway runs in the test's process).
+    assert value(samples, "process_resident_memory_bytes") > 1_000_000
+    assert value(samples, "process_open_fds") > 0
+    assert value(samples, "process_start_time_seconds") > 1_600_000_000
+    # A stream that lasts minutes still lands in a bucket below +Inf.
+    buckets = {dict(labels)["le"] for name, labels in samples if name == "gatehouse_request_duration_seconds_bucket"}
+    assert {"600.0", "1800.0", "3600.0", "+Inf"} <= buckets
+    upstream_buckets = {
+        dict(labels)["le"] for name, labels in samples if name == "gatehouse_upstream_duration_seconds_bucket"
+    }
+    assert {"30.0", "60.0", "120.0"} <= upstream_buckets and "3600.0" not in upstream_buckets
+
+
+async def test_a_scrape_that_asks_for_openmetrics_gets_it_and_it_parses_strictly(upstream):
+    server, _ = upstream
+    spec = route("a", "/a", server.url, circuit_breaker={"failure_threshold": 1, "reset_timeout": 60})
+    async with run_gateway(spec) as gw, httpx.AsyncClient() as client:
+        assert (await client.get(f"{gw.url}/a/echo/")).status_code == 200
+        accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        response = await client.get(f"{gw.url}/_gatehouse/metrics", headers={"accept": accept})
+        plain = await client.get(f"{gw.url}/_gatehouse/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert response.text.endswith("# EOF\n")
+    # The OpenMetrics parser is strict (types, suffixes, label syntax, the EOF marker): it raises on any slip.
+    families = {family.name: family for family in openmetrics_families(response.text)}
+    assert families["gatehouse_requests"].type == "counter"
+    assert families["gatehouse_build_info"].type == "gauge"
+    assert families["gatehouse_request_duration_seconds"].type == "histogram"
+    assert {s.labels["state"] for s in families["gatehouse_breaker_state"].samples} == set(STATES)
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")

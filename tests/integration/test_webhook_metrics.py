@@ -39,9 +39,11 @@ async def test_webhook_intake_deliveries_and_queue_are_counted(tmp_path):
     assert value(samples, intake, endpoint="billing", outcome="accepted") == 1
     assert value(samples, intake, endpoint="billing", outcome="duplicate") == 1
     assert value(samples, intake, endpoint="billing", outcome="rejected") == 1
-    deliveries = "gatehouse_webhook_deliveries_total"
+    deliveries = "gatehouse_webhook_delivery_attempts_total"
     assert value(samples, deliveries, endpoint="billing", outcome="failed") == 1  # the first 500, retried
     assert value(samples, deliveries, endpoint="billing", outcome="dead") == 1  # the retry's 500: out of schedule
     assert value(samples, deliveries, endpoint="billing", outcome="delivered") == 0
+    deprecated = "gatehouse_webhook_deliveries_total"
+    assert [value(samples, deprecated, endpoint="billing", outcome=o) for o in ("failed", "dead")] == [1, 1]
     assert samples["gatehouse_webhook_queue_depth", ()] == 0  # nothing due: the one delivery is dead
     assert samples["gatehouse_webhook_oldest_due_seconds", ()] == 0
