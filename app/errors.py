@@ -5,6 +5,7 @@ is rendered as ``application/problem+json`` (RFC 9457) with the request id::
 
     GatewayError
     ├── BadRequest              400  malformed or hostile request target
+    │   └── AmbiguousPath       400  an upstream could read the path as another route
     ├── Unauthorized            401  missing or invalid credentials (WWW-Authenticate)
     ├── Forbidden               403  valid credentials, insufficient claims/scopes; CORS origin refused
     ├── RouteNotFound           404  no route matches the path
@@ -61,6 +62,14 @@ class BadRequest(GatewayError):
     status = 400
     title = "Bad request"
     slug = "bad-request"
+
+
+class AmbiguousPath(BadRequest):
+    """A common upstream reading of the path (decoded slashes, ``;`` parameters, case,
+    trailing dots, NFKC) selects another route or leaves the route: nothing is forwarded."""
+
+    title = "Ambiguous path"
+    slug = "ambiguous-path"
 
 
 class Unauthorized(GatewayError):

@@ -136,9 +136,9 @@ class Gateway:
             self._check_header_limits(scope["headers"])
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
             normalised = normalise_path(raw_path)
-            route = generation.routes.resolve(normalised)
+            route, path = generation.routes.resolve(normalised)
             if route is None:
-                raise RouteNotFound(f"No route matches the path {normalised.path!r}.")
+                raise RouteNotFound(f"No route matches the path {path!r}.")
             route_name = route.name
             metrics = outcome.metrics = generation.metrics[route_name]
             method: str = scope["method"]
@@ -176,7 +176,7 @@ class Gateway:
                 route.upstream.base_path,
                 route.prefix,
                 route.strip_prefix,
-                normalised.path,
+                path,
                 scope["query_string"],
             )
             assert generation.clients is not None, "the lifespan opens the generation"

@@ -59,6 +59,10 @@ class TargetSettings(ConfigModel):
 
 
 Balancing = Literal["round_robin", "least_connections"]
+# What a route does with %2F and %5C in a path (see app.proxy.ambiguity), and the ways an
+# upstream may read a path that Gatehouse checks; a route may ignore those its upstream never makes.
+EncodedSlashes = Literal["reject", "decode", "keep"]
+Reading = Literal["unicode", "backslash", "semicolon", "trailing", "case"]
 
 
 class PassiveHealthSettings(ConfigModel):
@@ -187,6 +191,8 @@ class Route(ConfigModel):
     response_headers: HeaderRules = Field(default_factory=HeaderRules)
     max_body_bytes: int | None = Field(None, ge=0)
     verify: bool | Path = True
+    encoded_slashes: EncodedSlashes = "reject"
+    ignore_path_readings: list[Reading] = Field(default_factory=list)
     # Resilience: None takes the top-level default; False turns a default off for this route.
     balancing: Balancing | None = None
     passive_health: PassiveHealthSettings | None = None

@@ -11,9 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.config.routes import EdgePolicy, Resilience, Route, Timeouts
+from app.config.routes import EdgePolicy, EncodedSlashes, Reading, Resilience, Route, Timeouts
 from app.config.upstream import Upstream, parse_upstream
 from app.errors import BadRequest
+from app.proxy.ambiguity import HAZARD, PathReadings
 from app.proxy.headers import HeaderPlan
 from app.proxy.urls import NormalisedPath, climbs_out
 
@@ -41,6 +42,8 @@ class CompiledRoute:
     max_body_bytes: int | None
     http2: bool
     verify: bool | Path
+    encoded_slashes: EncodedSlashes
+    ignore_path_readings: frozenset[Reading]
 
     @classmethod
     def compile(
@@ -82,6 +85,8 @@ class CompiledRoute:
             max_body_bytes=route.max_body_bytes,
             http2=route.http2,
             verify=route.verify,
+            encoded_slashes=route.encoded_slashes,
+            ignore_path_readings=frozenset(route.ignore_path_readings),
         )
 
     @property
@@ -111,6 +116,7 @@ class RouteTable:
     def __init__(self, routes: Iterable[CompiledRoute]) -> None:
         self._by_prefix = {route.prefix: route for route in routes}
         self.routes = tuple(sorted(self._by_prefix.values(), key=lambda r: r.prefix))
+        self._readings = PathReadings(self._by_prefix)
 
     def match(self, path: str) -> CompiledRoute | None:
         by_prefix = self._by_prefix
@@ -124,18 +130,27 @@ class RouteTable:
                 return by_prefix.get("/")
             candidate = candidate[:cut]
 
-    def resolve(self, path: NormalisedPath) -> CompiledRoute | None:
-        """Match a normalised path; dot segments must not climb out of a route.
+    def resolve(self, path: NormalisedPath) -> tuple[CompiledRoute | None, str]:
+        """The route for a normalised path, and the path to forward.
 
         The route is chosen by the resolved path, which is also what is sent
         upstream, so no upstream ever sees a dot segment. A raw path that starts
         inside a route's prefix and climbs above it (``/api/users/../../etc``,
-        ``/api/%2e%2e/admin``) is refused with 400 rather than re-routed.
+        ``/api/%2e%2e/admin``) is refused with 400 rather than re-routed, and so
+        is a path that an upstream could read as another route
+        (``AmbiguousPath``, see ``app.proxy.ambiguity``).
         """
         route = self.match(path.path)
-        if path.raw_segments is None:
-            return route
-        start = self.match("/" + "/".join(path.raw_segments))
-        if start is not None and climbs_out(path.raw_segments, start.prefix):
-            raise BadRequest(f"Dot segments in the path would leave the route {start.name!r}.")
-        return route
+        if path.raw_segments is not None:
+            start = self.match("/" + "/".join(path.raw_segments))
+            if start is not None and climbs_out(path.raw_segments, start.prefix):
+                raise BadRequest(f"Dot segments in the path would leave the route {start.name!r}.")
+        if route is None or HAZARD.search(path.path) is None:
+            return route, path.path
+        forwarded = self._readings.check(
+            path.path,
+            route.prefix,
+            encoded_slashes=route.encoded_slashes,
+            ignore=route.ignore_path_readings,
+        )
+        return route, forwarded
