@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +49,19 @@ def route(name: str, prefix: str, upstream: str, **options: Any) -> dict[str, An
 
 
 @contextlib.asynccontextmanager
-async def run_gateway(*routes: dict[str, Any], **settings: Any) -> AsyncIterator[RunningGateway]:
-    """Serve Gatehouse with ``routes`` on an ephemeral loopback port."""
+async def run_gateway(
+    *routes: dict[str, Any], access_write: Callable[[bytes], None] | None = None, **settings: Any
+) -> AsyncIterator[RunningGateway]:
+    """Serve Gatehouse with ``routes`` on an ephemeral loopback port.
+
+    The access log's batches go to ``access_write`` (by default nowhere: test output stays readable).
+    """
     built = Settings(routes=list(routes), **settings)
-    app = create_app(built)
+    app = create_app(built, access_write=access_write or _discard)
     config = server_config(app, host=LOOPBACK, port=0, log_level="warning")
     async with run_uvicorn(config=config) as server:
         yield RunningGateway(url=server.url, port=server.port, app=app, server=server, settings=built)
+
+
+def _discard(_data: bytes) -> None:
+    pass

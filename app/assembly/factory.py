@@ -16,7 +16,8 @@ from app.assembly.webhooks_ops import router as webhooks_ops_router
 from app.config.settings import Settings, load_settings
 from app.edge.resources import EdgeResources
 from app.observability.access import AccessLog
-from app.observability.logging import redaction_names
+from app.observability.lines import LineBuffer, Sink, stdout_sink
+from app.observability.logging import RedactingFormatter, redaction_names
 from app.observability.metrics import Metrics, upstream_state_metrics
 from app.observability.tracing import Tracer, build_tracer
 from app.webhooks.intake import WebhookIntake
@@ -44,13 +45,16 @@ class GatehouseApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, *, tracer: Tracer | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, tracer: Tracer | None = None, access_write: Sink | None = None
+) -> FastAPI:
     """Build a Gatehouse app from ``settings`` (default: file + environment).
 
     ``app.state.drain`` is the app's ``Drain``: the server sets it when a
     shutdown signal arrives, before it stops accepting (see ``app.cli``).
     ``tracer`` overrides the one ``settings.tracing`` asks for (tests pass one
-    with an in-memory exporter).
+    with an in-memory exporter). ``access_write`` receives the access log's
+    batches (whole lines, as bytes) instead of stdout.
     """
     settings = settings if settings is not None else load_settings()
     drain = Drain()
@@ -68,7 +72,13 @@ def create_app(settings: Settings | None = None, *, tracer: Tracer | None = None
     app.include_router(ops_router, prefix=settings.ops_prefix)
     app.include_router(webhooks_ops_router, prefix=settings.ops_prefix + "/webhooks")
     app.webhook_intake = WebhookIntake(settings.webhooks, metrics)
-    _, params = redaction_names(settings)
+    headers, params = redaction_names(settings)
+    access_log = None
+    # The access log is written at info: ``log_level: warning`` silences it too.
+    if settings.access_log != "off" and settings.log_level in ("debug", "info"):
+        redact = RedactingFormatter(headers=headers, query_params=params).redact
+        lines = LineBuffer(access_write or stdout_sink, interval=settings.access_log_flush_interval, redact=redact)
+        access_log = AccessLog(settings.access_log, params, lines)
     app.gateway = Gateway(
         generation,
         ops_prefix=settings.ops_prefix,
@@ -76,7 +86,7 @@ def create_app(settings: Settings | None = None, *, tracer: Tracer | None = None
         trusted_proxies=settings.trusted_proxies,
         max_header_count=settings.max_header_count,
         max_header_bytes=settings.max_header_bytes,
-        access_log=AccessLog(settings.access_log, params) if settings.access_log != "off" else None,
+        access_log=access_log,
         tracer=tracer if tracer is not None else build_tracer(settings.tracing),
     )
     metrics.watch(upstream_state_metrics(lambda: app.gateway.generation.pools.pools))

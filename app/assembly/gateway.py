@@ -82,6 +82,10 @@ class Gateway:
         self._no_route = metrics.no_route
 
     @property
+    def access_log(self) -> AccessLog | None:
+        return self._access
+
+    @property
     def routes(self) -> RouteTable:
         return self.generation.routes
 
@@ -104,7 +108,7 @@ class Gateway:
             if outcome.span is not None:
                 assert self._tracer is not None
                 self._tracer.end(outcome.span, outcome.status)
-            if self._access is not None and self._access.enabled:
+            if self._access is not None:
                 self._log(scope, outcome, duration)
 
     def _log(self, scope: Scope, outcome: _Outcome, duration: float) -> None:

@@ -72,5 +72,7 @@ def make_lifespan(
 
                 multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call] # this worker's live gauges leave the sum
             log.info("gatehouse stopped: upstream clients closed")
+            if gateway.access_log is not None:
+                gateway.access_log.close()  # the last buffered lines; later ones are written at once
 
     return lifespan

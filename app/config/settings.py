@@ -158,6 +158,7 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(None, min_length=16)
     # Observability: one access-log line per request to stdout; spans when the OpenTelemetry SDK is installed.
     access_log: Literal["json", "text", "off"] = "json"
+    access_log_flush_interval: float = Field(0.1, gt=0, le=60)  # seconds a buffered line may wait
     tracing: Literal["none", "otlp", "console"] = "none"
     # Webhooks: verified intake, a durable outbox, background delivery (see app/webhooks).
     webhooks: WebhookEndpoints = Field(default_factory=list)

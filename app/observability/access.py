@@ -1,34 +1,35 @@
-"""The access log: one line per proxied request on the ``gatehouse.access`` logger (stdout).
+"""The access log: one line per proxied request, to stdout through a ``LineBuffer``.
 
 ``json`` (the default) writes one JSON object per line; ``text`` a short
 human-readable line for development; ``off`` nothing. Header values are never
 logged, and the values of sensitive query parameters (``redact_query_params``
-and API-key parameters) are replaced before the line is built; the handler's
-``RedactingFormatter`` masks anything credential-shaped on top of that.
+and API-key parameters) are replaced before the line is built; the buffer
+runs ``RedactingFormatter.redact`` over each batch to mask anything
+credential-shaped on top of that. Lines do not go through ``logging``: a
+``LogRecord`` and a write per line were most of the log's cost
+(``app.observability.lines``).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import orjson
 
+from app.observability.lines import LineBuffer
 from app.observability.logging import REDACTED
-
-log = logging.getLogger("gatehouse.access")
 
 
 class AccessLog:
-    def __init__(self, fmt: str, query_params: Iterable[str], logger: logging.Logger = log) -> None:
+    def __init__(self, fmt: str, query_params: Iterable[str], lines: LineBuffer) -> None:
         self._json = fmt == "json"
         self._secret = frozenset(p.encode() for p in query_params)
-        self._logger = logger
+        self.lines = lines
 
-    @property
-    def enabled(self) -> bool:
-        return self._logger.isEnabledFor(logging.INFO)
+    def close(self) -> None:
+        """Write what is buffered; later lines are written at once (shutdown)."""
+        self.lines.close()
 
     def safe_path(self, path: str, query: bytes) -> str:
         """``path`` and ``query`` with the values of secret parameters replaced."""
@@ -84,5 +85,4 @@ class AccessLog:
                 f"{now:%H:%M:%S} {client} {method} {shown} {status} {bytes_out}B {duration * 1000:.1f}ms"
                 f" [{route}]{up} {request_id}"
             )
-        # A bare record: Logger.info would also walk the stack to find the caller (~5 us per line).
-        self._logger.handle(logging.LogRecord(self._logger.name, logging.INFO, __file__, 0, line, None, None))
+        self.lines.write(line)

@@ -83,16 +83,9 @@ def logging_config(settings: Settings, *, root: bool) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {
             "redacting": {"()": f"{__name__}.RedactingFormatter", "headers": headers, "query_params": params},
-            "access": {
-                "()": f"{__name__}.RedactingFormatter",
-                "fmt": "%(message)s",
-                "headers": headers,
-                "query_params": params,
-            },
         },
         "handlers": {
             "stderr": {"class": "logging.StreamHandler", "formatter": "redacting", "stream": "ext://sys.stderr"},
-            "stdout": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
         },
         "loggers": {
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
@@ -100,12 +93,6 @@ def logging_config(settings: Settings, *, root: bool) -> dict[str, Any]:
             "uvicorn.access": {"handlers": ["stderr"], "level": level, "propagate": False},
             # httpx logs every request at INFO; per-request lines belong to the access log.
             "httpx": {"level": "WARNING"},
-            # One line per proxied request, to stdout (``access_log``; off leaves the logger silent).
-            "gatehouse.access": {
-                "handlers": ["stdout"],
-                "level": level if settings.access_log != "off" else "CRITICAL",
-                "propagate": False,
-            },
         },
     }
     if root:

@@ -1,0 +1,97 @@
+"""``LineBuffer``: access-log lines leave in whole-line batches, on size, on interval and at close."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from app.observability.lines import LineBuffer, pipe_sized
+from app.observability.logging import RedactingFormatter
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def __call__(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    @property
+    def lines(self) -> list[str]:
+        return b"".join(self.writes).decode().splitlines()
+
+
+@pytest.mark.anyio
+async def test_lines_wait_until_the_buffer_holds_max_bytes():
+    sink = Sink()
+    buffer = LineBuffer(sink, max_bytes=30, interval=60)
+    buffer.write("a" * 9)  # 10 bytes with its newline
+    buffer.write("b" * 9)
+    assert sink.writes == []
+    buffer.write("c" * 9)
+    assert sink.writes == [b"aaaaaaaaa\nbbbbbbbbb\nccccccccc\n"]
+
+
+def test_without_an_event_loop_each_line_is_written_at_once():
+    sink = Sink()
+    buffer = LineBuffer(sink)
+    buffer.write("one")
+    assert sink.lines == ["one"]
+
+
+@pytest.mark.anyio
+async def test_a_waiting_line_is_flushed_after_the_interval():
+    sink = Sink()
+    buffer = LineBuffer(sink, interval=0.05)
+    buffer.write("one")
+    buffer.write("two")
+    assert sink.writes == []
+    with anyio.fail_after(5):
+        while not sink.writes:
+            await anyio.sleep(0.01)
+    assert sink.writes == [b"one\ntwo\n"]  # one batch
+
+
+@pytest.mark.anyio
+async def test_close_flushes_and_later_lines_are_written_at_once():
+    sink = Sink()
+    buffer = LineBuffer(sink, interval=60)
+    buffer.write("before")
+    buffer.close()
+    assert sink.lines == ["before"]
+    buffer.write("after")  # a request cancelled late in shutdown
+    assert sink.lines == ["before", "after"]
+
+
+def test_a_failing_sink_drops_the_batch_without_raising(caplog):
+    def broken(_data: bytes) -> None:
+        raise BrokenPipeError
+
+    buffer = LineBuffer(broken, max_bytes=1)
+    buffer.write("x")
+    assert "could not write 1 access-log line(s)" in caplog.text
+
+
+def test_batches_are_cut_at_line_ends_into_atomic_pipe_writes():
+    lines = [(f"{n:04d}" * 40).encode() + b"\n" for n in range(100)]  # 161 bytes each
+    data = b"".join(lines)
+    pieces = pipe_sized(data, limit=1000)
+    assert b"".join(pieces) == data
+    assert all(len(p) <= 1000 and p.endswith(b"\n") for p in pieces)
+    assert len(pieces) == 17  # 6 lines per piece
+
+
+def test_a_line_longer_than_a_pipe_write_is_a_piece_of_its_own():
+    data = b"short\n" + b"x" * 50 + b"\nend\n"
+    assert pipe_sized(data, limit=20) == [b"short\n", b"x" * 50 + b"\n", b"end\n"]
+
+
+def test_redaction_runs_per_batch_and_stays_within_each_line():
+    sink = Sink()
+    redact = RedactingFormatter(query_params=["token"]).redact
+    buffer = LineBuffer(sink, max_bytes=10_000, redact=redact)
+    buffer.write('{"path":"/a?token=abc"}')
+    buffer.write('{"note":"Bearer eyJa.eyJb.sig"}')
+    buffer.write('{"path":"/b"}')
+    buffer.flush()
+    assert sink.lines == ['{"path":"/a?token=[REDACTED]"}', '{"note":"Bearer [REDACTED]"}', '{"path":"/b"}']
