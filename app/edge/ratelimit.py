@@ -5,6 +5,12 @@ process counts against the same keys (``gatehouse:<route>:<key>``). A storage
 that fails or takes longer than ``redis_timeout`` is a storage failure: the
 request passes (``fail_open``, the default) or gets 503, and the failure is
 logged at most once per ``storage_error_log_interval``.
+
+Every response of a limited route (the upstream's, and the gateway's own
+errors) carries the ``RateLimit-Policy`` and ``RateLimit`` fields of
+draft-ietf-httpapi-ratelimit-headers (-10 to -12): one quota policy per limit
+item, named ``<route>-<window>s``; no partition key, since the key may be an
+API key. A request that passed because the storage failed carries neither.
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimite
 
 from app.config.edge import RateLimit
 from app.config.settings import Settings
-from app.errors import RateLimited, RateLimitUnavailable
+from app.errors import GatewayError, RateLimited, RateLimitUnavailable
 from app.proxy.exchange import Exchange, Handler
 from app.wire import header_value
 
 log = logging.getLogger("gatehouse.edge")
 
 KeyFunction = Callable[[Exchange], str]
+Fields = list[tuple[bytes, bytes]]
 
 
 class RateLimitStore:
@@ -100,6 +107,8 @@ class RateLimitFilter:
     def __init__(self, route_name: str, spec: RateLimit, store: Callable[[], RateLimitStore]) -> None:
         self._route = route_name
         self._items: list[RateLimitItem] = parse_many(spec.limit)
+        self._names = policy_names(route_name, self._items)
+        self._policy = (b"ratelimit-policy", policy_field(self._names, self._items))
         self._key = key_function(spec.key)
         self._strategy = spec.strategy
         self._fail_open = spec.fail_open
@@ -111,10 +120,10 @@ class RateLimitFilter:
         key = self._key(exchange)
         try:
             if store.timeout is None:
-                refused = await self._hit(limiter, key)
+                fields, refused = await self._hit(limiter, key)
             else:
                 with anyio.fail_after(store.timeout):
-                    refused = await self._hit(limiter, key)
+                    fields, refused = await self._hit(limiter, key)
         except Exception as exc:  # any storage failure (limits wraps Redis errors; a hang is a TimeoutError)
             store.failed(exc)
             if not self._fail_open:
@@ -125,23 +134,65 @@ class RateLimitFilter:
             return await call_next(exchange)
         if refused is not None:
             raise refused
-        return await call_next(exchange)
+        try:
+            response = await call_next(exchange)
+        except GatewayError as exc:  # the gateway's own answer (502, 401, ...) carries the fields too
+            exc.headers.extend(fields)
+            raise
+        return with_fields(response, fields)
 
-    async def _hit(self, limiter: RateLimiter, key: str) -> RateLimited | None:
-        for item in self._items:
-            if not await limiter.hit(item, self._route, key):
-                stats = await limiter.get_window_stats(item, self._route, key)
-                reset = max(1, math.ceil(stats.reset_time - time.time()))
-                return RateLimited(
-                    f"Route {self._route!r} allows {item.amount} request(s) per {_window(item)}; retry in {reset}s.",
-                    headers=[
-                        (b"retry-after", str(reset).encode()),
-                        (b"ratelimit-limit", str(item.amount).encode()),
-                        (b"ratelimit-remaining", str(max(0, stats.remaining)).encode()),
-                        (b"ratelimit-reset", str(reset).encode()),
-                    ],
-                )
-        return None
+    async def _hit(self, limiter: RateLimiter, key: str) -> tuple[Fields, RateLimited | None]:
+        """Count the request against each item: the response's fields, and the refusal if over one."""
+        current: list[bytes] = []
+        for name, item in zip(self._names, self._items, strict=True):
+            allowed = await limiter.hit(item, self._route, key)
+            stats = await limiter.get_window_stats(item, self._route, key)
+            reset = max(0, math.ceil(stats.reset_time - time.time()))
+            if allowed:
+                current.append(b'"%s";r=%d;t=%d' % (name, max(0, stats.remaining), reset))
+                continue
+            reset = max(1, reset)
+            current.append(b'"%s";r=0;t=%d' % (name, reset))
+            fields = [self._policy, (b"ratelimit", b", ".join(current))]
+            return fields, RateLimited(
+                f"Route {self._route!r} allows {item.amount} request(s) per {_window(item)}; retry in {reset}s.",
+                headers=[
+                    (b"retry-after", str(reset).encode()),
+                    *fields,
+                    # Deprecated: the fields of draft -06 and earlier, kept on 429s for one release.
+                    (b"ratelimit-limit", str(item.amount).encode()),
+                    (b"ratelimit-remaining", b"0"),
+                    (b"ratelimit-reset", str(reset).encode()),
+                ],
+            )
+        return [self._policy, (b"ratelimit", b", ".join(current))], None
+
+
+def policy_names(route: str, items: list[RateLimitItem]) -> list[bytes]:
+    """``<route>-<window seconds>s`` per item (route names need no escaping in a structured String)."""
+    names: list[bytes] = []
+    for item in items:
+        name = f"{route}-{item.get_expiry()}s".encode()
+        names.append(name if name not in names else name + b"-%d" % (len(names) + 1))
+    return names
+
+
+def policy_field(names: list[bytes], items: list[RateLimitItem]) -> bytes:
+    """The ``RateLimit-Policy`` value: a structured List of the quota policies, made once per route."""
+    return b", ".join(
+        b'"%s";q=%d;w=%d' % (name, item.amount, item.get_expiry()) for name, item in zip(names, items, strict=True)
+    )
+
+
+def with_fields(response: httpx.Response, fields: Fields) -> httpx.Response:
+    """``response`` with ``fields`` added after any the upstream sent (both lists then reach the client)."""
+    headers = response.headers
+    if "ratelimit" in headers or "ratelimit-policy" in headers:
+        response.headers = httpx.Headers([*headers.raw, *fields])
+    else:
+        for name, value in fields:
+            headers[name.decode()] = value.decode()
+    return response
 
 
 def _window(item: RateLimitItem) -> str:

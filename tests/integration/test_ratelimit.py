@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import uuid
 
+import http_sf
 import httpx
 import pytest
 
 from app.config.hashing import hash_api_key
+from tests.faults import refused_port
 from tests.gateway import route, run_gateway
 
 pytestmark = pytest.mark.anyio
@@ -35,6 +37,63 @@ async def test_over_the_limit_is_429_with_retry_after_and_ratelimit_headers(upst
     assert refused.headers["ratelimit-remaining"] == "0"
     assert refused.headers["ratelimit-reset"] == refused.headers["retry-after"]
     assert stats.requests["/echo/x"] == 3
+    assert structured(refused, "ratelimit-policy") == [("r-60s", {"q": 3, "w": 60})]
+    assert structured(refused, "ratelimit") == [("r-60s", {"r": 0, "t": int(refused.headers["retry-after"])})]
+
+
+def structured(response, field):
+    """Every ``field`` line of ``response`` parsed as an RFC 9651 List (raises on a malformed one)."""
+    values = response.headers.get_list(field)
+    assert values, f"no {field} field"
+    return [item for value in values for item in http_sf.parse(value.encode(), tltype="list")]
+
+
+async def test_every_response_of_a_limited_route_carries_the_ratelimit_fields(upstream):
+    server, _ = upstream
+    spec = route("r", "/r", server.url, rate_limit={"limit": "4/minute;100/hour"}, methods=["GET"])
+    async with (
+        run_gateway(spec, route("free", "/free", server.url)) as gw,
+        httpx.AsyncClient(base_url=gw.url) as client,
+    ):
+        ok = await client.get("/r/echo/x")
+        upstream_404 = await client.get("/r/status/404")
+        upstream_503 = await client.get("/r/status/503")
+        streamed = await client.get("/r/stream?chunks=3")
+        refused = await client.get("/r/echo/x")
+        unlimited = await client.get("/free/echo/x")
+    answers = [ok, upstream_404, upstream_503, streamed]
+    assert [r.status_code for r in answers] == [200, 404, 503, 200]
+    policy = [("r-60s", {"q": 4, "w": 60}), ("r-3600s", {"q": 100, "w": 3600})]
+    for n, response in enumerate(answers):
+        assert structured(response, "ratelimit-policy") == policy
+        current = structured(response, "ratelimit")
+        assert [(name, p["r"]) for name, p in current] == [("r-60s", 3 - n), ("r-3600s", 99 - n)]
+        assert 0 <= current[0][1]["t"] <= 60
+    assert refused.status_code == 429
+    assert structured(refused, "ratelimit") == [
+        ("r-60s", {"r": 0, "t": int(refused.headers["retry-after"])}),
+    ]
+    assert "ratelimit" not in unlimited.headers and "ratelimit-policy" not in unlimited.headers
+
+
+async def test_the_gateways_own_errors_on_a_limited_route_carry_the_fields(upstream):
+    server, _ = upstream
+    dead = route("dead", "/dead", f"http://127.0.0.1:{refused_port()}", rate_limit={"limit": "5/minute"})
+    keyed = route(
+        "keyed",
+        "/keyed",
+        server.url,
+        auth={"type": "api_key", "keys": {"a": hash_api_key("key-a")}},
+        rate_limit={"limit": "5/minute"},
+    )
+    async with run_gateway(dead, keyed) as gw, httpx.AsyncClient(base_url=gw.url) as client:
+        bad_gateway = await client.get("/dead/x")
+        unauthorized = await client.get("/keyed/x")
+    assert (bad_gateway.status_code, unauthorized.status_code) == (502, 401)
+    assert bad_gateway.headers["content-type"] == "application/problem+json"
+    assert structured(bad_gateway, "ratelimit") == [("dead-60s", {"r": 4, "t": 60})]
+    # Keyed by IP, the limit runs before auth: the 401 counted and says so.
+    assert structured(unauthorized, "ratelimit-policy") == [("keyed-60s", {"q": 5, "w": 60})]
 
 
 async def test_limits_are_per_key_when_keyed_by_api_key(upstream):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 
 import anyio
+import http_sf
 import httpx
 import pytest
 
 from app.config.settings import Settings
 from app.edge.ratelimit import RateLimitFilter, RateLimitStore
-from app.errors import RateLimited, RateLimitUnavailable
+from app.errors import RateLimited, RateLimitUnavailable, UpstreamError
 from app.proxy.exchange import Exchange
 from app.proxy.routing import CompiledRoute
 
@@ -67,10 +68,61 @@ async def test_third_request_in_a_minute_is_refused_with_retry_after_and_ratelim
     assert raised.value.detail == f"Route 'api' allows 2 request(s) per minute; retry in {reset.decode()}s."
     assert raised.value.headers == [
         (b"retry-after", reset),
+        (b"ratelimit-policy", b'"api-60s";q=2;w=60'),
+        (b"ratelimit", b'"api-60s";r=0;t=' + reset),
         (b"ratelimit-limit", b"2"),
         (b"ratelimit-remaining", b"0"),
         (b"ratelimit-reset", reset),
     ]
+
+
+@pytest.mark.parametrize("strategy", ["moving-window", "fixed-window"])
+async def test_allowed_responses_carry_the_policy_and_what_remains_of_it(store, strategy):
+    route, f = limiter(store, limit="3/minute;10/hour", strategy=strategy)
+    fields = []
+    for _ in range(3):
+        response = await f(exchange_for(route), Upstream())
+        fields.append((response.headers["ratelimit-policy"], response.headers["ratelimit"]))
+    assert {policy for policy, _ in fields} == {'"api-60s";q=3;w=60, "api-3600s";q=10;w=3600'}
+    remaining = [http_sf.parse(current.encode(), tltype="list") for _, current in fields]
+    assert [[(name, params["r"]) for name, params in items] for items in remaining] == [
+        [("api-60s", 2), ("api-3600s", 9)],
+        [("api-60s", 1), ("api-3600s", 8)],
+        [("api-60s", 0), ("api-3600s", 7)],
+    ]
+    assert all(55 <= items[0][1]["t"] <= 60 and 3500 <= items[1][1]["t"] <= 3600 for items in remaining)
+
+
+async def test_the_gateways_own_errors_downstream_of_the_limit_carry_the_fields_too(store):
+    route, f = limiter(store, limit="5/minute")
+
+    async def failing(exchange):  # noqa: ARG001
+        raise UpstreamError("Route 'api': could not connect to the upstream.")
+
+    with pytest.raises(UpstreamError) as raised:
+        await f(exchange_for(route), failing)
+    headers = dict(raised.value.headers)
+    assert headers[b"ratelimit-policy"] == b'"api-60s";q=5;w=60'
+    assert http_sf.parse(headers[b"ratelimit"], tltype="list")[0][1]["r"] == 4
+
+
+async def test_the_upstreams_own_ratelimit_fields_are_kept_and_the_gateways_added(store):
+    route, f = limiter(store, limit="5/minute")
+
+    async def upstream(exchange):  # noqa: ARG001
+        return httpx.Response(200, headers=[("RateLimit-Policy", '"origin";q=100;w=1'), ("RateLimit", '"origin";r=99')])
+
+    response = await f(exchange_for(route), upstream)
+    policies = [name for value in response.headers.get_list("ratelimit-policy") for name, _ in parse_list(value)]
+    assert policies == ["origin", "api-60s"]
+    assert [name for value in response.headers.get_list("ratelimit") for name, _ in parse_list(value)] == [
+        "origin",
+        "api-60s",
+    ]
+
+
+def parse_list(value):
+    return http_sf.parse(value.encode(), tltype="list")
 
 
 async def test_each_client_ip_has_its_own_budget(store):
