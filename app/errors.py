@@ -16,6 +16,7 @@ is rendered as ``application/problem+json`` (RFC 9457) with the request id::
     ├── HeadersTooLarge         431  too many header fields, or too many bytes of them
     ├── InternalError           500  a bug in the gateway (logged with its traceback)
     ├── RateLimitUnavailable    503  the rate-limit storage is down and fail_open is false
+    ├── TooManyConnections      503  the process holds server.max_connections client connections
     ├── WebhookRejected         401  a webhook failed verification (which check, never which secret)
     ├── WebhookStoreUnavailable 503  the webhook could not be stored; the sender retries (Retry-After)
     └── UpstreamError           502  the upstream could not be reached or broke
@@ -133,6 +134,17 @@ class RateLimitUnavailable(GatewayError):
     status = 503
     title = "Rate limiting unavailable"
     slug = "rate-limit-unavailable"
+
+
+class TooManyConnections(GatewayError):
+    """The connection is over ``server.max_connections``: answered, then closed."""
+
+    status = 503
+    title = "Too many connections"
+    slug = "too-many-connections"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers=[(b"connection", b"close"), (b"retry-after", b"1")])
 
 
 class WebhookRejected(GatewayError):

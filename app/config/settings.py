@@ -45,6 +45,7 @@ from app.config.routes import (
     Route,
     Timeouts,
 )
+from app.config.server import ServerSettings
 from app.config.webhooks import DEFAULT_WEBHOOK_STORE, WebhookEndpoints, WebhookStoreUrl
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -149,6 +150,7 @@ class Settings(BaseSettings):
     redis_timeout: float = Field(0.5, gt=0)  # seconds per Redis operation before fail_open applies
     storage_error_log_interval: float = Field(60.0, gt=0)  # log an unreachable storage at most this often
     # Hardening.
+    server: ServerSettings = Field(default_factory=ServerSettings)  # client connections: header timeout, limits
     max_header_count: int = Field(100, ge=1)
     max_header_bytes: int = Field(16384, ge=256)  # names + values, all fields together
     redact_query_params: list[str] = Field(default_factory=lambda: ["token", "access_token", "api_key", "key"])

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app.serving.limits import ConnectionLimits
 
-class GatehouseHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with Gatehouse's connection-level mixins (none yet)."""
+
+class GatehouseHttpProtocol(ConnectionLimits, HttpToolsProtocol):
+    """uvicorn's httptools protocol, with Gatehouse's connection-level mixins:
+
+    - ``ConnectionLimits`` (``app.serving.limits``): header timeout, keep-alive timeout, connection cap.
+    """

@@ -1,0 +1,127 @@
+"""Slow and surplus clients, bounded below ASGI (the ``server:`` settings).
+
+uvicorn has a keep-alive timeout but no limit on how long a client may take to
+send its header block: a client trickling one header line a second holds its
+connection (and a file descriptor) for as long as it likes, and enough of them
+exhaust the process. ``ConnectionLimits`` adds that limit and a cap on open
+connections; ``app.serving.http_protocol`` lists it among the protocol's mixins.
+
+Settings come from the lifespan state (``app_state["settings"]``), which uvicorn
+fills before it accepts the first connection, so the same protocol class serves
+under ``gatehouse serve``, plain uvicorn and gunicorn's uvicorn worker alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from app.config.server import ServerSettings
+from app.config.settings import Settings
+from app.errors import RequestTimeout, TooManyConnections, render_problem, send_problem
+from app.wire import header_value, new_request_id, sane_request_id
+
+log = logging.getLogger("gatehouse")
+
+DEFAULT_LIMITS = ServerSettings()
+
+
+def server_settings(app_state: dict[str, Any]) -> ServerSettings:
+    settings = app_state.get("settings")
+    return settings.server if isinstance(settings, Settings) else DEFAULT_LIMITS
+
+
+async def refuse_connection(scope: Any, receive: Any, send: Any) -> None:  # noqa: ARG001 # the ASGI signature
+    """The app a connection over ``server.max_connections`` gets: 503, then the connection is closed."""
+    rid = sane_request_id(header_value(scope["headers"], b"x-request-id")).decode()
+    error = TooManyConnections("Gatehouse holds as many client connections as it is allowed; retry shortly.")
+    await send_problem(send, error, instance=scope["path"], request_id=rid)
+
+
+class ConnectionLimits(HttpToolsProtocol):
+    """Header timeout (408 and close), keep-alive timeout and connection cap for one client connection.
+
+    The header clock starts when the connection is accepted and again at the
+    first byte of each later request, and stops at the end of the header block;
+    it runs on one timer per connection, re-armed only when it fires early, so a
+    request costs a clock read, not a timer. A connection that sent nothing
+    when the clock runs out is closed without an answer, like an idle
+    keep-alive connection: a 408 there could be read by the client as the
+    answer to the request it is about to send.
+    """
+
+    header_timeout: float
+    header_deadline: float | None
+    header_timer: asyncio.TimerHandle | None
+    in_header_block: bool
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        limits = server_settings(self.app_state)
+        over_limit = len(self.connections) >= limits.max_connections
+        super().connection_made(transport)
+        self.header_timeout = limits.header_timeout
+        self.timeout_keep_alive = limits.keepalive_timeout  # type: ignore[assignment] # uvicorn types it int
+        self.in_header_block = False
+        self.header_deadline = None
+        self.header_timer = None
+        if over_limit:
+            log.warning("client connection over server.max_connections (%d): 503 and close", limits.max_connections)
+            self.app = refuse_connection
+        self.start_header_clock()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_header_block = True
+        self.start_header_clock()
+
+    def on_headers_complete(self) -> None:
+        self.in_header_block = False
+        self.header_deadline = None
+        super().on_headers_complete()
+
+    def start_header_clock(self) -> None:
+        if self.header_deadline is None:
+            self.header_deadline = self.loop.time() + self.header_timeout
+        if self.header_timer is None:
+            self.header_timer = self.loop.call_at(self.header_deadline, self.header_clock_rang)
+
+    def header_clock_rang(self) -> None:
+        self.header_timer = None
+        deadline = self.header_deadline
+        if deadline is None or self.transport.is_closing():
+            return
+        if self.loop.time() < deadline:  # the clock was restarted for a later request
+            self.header_timer = self.loop.call_at(deadline, self.header_clock_rang)
+            return
+        self.header_deadline = None
+        if not self.in_header_block:
+            self.transport.close()
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined request is late while the previous answer is still being sent:
+            # let that answer finish, read nothing more, and close after it.
+            self.cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        self.send_header_timeout()
+
+    def send_header_timeout(self) -> None:
+        rid = new_request_id().decode()
+        peer = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
+        log.info("408: %s sent no complete header block in %gs; closed (request id %s)", peer, self.header_timeout, rid)
+        error = RequestTimeout(f"The request's header block did not arrive within {self.header_timeout:g} seconds.")
+        status, headers, body = render_problem(error, instance=None, request_id=rid)
+        head = [STATUS_LINE[status]]
+        for name, value in [*self.server_state.default_headers, *headers]:
+            head += [name, b": ", value, b"\r\n"]
+        self.transport.write(b"".join([*head, b"\r\n", body]))
+        self.transport.close()
