@@ -52,6 +52,7 @@ def serve(args: argparse.Namespace) -> None:
                 log_level=settings.log_level,
                 log_config=log_config,
                 shutdown_grace=settings.shutdown_grace,
+                tls=settings.tls,
             ),
         )
         return
@@ -65,6 +66,7 @@ def serve(args: argparse.Namespace) -> None:
         log_level=settings.log_level,
         log_config=log_config,
         shutdown_grace=settings.shutdown_grace,
+        tls=settings.tls,
     )
     settle_heap()
     ReloadingServer(config, app.state.drain, app.state.reloader).run()

@@ -58,7 +58,7 @@ async def run_gateway(
     """
     built = Settings(routes=list(routes), **settings)
     app = create_app(built, access_write=access_write or _discard)
-    config = server_config(app, host=LOOPBACK, port=0, log_level="warning")
+    config = server_config(app, host=LOOPBACK, port=0, log_level="warning", tls=built.tls)
     async with run_uvicorn(config=config) as server:
         yield RunningGateway(url=server.url, port=server.port, app=app, server=server, settings=built)
 

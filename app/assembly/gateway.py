@@ -193,6 +193,7 @@ class Gateway:
                 body=body,
                 request_id=request_id,
                 client_ip=client_ip,
+                client_cert_subject=_client_cert_subject(scope),
                 metrics=metrics,
                 span=span,
                 tracer=self._tracer,
@@ -267,6 +268,13 @@ def _with_target(origin: httpx.URL, target: bytes) -> httpx.URL:
     """``origin`` with ``target`` (already canonical, see ``app.proxy.urls``) as its path and query."""
     path, _, query = target.decode("ascii").partition("?")
     return exact_url(origin, path, query or None)
+
+
+def _client_cert_subject(scope: Scope) -> str | None:
+    """The verified client certificate's subject, from the ASGI TLS extension (``app.serving`` provides it)."""
+    extensions = scope.get("extensions")
+    tls = extensions.get("tls") if extensions else None
+    return tls.get("client_cert_name") if tls else None
 
 
 def _client_request_id(scope: Scope) -> bytes:

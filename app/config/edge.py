@@ -148,7 +148,18 @@ class BasicAuth(_InboundAuth):
         return value
 
 
-InboundAuth = Annotated[ApiKeyAuth | JwtAuth | BasicAuth, Field(discriminator="type")]
+class MtlsAuth(_InboundAuth):
+    """The TLS client certificate is the credential (``tls.client_ca_file`` verified it in the handshake).
+
+    The identity is the certificate's subject as an RFC 4514 string
+    (``CN=billing,O=Example``); ``subjects``, when given, lists the only ones let in.
+    """
+
+    type: Literal["mtls"]
+    subjects: list[str] | None = None
+
+
+InboundAuth = Annotated[ApiKeyAuth | JwtAuth | BasicAuth | MtlsAuth, Field(discriminator="type")]
 
 
 class _Secret(ConfigModel):

@@ -16,6 +16,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from app.config.base import ConfigModel, Off, OffForm, SettingsForm, off_or_settings
 from app.config.edge import Cors, InboundAuth, RateLimit, UpstreamAuth
 from app.config.names import TOKEN, HeaderValues, Name, header_name, plain_path
+from app.config.tls import certificate_file, check_key_pair, key_file
 from app.config.upstream import parse_upstream
 
 
@@ -193,6 +194,9 @@ class Route(ConfigModel):
     verify: bool | Path = True
     encoded_slashes: EncodedSlashes = "reject"
     ignore_path_readings: list[Reading] = Field(default_factory=list)
+    # A client certificate for upstreams that require mutual TLS (both or neither; https upstreams only).
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
     # Resilience: None takes the top-level default; False turns a default off for this route.
     balancing: Balancing | None = None
     passive_health: PassiveHealthSettings | None = None
@@ -264,6 +268,28 @@ class Route(ConfigModel):
     def _verify_bundle_exists(self) -> Route:
         if isinstance(self.verify, Path) and not self.verify.is_file():
             raise ValueError(f"verify: CA bundle {str(self.verify)!r} does not exist")
+        return self
+
+    @field_validator("client_cert_file")
+    @classmethod
+    def _client_cert(cls, value: Path | None) -> Path | None:
+        return None if value is None else certificate_file(value)
+
+    @field_validator("client_key_file")
+    @classmethod
+    def _client_key(cls, value: Path | None) -> Path | None:
+        return None if value is None else key_file(value)
+
+    @model_validator(mode="after")
+    def _client_certificate(self) -> Route:
+        cert, key = self.client_cert_file, self.client_key_file
+        if cert is None and key is None:
+            return self
+        if cert is None or key is None:
+            raise ValueError("client_cert_file and client_key_file go together: set both or neither")
+        if any(not target.url.startswith("https://") for target in self.target_list):
+            raise ValueError("client_cert_file: a client certificate needs an https:// upstream")
+        check_key_pair(cert, key, cert_setting="client_cert_file", key_setting="client_key_file")
         return self
 
 

@@ -46,6 +46,7 @@ from app.config.routes import (
     Timeouts,
 )
 from app.config.server import ServerSettings
+from app.config.tls import TlsSettings
 from app.config.webhooks import DEFAULT_WEBHOOK_STORE, WebhookEndpoints, WebhookStoreUrl
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -133,6 +134,10 @@ class Settings(BaseSettings):
     trusted_proxies: list[IPNetwork] = Field(default_factory=list)
     ops_prefix: str = "/_gatehouse"
     log_level: LogLevel = "info"
+    # The server ``gatehouse serve`` runs: uvicorn (HTTP/1.1) or hypercorn (HTTP/1.1 and HTTP/2, h2c and h2 over TLS).
+    http_server: Literal["uvicorn", "hypercorn"] = "uvicorn"
+    # HTTPS on the listening port (see ``app.config.tls``); unset: plain HTTP.
+    tls: TlsSettings | None = None
     # Resilience defaults for every route (a route's own value wins).
     balancing: Balancing = "round_robin"
     passive_health: PassiveHealthSettings = Field(default_factory=PassiveHealthSettings)
@@ -276,6 +281,8 @@ class Settings(BaseSettings):
             if route.prefix == ops or route.prefix.startswith(ops + "/"):
                 problems.append(f"{label} -> prefix: {route.prefix!r} is inside ops_prefix {ops!r}")
             _, edge = self.policies_for(route)
+            if edge.auth is not None and edge.auth.type == "mtls" and (self.tls is None or not self.tls.client_ca_file):
+                problems.append(f"{label} -> auth: type mtls needs tls.client_ca_file (client certificates to check)")
             problems.extend(f"{label} -> rate_limit.key: {p}" for p in edge.rate_limit_key_problems())
         for index, endpoint in enumerate(self.webhooks):
             label = f"webhooks[{index}] {endpoint.name!r} -> path"

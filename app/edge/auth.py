@@ -21,10 +21,10 @@ from urllib.parse import quote, unquote_to_bytes
 import anyio
 import httpx
 
-from app.config.edge import ApiKeyAuth, BasicAuth, InboundAuth, JwtAuth
+from app.config.edge import ApiKeyAuth, BasicAuth, InboundAuth, JwtAuth, MtlsAuth
 from app.config.hashing import key_digest, parse_key_hash, parse_password_hash, verify_password
 from app.edge.tokens import JwtVerifier
-from app.errors import Unauthorized
+from app.errors import Forbidden, Unauthorized
 from app.outbound.urls import exact_url, path_and_query
 from app.proxy.exchange import Exchange, Handler
 from app.wire import header_value
@@ -129,7 +129,31 @@ class BasicVerifier:
         return user
 
 
+class MtlsVerifier:
+    """The identity is the subject of the client certificate the TLS handshake verified.
+
+    Without one the answer is 403, not 401: there is no HTTP challenge that
+    makes a client present a certificate on a connection already open.
+    """
+
+    credential_header: bytes | None = None
+    credential_query_param: bytes | None = None
+
+    def __init__(self, spec: MtlsAuth) -> None:
+        self._subjects = frozenset(spec.subjects) if spec.subjects is not None else None
+
+    async def verify(self, exchange: Exchange) -> str:
+        subject = exchange.client_cert_subject
+        if subject is None:
+            raise Forbidden("A TLS client certificate is required.")
+        if self._subjects is not None and subject not in self._subjects:
+            raise Forbidden("This client certificate is not allowed on this route.")
+        return subject
+
+
 def build_verifier(spec: InboundAuth, http: Callable[[], httpx.AsyncClient]) -> Verifier:
+    if isinstance(spec, MtlsAuth):
+        return MtlsVerifier(spec)
     if isinstance(spec, ApiKeyAuth):
         return ApiKeyVerifier(spec)
     if isinstance(spec, JwtAuth):

@@ -77,8 +77,11 @@ def make_client(
     return NoCookieClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
 
 
-def ssl_context(verify: bool | Path, *, http2: bool) -> ssl.SSLContext:
-    """A fresh context per transport (httpcore sets ALPN on the one it is given)."""
+def ssl_context(verify: bool | Path, *, http2: bool, client_cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
+    """A fresh context per transport (httpcore sets ALPN on the one it is given).
+
+    ``client_cert`` (certificate file, key file) is presented to upstreams that ask for one (mutual TLS).
+    """
     if verify is False:
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -86,5 +89,7 @@ def ssl_context(verify: bool | Path, *, http2: bool) -> ssl.SSLContext:
     else:
         cafile = str(verify) if isinstance(verify, Path) else certifi.where()
         context = ssl.create_default_context(cafile=cafile)
+    if client_cert is not None:
+        context.load_cert_chain(*client_cert)
     context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
     return context

@@ -28,6 +28,7 @@ class ClientKey:
     origin: str
     http2: bool
     verify: bool | Path
+    client_cert: tuple[Path, Path] | None = None
 
 
 class UpstreamClients:
@@ -52,7 +53,7 @@ class UpstreamClients:
         self._by_target: dict[tuple[str, int], httpx.AsyncClient] = {}
         for route in routes:
             for index, target in enumerate(route.targets):
-                key = ClientKey(target.origin, route.http2, route.verify)
+                key = ClientKey(target.origin, route.http2, route.verify, route.client_cert)
                 self._by_target[route.name, index] = self._client(key, target.scheme, route)
             self._by_route[route.name] = self._by_target[route.name, 0]
         self.closed = False
@@ -80,10 +81,10 @@ class UpstreamClients:
                 http1=https,
                 http2=True,
                 limits=self._limits,
-                verify=ssl_context(key.verify, http2=True) if https else True,
+                verify=ssl_context(key.verify, http2=True, client_cert=key.client_cert) if https else True,
                 trust_env=False,
             )
-        context = ssl_context(key.verify, http2=False) if https else None
+        context = ssl_context(key.verify, http2=False, client_cert=key.client_cert) if https else None
         if self._http1 == "httpcore":
             return httpx.AsyncHTTPTransport(limits=self._limits, verify=context or True, trust_env=False)
         return AiohttpTransport(limits=self._limits, ssl_context=context)

@@ -37,6 +37,7 @@ class Exchange:
     request_id: bytes = b"-"
     client_ip: str = ""
     client: httpx.AsyncClient | None = None  # the route's client on the plain path (pools pick per target)
+    client_cert_subject: str | None = None  # the verified TLS client certificate's subject (RFC 4514), if any
     identity: str | None = None  # set by inbound auth: the key name, JWT subject or user
     upstream_auth: httpx.Auth | None = None  # set by the upstream_auth filter, applied by send_upstream
     metrics: RouteMetrics | None = None  # the route's pre-bound metric children

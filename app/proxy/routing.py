@@ -44,6 +44,7 @@ class CompiledRoute:
     verify: bool | Path
     encoded_slashes: EncodedSlashes
     ignore_path_readings: frozenset[Reading]
+    client_cert: tuple[Path, Path] | None  # (certificate, key) for upstreams that require mutual TLS
 
     @classmethod
     def compile(
@@ -87,6 +88,11 @@ class CompiledRoute:
             verify=route.verify,
             encoded_slashes=route.encoded_slashes,
             ignore_path_readings=frozenset(route.ignore_path_readings),
+            client_cert=(
+                (route.client_cert_file, route.client_key_file)
+                if route.client_cert_file is not None and route.client_key_file is not None
+                else None
+            ),
         )
 
     @property

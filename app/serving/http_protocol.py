@@ -12,10 +12,12 @@ from __future__ import annotations
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.serving.limits import ConnectionLimits
+from app.serving.tls_protocol import ClientCertificateMixin
 
 
-class GatehouseHttpProtocol(ConnectionLimits, HttpToolsProtocol):
+class GatehouseHttpProtocol(ConnectionLimits, ClientCertificateMixin, HttpToolsProtocol):
     """uvicorn's httptools protocol, with Gatehouse's connection-level mixins:
 
     - ``ConnectionLimits`` (``app.serving.limits``): header timeout, keep-alive timeout, connection cap.
+    - ``ClientCertificateMixin`` (``app.serving.tls_protocol``): the TLS client certificate in the scope.
     """

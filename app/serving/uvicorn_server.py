@@ -12,6 +12,8 @@ import importlib.util
 import logging.config
 import signal
 import socket
+import ssl
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -20,7 +22,9 @@ import uvicorn
 from app.assembly.drain import Drain
 from app.assembly.reload import Reloader
 from app.config.settings import Settings
+from app.config.tls import TlsSettings
 from app.serving.http_protocol import GatehouseHttpProtocol
+from app.serving.tls import CertificateReloader
 
 # Young-generation collections every 20,000 net allocations instead of 700.
 GC_GEN0_THRESHOLD = 20_000
@@ -50,6 +54,21 @@ def worker_app() -> Any:
     return app
 
 
+class ServerContextFactory:
+    """uvicorn's ``ssl_context_factory``: the reloading context (``app.serving.tls``).
+
+    A plain object holding the settings, so that it pickles into ``--workers``
+    processes; each worker builds its own context and watches the files itself.
+    """
+
+    def __init__(self, tls: TlsSettings, alpn: Sequence[str] = ("http/1.1",)) -> None:
+        self.tls = tls
+        self.alpn = tuple(alpn)
+
+    def __call__(self, _config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        return CertificateReloader(self.tls, self.alpn).context
+
+
 def server_options(
     *,
     host: str,
@@ -57,6 +76,7 @@ def server_options(
     log_level: str = "info",
     log_config: dict[str, Any] | None = None,
     shutdown_grace: float = 30.0,
+    tls: TlsSettings | None = None,
 ) -> dict[str, Any]:
     """The uvicorn settings Gatehouse runs with (tests serve it with the same).
 
@@ -83,13 +103,22 @@ def server_options(
     }
     if log_config is not None:
         options["log_config"] = log_config
+    if tls is not None:
+        options["ssl_context_factory"] = ServerContextFactory(tls)
     return options
 
 
 def server_config(
-    app: Any, *, host: str, port: int, log_level: str = "info", shutdown_grace: float = 30.0, **overrides: Any
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    shutdown_grace: float = 30.0,
+    tls: TlsSettings | None = None,
+    **overrides: Any,
 ) -> uvicorn.Config:
-    options = server_options(host=host, port=port, log_level=log_level, shutdown_grace=shutdown_grace)
+    options = server_options(host=host, port=port, log_level=log_level, shutdown_grace=shutdown_grace, tls=tls)
     return uvicorn.Config(app, **(options | overrides))
 
 
