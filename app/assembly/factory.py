@@ -87,7 +87,7 @@ def create_app(
         max_header_count=settings.max_header_count,
         max_header_bytes=settings.max_header_bytes,
         access_log=access_log,
-        tracer=tracer if tracer is not None else build_tracer(settings.tracing),
+        tracer=tracer if tracer is not None else build_tracer(settings.tracing, params),
     )
     metrics.watch(upstream_state_metrics(lambda: app.gateway.generation.pools.pools))
     app.state.drain = drain

@@ -77,7 +77,7 @@ class Gateway:
         self._ops_slash = ops_prefix + "/"
         self._trusted = tuple(trusted_proxies)
         self._access = access_log
-        self._tracer = tracer
+        self.tracer = tracer
         self._in_flight = metrics.in_flight
         self._no_route = metrics.no_route
 
@@ -106,8 +106,8 @@ class Gateway:
             duration = perf_counter() - start
             outcome.metrics.request(scope["method"], outcome.status, duration)
             if outcome.span is not None:
-                assert self._tracer is not None
-                self._tracer.end(outcome.span, outcome.status)
+                assert self.tracer is not None
+                self.tracer.end_server(outcome.span, outcome.status)
             if self._access is not None:
                 self._log(scope, outcome, duration)
 
@@ -168,9 +168,11 @@ class Gateway:
             request_id = outcome.request_id = inbound.request_id
             outcome.traceparent = inbound.traceparent
             span = None
-            if self._tracer is not None:
-                span = outcome.span = self._tracer.server_span(inbound.incoming_traceparent, method, route_name)
-                outcome.traceparent = self._tracer.traceparent(span)
+            if self.tracer is not None:
+                span = outcome.span = self.tracer.server_span(
+                    inbound.incoming_traceparent, scope, route_name, route.prefix
+                )
+                outcome.traceparent = self.tracer.traceparent(span)
             limit = route.max_body_bytes
             length = inbound.content_length
             if limit is not None and length is not None and length > limit:
@@ -196,7 +198,7 @@ class Gateway:
                 client_cert_subject=_client_cert_subject(scope),
                 metrics=metrics,
                 span=span,
-                tracer=self._tracer,
+                tracer=self.tracer,
             )
             response = await generation.handlers[route_name](exchange)
         except GatewayError as exc:

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypedDict
 
+import anyio.to_thread
+
 from app.assembly.drain import Drain
 from app.assembly.gateway import Gateway
 from app.assembly.reload import Reloader
@@ -71,6 +73,9 @@ def make_lifespan(
                 from prometheus_client import multiprocess
 
                 multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call] # this worker's live gauges leave the sum
+            if gateway.tracer is not None:
+                # Export the buffered spans; off the event loop, since the exporter's HTTP call blocks.
+                await anyio.to_thread.run_sync(gateway.tracer.shutdown)
             log.info("gatehouse stopped: upstream clients closed")
             if gateway.access_log is not None:
                 gateway.access_log.close()  # the last buffered lines; later ones are written at once

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import orjson
 
 from app.observability.lines import LineBuffer
-from app.observability.logging import REDACTED
+from app.observability.logging import redact_query
 
 
 class AccessLog:
@@ -35,11 +35,7 @@ class AccessLog:
         """``path`` and ``query`` with the values of secret parameters replaced."""
         if not query:
             return path
-        parts = []
-        for part in query.split(b"&"):
-            name, eq, _ = part.partition(b"=")
-            parts.append(name + b"=" + REDACTED.encode() if eq and name in self._secret else part)
-        return path + "?" + b"&".join(parts).decode("latin-1")
+        return path + "?" + redact_query(query, self._secret)
 
     def emit(
         self,

@@ -18,6 +18,17 @@ from typing import Any
 from app.config.settings import Settings
 
 REDACTED = "[REDACTED]"
+
+
+def redact_query(query: bytes, secret: frozenset[bytes]) -> str:
+    """``query`` with the values of the parameters named in ``secret`` replaced (access log, spans)."""
+    parts = []
+    for part in query.split(b"&"):
+        name, eq, _ = part.partition(b"=")
+        parts.append(name + b"=" + REDACTED.encode() if eq and name in secret else part)
+    return b"&".join(parts).decode("latin-1")
+
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 DEFAULT_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key")
 

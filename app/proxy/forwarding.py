@@ -87,7 +87,7 @@ async def send_request(
     span = None
     if exchange.span is not None:
         assert exchange.tracer is not None
-        span = exchange.tracer.client_span(exchange.span, exchange.method, str(url), exchange.attempts)
+        span = exchange.tracer.client_span(exchange.span, exchange.method, url, exchange.attempts)
         parent = exchange.tracer.traceparent(span)
         headers = [(b"traceparent", parent) if name == b"traceparent" else (name, value) for name, value in headers]
     request = httpx.Request(
@@ -109,7 +109,8 @@ async def send_request(
             metrics.errors[exc.kind].inc()
         if span is not None:
             assert exchange.tracer is not None
-            exchange.tracer.end(span, None, str(exc))
+            kind = exc.kind if isinstance(exc, UpstreamError) else None
+            exchange.tracer.end_client(span, None, kind or type(exc).__name__)
         failure = exchange.body.failure() if exchange.body is not None else None
         if failure is not None and failure is not exc:
             raise failure from exc
@@ -119,7 +120,7 @@ async def send_request(
         metrics.upstream_duration.observe(elapsed)
     if span is not None:
         assert exchange.tracer is not None
-        exchange.tracer.end(span, response.status_code)
+        exchange.tracer.end_client(span, response.status_code, http_version=response.http_version)
     return response
 
 
