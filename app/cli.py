@@ -38,7 +38,7 @@ def serve(args: argparse.Namespace) -> None:
     if args.workers > 1:
         # Each worker counts into files here; a scrape sums them (prometheus-client's multiprocess
         # mode). Set before any worker imports prometheus_client. On SIGHUP uvicorn restarts the
-        # workers one by one, and each reads the config file anew.
+        # workers one by one, and each reads the config file anew; POST /reload sends that SIGHUP.
         metrics_dir = tempfile.mkdtemp(prefix="gatehouse-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
@@ -69,7 +69,7 @@ def serve(args: argparse.Namespace) -> None:
         tls=settings.tls,
     )
     settle_heap()
-    ReloadingServer(config, app.state.drain, app.state.reloader).run()
+    ReloadingServer(config, app.state.drain, app.state.reloader, settings.drain_delay).run()
 
 
 def _exit_cleanly(_signum: int, _frame: object) -> None:

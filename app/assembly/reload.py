@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from app.assembly.gateway import Gateway
@@ -63,6 +64,8 @@ class Reloader:
         self._edge = edge
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        # Set by a server with several worker processes: after this one reloads, the others are told to.
+        self.fan_out: Callable[[], None] | None = None
 
     async def reload(self) -> dict[str, Any]:
         """Swap in a generation built from the config file as it is now (see the module docstring)."""
@@ -99,11 +102,15 @@ class Reloader:
             log.info("config reloaded: generation %d, %d route(s)", new.number, len(new.routes.routes))
             if changed:
                 log.warning("config reload: changes to %s take effect only after a restart", ", ".join(changed))
-            return {
+            outcome: dict[str, Any] = {
                 "generation": new.number,
                 "routes": [route.name for route in new.routes.routes],
                 "restart_required": changed,
             }
+            if self.fan_out is not None:
+                self.fan_out()
+                outcome["workers"] = "restarting one by one with the new configuration"
+            return outcome
 
     async def reload_logged(self) -> None:
         """For SIGHUP: reload and log the outcome (there is no one to answer)."""

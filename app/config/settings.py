@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     circuit_breaker: CircuitBreakerSettings | None = None
     max_concurrent: int | None = Field(None, ge=1)
     shutdown_grace: float = Field(30.0, ge=0)
+    # Seconds between a shutdown signal and closing the listener: /readyz answers 503 while
+    # requests are still served, so a load balancer or Kubernetes takes the endpoint out first.
+    drain_delay: float = Field(0.0, ge=0, le=300)
     # Edge defaults for routes that do not set their own (``false`` here is the same as unset).
     auth: InboundAuthOrOff = None
     cors: CorsOrOff = None

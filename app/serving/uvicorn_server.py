@@ -21,10 +21,13 @@ import uvicorn
 
 from app.assembly.drain import Drain
 from app.assembly.reload import Reloader
-from app.config.settings import Settings
+from app.config.settings import Settings, load_settings
 from app.config.tls import TlsSettings
 from app.serving.http_protocol import GatehouseHttpProtocol
+from app.serving.signals import drain_first, drain_worker_on_signals, reload_all_workers
 from app.serving.tls import CertificateReloader
+
+WORKER_START_TIMEOUT = 60.0
 
 # Young-generation collections every 20,000 net allocations instead of 700.
 GC_GEN0_THRESHOLD = 20_000
@@ -46,10 +49,13 @@ def settle_heap() -> None:
 
 
 def worker_app() -> Any:
-    """The app factory each ``--workers`` process runs."""
+    """The app factory each ``--workers`` process runs (uvicorn calls it inside its signal handling)."""
     from app.main import create_app
 
-    app = create_app()
+    settings = load_settings()
+    app = create_app(settings)
+    drain_worker_on_signals(app.state.drain, settings.drain_delay)
+    app.state.reloader.fan_out = reload_all_workers
     settle_heap()
     return app
 
@@ -100,6 +106,9 @@ def server_options(
         "access_log": False,
         # In-flight requests and streams get this long after SIGTERM, then are cancelled.
         "timeout_graceful_shutdown": shutdown_grace,
+        # --workers: how long a new worker may take to start (importing the app on a busy host takes seconds)
+        # before uvicorn's supervisor gives up on it; on SIGHUP it then keeps the old worker.
+        "timeout_worker_healthcheck": WORKER_START_TIMEOUT,
     }
     if log_config is not None:
         options["log_config"] = log_config
@@ -128,23 +137,24 @@ class DrainingServer(uvicorn.Server):
     uvicorn 0.54 closes its listening sockets first, then waits up to
     ``timeout_graceful_shutdown`` for in-flight exchanges, and only then runs
     the lifespan shutdown; readiness set there would flip too late for
-    anyone to see it. So the flag is set here, in the signal handler.
+    anyone to see it. So the flag is set here, in the signal handler, and
+    uvicorn is told ``drain_delay`` seconds later (``app.serving.signals``).
     """
 
-    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+    def __init__(self, config: uvicorn.Config, drain: Drain, drain_delay: float = 0.0) -> None:
         super().__init__(config)
         self.drain = drain
+        self._on_signal = drain_first(super().handle_exit, drain, drain_delay)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.drain.start(f"signal {signal.Signals(sig).name}")
-        super().handle_exit(sig, frame)
+        self._on_signal(sig, frame)
 
 
 class ReloadingServer(DrainingServer):
     """The single-process server, which also reloads the config file on SIGHUP (``app.assembly.reload``)."""
 
-    def __init__(self, config: uvicorn.Config, drain: Drain, reloader: Reloader) -> None:
-        super().__init__(config, drain)
+    def __init__(self, config: uvicorn.Config, drain: Drain, reloader: Reloader, drain_delay: float = 0.0) -> None:
+        super().__init__(config, drain, drain_delay)
         self.reloader = reloader
         self._reloads: set[asyncio.Task[None]] = set()
 

@@ -30,7 +30,9 @@ def write_config(path: Path, upstream: str, *names: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve(tmp_path: Path, config: Path, *extra: str) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+async def serve(
+    tmp_path: Path, config: Path, *extra: str, start_timeout: float = START_TIMEOUT
+) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     argv = gatehouse("serve", "--config", str(config), "--port", str(port), *extra)
     with (tmp_path / "stdout").open("wb") as out, (tmp_path / "stderr").open("wb") as err:
@@ -38,7 +40,7 @@ async def serve(tmp_path: Path, config: Path, *extra: str) -> AsyncIterator[tupl
         url = f"http://127.0.0.1:{port}"
         try:
             async with httpx.AsyncClient(timeout=1.0) as client:
-                with anyio.fail_after(START_TIMEOUT):
+                with anyio.fail_after(start_timeout):
                     while True:
                         assert proc.poll() is None, (tmp_path / "stderr").read_text(errors="replace")
                         with contextlib.suppress(httpx.TransportError):

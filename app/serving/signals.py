@@ -1,0 +1,70 @@
+"""Shutdown and reload signals for Gatehouse's processes.
+
+A shutdown signal first marks the app as draining (``/readyz`` answers 503) and,
+with ``drain_delay``, keeps the listener open that long, so a load balancer or a
+Kubernetes Service stops sending new connections before they would be refused.
+Then uvicorn's own handler runs: stop accepting, let in-flight exchanges finish
+for ``shutdown_grace``, run the lifespan shutdown.
+
+With ``--workers N`` uvicorn's supervisor restarts every worker, one at a time,
+on SIGHUP; each new worker reads the config file anew. A ``POST /reload``
+answered by one worker sends that SIGHUP to the supervisor, so every worker
+reloads, not just the one that answered.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from app.assembly.drain import Drain
+
+Handler = Callable[[int, FrameType | None], Any]
+
+
+def drain_first(handle_exit: Handler, drain: Drain, delay: float) -> Handler:
+    """``handle_exit`` behind a drain: the first signal starts draining and calls it ``delay`` seconds later.
+
+    A second signal calls it at once (Ctrl-C twice still stops at once); the delayed call then does nothing.
+    """
+    forwarded = threading.Event()
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        if not forwarded.is_set():
+            forwarded.set()
+            handle_exit(signum, frame)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        first = not drain.draining
+        drain.start(f"signal {signal.Signals(signum).name}")
+        if first and delay > 0:
+            timer = threading.Timer(delay, forward, (signum, frame))
+            timer.daemon = True
+            timer.start()
+        elif forwarded.is_set():
+            handle_exit(signum, frame)  # a repeated signal: uvicorn's force exit
+        else:
+            forward(signum, frame)
+
+    return handler
+
+
+def drain_worker_on_signals(drain: Drain, delay: float) -> None:
+    """In a ``--workers`` process: put the drain in front of the handlers uvicorn's server has installed.
+
+    Call it while uvicorn loads the app: its ``Server.serve`` installs its handlers before that, and puts
+    the originals back when it stops.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        if callable(previous):
+            signal.signal(signum, drain_first(previous, drain, delay))
+
+
+def reload_all_workers() -> None:
+    """From a ``--workers`` process: ask the supervisor (our parent) to restart every worker with the new config."""
+    os.kill(os.getppid(), signal.SIGHUP)
