@@ -33,6 +33,7 @@ lint: install
 	$(BIN)/python scripts/check_architecture.py
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
