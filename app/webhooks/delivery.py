@@ -22,7 +22,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 
 import anyio
@@ -31,8 +31,9 @@ from anyio.abc import TaskGroup
 
 from app.config.webhooks import DeliveryTarget, WebhookEndpoint
 from app.outbound.auth import build_upstream_auth
+from app.webhooks.batching import StoreWriter
 from app.webhooks.database import StoreError, utc_now
-from app.webhooks.records import AttemptResult, ClaimedDelivery
+from app.webhooks.records import AttemptResult, Claim, ClaimedDelivery, Finish
 from app.webhooks.schedule import Dead, Delivered, Retry, classify
 from app.webhooks.store import DeliveryStore
 
@@ -63,6 +64,7 @@ class Dispatcher:
     def __init__(
         self,
         store: DeliveryStore,
+        writer: StoreWriter,
         endpoints: Sequence[WebhookEndpoint],
         http: httpx.AsyncClient,
         *,
@@ -74,6 +76,7 @@ class Dispatcher:
         on_attempt: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
+        self._writer = writer  # claims after intake and every outcome are group-committed with intakes
         # Told (endpoint, "delivered" | "failed" | "dead") after each attempt: the metrics' hook.
         self._on_attempt = on_attempt
         self.owner = owner or lease_owner()
@@ -149,7 +152,7 @@ class Dispatcher:
         try:
             async with self._slots:
                 try:
-                    claimed = await self.store.claim_one(delivery_id, self.owner, self._lease)
+                    claimed = await self._writer.claim(Claim(delivery_id, self.owner, self._lease))
                 except StoreError as exc:
                     log.warning("webhook dispatcher: cannot claim delivery %d: %s", delivery_id, exc)
                     return
@@ -174,7 +177,7 @@ class Dispatcher:
         target = self._endpoints.get(delivery.endpoint, {}).get(delivery.target)
         if target is None:
             reason = f"target {delivery.endpoint}/{delivery.target} is no longer configured"
-            await self._finish(self.store.mark_dead(delivery.id, self.owner, reason=reason), delivery.id)
+            await self._finish(self.store.dead(delivery.id, self.owner, reason=reason))
             return
         started_at = utc_now()
         started = time.monotonic()
@@ -200,12 +203,8 @@ class Dispatcher:
             # Shutting down mid-attempt: hand the delivery back now rather than when the lease runs out.
             with anyio.CancelScope(shield=True):
                 result = AttemptResult(started_at, _ms_since(started), None, "interrupted by shutdown")
-                await self._finish(
-                    self.store.schedule_retry(
-                        delivery.id, self.owner, delay=0, reason="interrupted by shutdown", attempt=result
-                    ),
-                    delivery.id,
-                )
+                reason = "interrupted by shutdown"
+                await self._finish(self.store.retry(delivery.id, self.owner, delay=0, reason=reason, attempt=result))
             raise
         result = AttemptResult(started_at, _ms_since(started), status, error)
         outcome = classify(
@@ -218,23 +217,24 @@ class Dispatcher:
         )
         match outcome:
             case Delivered():
-                done = self.store.mark_delivered(delivery.id, self.owner, result)
+                done = self.store.delivered(delivery.id, self.owner, result)
                 counted = "delivered"
             case Retry(delay=delay, reason=reason):
-                done = self.store.schedule_retry(delivery.id, self.owner, delay=delay, reason=reason, attempt=result)
+                done = self.store.retry(delivery.id, self.owner, delay=delay, reason=reason, attempt=result)
                 counted = "failed"
             case Dead(reason=reason):
                 log.warning("webhook delivery %d to %s is dead: %s", delivery.id, delivery.target, reason)
-                done = self.store.mark_dead(delivery.id, self.owner, reason=reason, attempt=result)
+                done = self.store.dead(delivery.id, self.owner, reason=reason, attempt=result)
                 counted = "dead"
         if self._on_attempt is not None:
             self._on_attempt(delivery.endpoint, counted)
-        await self._finish(done, delivery.id)
+        await self._finish(done)
 
-    async def _finish(self, call: Awaitable[bool], delivery_id: int) -> None:
+    async def _finish(self, outcome: Finish) -> None:
         # The lease makes a failed bookkeeping call safe: the delivery is attempted again once it expires.
+        delivery_id = outcome.delivery_id
         try:
-            kept = await call
+            kept = await self._writer.finish(outcome)
         except StoreError as exc:
             log.error("webhook delivery %d: could not record the outcome: %s", delivery_id, exc)
             return

@@ -2,7 +2,8 @@
 
 ``WebhookIntake`` owns the exact paths of the configured endpoints; ``GatehouseApp``
 looks the path up in it before the proxy, so intake costs the proxy nothing.
-The answer is sent only after the event and its deliveries are committed:
+The answer is sent only after the event and its deliveries are committed
+(group commit: concurrent intakes share one transaction, ``app.webhooks.batching``):
 ``202`` for a new event, ``200`` for a repeat of a provider event id, ``503`` with
 ``Retry-After`` when the store fails (never a 4xx for our own failure, or the
 provider would drop the event).
@@ -31,6 +32,7 @@ from app.errors import (
 )
 from app.observability.metrics import Metrics
 from app.webhooks.database import StoreError
+from app.webhooks.records import NewEvent
 from app.webhooks.signatures import SignatureError, Verifier, build_verifier, provider_event_id
 from app.wire import HOP_BY_HOP, header_value, sane_request_id
 
@@ -83,9 +85,9 @@ class WebhookIntake:
             event_id = provider_event_id(endpoint.config.verify, endpoint.config.dedupe, scope["headers"], body)
             webhooks: Webhooks = scope["state"]["webhooks"]
             try:
-                recorded = await webhooks.store.record_event(
-                    endpoint.config.name, event_id, headers_worth_keeping(scope["headers"]), body, endpoint.targets
-                )
+                headers = headers_worth_keeping(scope["headers"])
+                new = NewEvent(endpoint.config.name, event_id, headers, body, endpoint.targets)
+                recorded = await webhooks.writer.record(new)
             except StoreError as exc:
                 log.error("webhook %s: could not store an event: %s", endpoint.config.name, exc)
                 raise WebhookStoreUnavailable(

@@ -18,6 +18,33 @@ class RecordedEvent(NamedTuple):
     delivery_ids: tuple[int, ...]
 
 
+class NewEvent(NamedTuple):
+    """One verified webhook for ``record_events``: stored with one pending delivery per target."""
+
+    endpoint: str
+    provider_event_id: str | None
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    targets: tuple[str, ...]
+
+
+class Claim(NamedTuple):
+    """Lease one delivery now, whatever its ``next_attempt_at`` (the attempt right after intake)."""
+
+    delivery_id: int
+    owner: str
+    lease_seconds: float
+
+
+class Finish(NamedTuple):
+    """One delivery's outcome for ``finish_deliveries``: the attempt (if any) and the new column values."""
+
+    delivery_id: int
+    owner: str
+    attempt: AttemptResult | None
+    values: dict[str, Any]
+
+
 class ReplayResult(enum.Enum):
     REPLAYED = "replayed"
     NOT_FOUND = "not_found"

@@ -1,7 +1,8 @@
 """What the webhooks need for the life of the process: the store, the delivery client, the dispatcher.
 
 ``open_webhooks(settings)`` is the lifespan's one call: it opens the store
-(migrating it), starts the dispatcher and the retention pruner, and on exit
+(migrating it), starts the store writer (group commit), the dispatcher and the
+retention pruner, and on exit
 stops them and closes everything, shielded so a cancelled shutdown still does.
 """
 
@@ -18,6 +19,7 @@ import httpx
 from app.config.settings import Settings
 from app.observability.metrics import Metrics
 from app.outbound.clients import make_client
+from app.webhooks.batching import StoreWriter
 from app.webhooks.delivery import Dispatcher, prune_forever
 from app.webhooks.store import DeliveryStore
 
@@ -28,6 +30,7 @@ log = logging.getLogger("gatehouse.webhooks")
 class Webhooks:
     store: DeliveryStore
     dispatcher: Dispatcher
+    writer: StoreWriter  # concurrent intakes (and the dispatcher's writes) share one transaction
 
 
 @contextlib.asynccontextmanager
@@ -46,8 +49,10 @@ async def open_webhooks(settings: Settings, metrics: Metrics | None = None) -> A
         timeout=httpx.Timeout(30.0),
         limits=httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency),
     )
+    writer = StoreWriter(store)
     dispatcher = Dispatcher(
         store,
+        writer,
         settings.webhooks,
         http,
         interval=settings.webhook_dispatch_interval,
@@ -58,6 +63,7 @@ async def open_webhooks(settings: Settings, metrics: Metrics | None = None) -> A
     )
     try:
         async with anyio.create_task_group() as tasks:
+            await tasks.start(writer.run)
             await tasks.start(dispatcher.run)
             tasks.start_soon(
                 lambda: prune_forever(
@@ -71,7 +77,7 @@ async def open_webhooks(settings: Settings, metrics: Metrics | None = None) -> A
                 dispatcher.owner,
             )
             try:
-                yield Webhooks(store, dispatcher)
+                yield Webhooks(store, dispatcher, writer)
             finally:
                 tasks.cancel_scope.cancel()
     finally:

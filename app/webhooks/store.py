@@ -23,26 +23,30 @@ from ``app.webhooks.database``. The read and operations calls live in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
-from typing import Any, Self
+from datetime import timedelta
+from typing import Self, cast
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.webhooks.bulk import claimable, finish_deliveries, insert_events, lease, load_claimed
 from app.webhooks.database import StoreError, StoreUnavailable, create_store_engine, utc_now
 from app.webhooks.queries import Clock, DeliveryQueries
-from app.webhooks.records import (
-    AttemptResult,
-    ClaimedDelivery,
-    Delivery,
-    RecordedEvent,
-)
-from app.webhooks.tables import SchemaTooNew, attempts, deliveries, events, migrate
+from app.webhooks.records import AttemptResult, Claim, ClaimedDelivery, Finish, NewEvent, RecordedEvent
+from app.webhooks.tables import SchemaTooNew, deliveries, migrate
 
 __all__ = ["DeliveryStore", "StoreError", "StoreUnavailable"]
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
+Write = NewEvent | Claim | Finish  # what ``write_many`` takes
+
+
+def _by_lease(claims: list[tuple[int, Claim]]) -> dict[tuple[str, float], list[tuple[int, Claim]]]:
+    groups: dict[tuple[str, float], list[tuple[int, Claim]]] = {}
+    for i, claim in claims:
+        groups.setdefault((claim.owner, claim.lease_seconds), []).append((i, claim))
+    return groups
 
 
 class DeliveryStore(DeliveryQueries):
@@ -104,48 +108,37 @@ class DeliveryStore(DeliveryQueries):
         A repeat of ``(endpoint, provider_event_id)`` stores nothing and returns the
         first event's id with ``duplicate=True``; a None id is never a repeat.
         """
+        new = NewEvent(endpoint, provider_event_id, list(headers), body, tuple(targets))
+        return cast(RecordedEvent, (await self.write_many([new]))[0])
+
+    async def write_many(self, batch: Sequence[Write]) -> list[object]:
+        """Intakes, claims and outcomes in one transaction, answered in order (group commit).
+
+        Outcomes go first and claims last, so a claim finds the deliveries of this batch's intakes.
+        """
+        if not batch:
+            return []
+        answers: list[object] = [None] * len(batch)
+        finishes = [(i, w) for i, w in enumerate(batch) if isinstance(w, Finish)]
+        intakes = [(i, w) for i, w in enumerate(batch) if isinstance(w, NewEvent)]
+        claims = [(i, w) for i, w in enumerate(batch) if isinstance(w, Claim)]
         now = self._clock()
-        stored_headers = [[name.decode("latin-1"), value.decode("latin-1")] for name, value in headers]
         async with self._transaction() as conn:
-            new_id = await conn.scalar(
-                self._insert(events)
-                .values(
-                    endpoint=endpoint,
-                    provider_event_id=provider_event_id,
-                    received_at=now,
-                    headers=stored_headers,
-                    body=body,
-                )
-                .on_conflict_do_nothing(index_elements=["endpoint", "provider_event_id"])
-                .returning(events.c.id)
-            )
-            if new_id is None:
-                first = await conn.scalar(
-                    select(events.c.id).where(
-                        events.c.endpoint == endpoint, events.c.provider_event_id == provider_event_id
-                    )
-                )
-                if first is None:  # the first copy was pruned between the two statements
-                    raise StoreUnavailable("webhook store: duplicate event vanished; retry")
-                return RecordedEvent(int(first), True, ())
-            delivery_ids: list[int] = []
-            for target in targets:
-                delivery_id = await conn.scalar(
-                    insert(deliveries)
-                    .values(
-                        event_id=new_id,
-                        endpoint=endpoint,
-                        target=target,
-                        status="pending",
-                        attempts=0,
-                        next_attempt_at=now,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    .returning(deliveries.c.id)
-                )
-                delivery_ids.append(int(delivery_id))
-            return RecordedEvent(int(new_id), False, tuple(delivery_ids))
+            if finishes:
+                kept = await finish_deliveries(conn, [w for _, w in finishes], now)
+                for (i, _), ok in zip(finishes, kept, strict=True):
+                    answers[i] = ok
+            if intakes:
+                recorded = await insert_events(conn, self._insert, [w for _, w in intakes], now)
+                for (i, _), answer in zip(intakes, recorded, strict=True):
+                    answers[i] = answer
+            for (owner, lease_seconds), group in _by_lease(claims).items():
+                where = and_(deliveries.c.id.in_({w.delivery_id for _, w in group}), claimable(now))
+                ids = await lease(conn, where, owner, lease_seconds, now)
+                by_id = {c.delivery.id: c for c in await load_claimed(conn, ids)}
+                for i, w in group:
+                    answers[i] = by_id.pop(w.delivery_id, None)
+        return answers
 
     # --- dispatch ------------------------------------------------------------
 
@@ -166,108 +159,51 @@ class DeliveryStore(DeliveryQueries):
             .with_for_update(skip_locked=True)
         )
         async with self._transaction() as conn:
-            ids = await self._lease(conn, deliveries.c.id.in_(picked.scalar_subquery()), owner, lease_seconds, now)
-            return await self._load_claimed(conn, ids)
+            ids = await lease(conn, deliveries.c.id.in_(picked.scalar_subquery()), owner, lease_seconds, now)
+            return await load_claimed(conn, ids)
 
     async def claim_one(self, delivery_id: int, owner: str, lease_seconds: float) -> ClaimedDelivery | None:
         """Lease one delivery now, whatever its ``next_attempt_at`` (the attempt right after the ack).
 
         None when it does not exist, is finished, or is leased to someone else.
         """
-        now = self._clock()
-        claimable = or_(
-            deliveries.c.status == "pending",
-            and_(deliveries.c.status == "delivering", deliveries.c.lease_expires_at <= now),
-        )
-        async with self._transaction() as conn:
-            ids = await self._lease(conn, and_(deliveries.c.id == delivery_id, claimable), owner, lease_seconds, now)
-            claimed = await self._load_claimed(conn, ids)
-            return claimed[0] if claimed else None
+        answer = (await self.write_many([Claim(delivery_id, owner, lease_seconds)]))[0]
+        return cast(ClaimedDelivery | None, answer)
 
-    async def _lease(
-        self, conn: AsyncConnection, where: Any, owner: str, lease_seconds: float, now: datetime
-    ) -> list[int]:
-        result = await conn.execute(
-            update(deliveries)
-            .where(where)
-            .values(
-                status="delivering",
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                attempts=deliveries.c.attempts + 1,
-                updated_at=now,
-            )
-            .returning(deliveries.c.id)
-        )
-        return [int(row_id) for row_id in result.scalars()]
+    # Outcomes, to record with ``write_many`` (the dispatcher batches them) or one at a time below.
 
-    async def _load_claimed(self, conn: AsyncConnection, ids: list[int]) -> list[ClaimedDelivery]:
-        if not ids:
-            return []
-        rows = await conn.execute(
-            select(deliveries, events.c.headers, events.c.body, events.c.provider_event_id)
-            .join(events, events.c.id == deliveries.c.event_id)
-            .where(deliveries.c.id.in_(ids))
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-        )
-        return [
-            ClaimedDelivery(
-                delivery=Delivery.from_row(row),
-                provider_event_id=row.provider_event_id,
-                headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in row.headers],
-                body=row.body,
-            )
-            for row in rows
-        ]
+    @staticmethod
+    def delivered(delivery_id: int, owner: str, attempt: AttemptResult | None = None) -> Finish:
+        values = {"status": "delivered", "next_attempt_at": None, "last_error": None}
+        return Finish(delivery_id, owner, attempt, values)
 
-    async def _insert_attempt(self, conn: AsyncConnection, delivery_id: int, result: AttemptResult) -> None:
-        await conn.execute(
-            insert(attempts).values(
-                delivery_id=delivery_id,
-                started_at=result.started_at,
-                duration_ms=result.duration_ms,
-                status_code=result.status_code,
-                error=result.error,
-            )
-        )
+    def retry(
+        self, delivery_id: int, owner: str, *, delay: float, reason: str, attempt: AttemptResult | None = None
+    ) -> Finish:
+        next_at = self._clock() + timedelta(seconds=delay)
+        values = {"status": "pending", "next_attempt_at": next_at, "last_error": reason}
+        return Finish(delivery_id, owner, attempt, values)
 
-    async def _finish(
-        self, delivery_id: int, owner: str, attempt: AttemptResult | None, values: dict[str, Any]
-    ) -> bool:
-        now = self._clock()
-        async with self._transaction() as conn:
-            if attempt is not None:
-                await self._insert_attempt(conn, delivery_id, attempt)
-                values = {"last_status": attempt.status_code, **values}
-            result = await conn.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.id == delivery_id,
-                    deliveries.c.status == "delivering",
-                    deliveries.c.lease_owner == owner,
-                )
-                .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
-                .returning(deliveries.c.id)
-            )
-            return result.first() is not None
+    @staticmethod
+    def dead(delivery_id: int, owner: str, *, reason: str, attempt: AttemptResult | None = None) -> Finish:
+        values = {"status": "dead", "next_attempt_at": None, "last_error": reason}
+        return Finish(delivery_id, owner, attempt, values)
+
+    async def _finish(self, finish: Finish) -> bool:
+        return cast(bool, (await self.write_many([finish]))[0])
 
     async def mark_delivered(self, delivery_id: int, owner: str, attempt: AttemptResult | None = None) -> bool:
         """Finish as delivered; False if ``owner`` no longer holds the lease."""
-        return await self._finish(
-            delivery_id, owner, attempt, {"status": "delivered", "next_attempt_at": None, "last_error": None}
-        )
+        return await self._finish(self.delivered(delivery_id, owner, attempt))
 
     async def schedule_retry(
         self, delivery_id: int, owner: str, *, delay: float, reason: str, attempt: AttemptResult | None = None
     ) -> bool:
         """Back to pending, due ``delay`` seconds from now; False if the lease was lost."""
-        next_at = self._clock() + timedelta(seconds=delay)
-        values = {"status": "pending", "next_attempt_at": next_at, "last_error": reason}
-        return await self._finish(delivery_id, owner, attempt, values)
+        return await self._finish(self.retry(delivery_id, owner, delay=delay, reason=reason, attempt=attempt))
 
     async def mark_dead(
         self, delivery_id: int, owner: str, *, reason: str, attempt: AttemptResult | None = None
     ) -> bool:
         """Finish as dead (kept for inspection and replay); False if the lease was lost."""
-        values = {"status": "dead", "next_attempt_at": None, "last_error": reason}
-        return await self._finish(delivery_id, owner, attempt, values)
+        return await self._finish(self.dead(delivery_id, owner, reason=reason, attempt=attempt))

@@ -147,6 +147,60 @@ async def test_sqlite_acknowledged_webhooks_survive_sigkill_and_are_all_delivere
     assert set(received_events.values()) == {1}
 
 
+async def test_sqlite_sigkill_mid_group_commit_acknowledged_only_what_committed(tmp_path):
+    """Senders keep 25 webhooks in flight, so the writer is always inside a group commit when
+    the process is SIGKILLed. Every webhook answered 2xx must be in the store and delivered after
+    a restart; webhooks whose request died with the process may or may not have committed."""
+    target_port = free_port()
+    store_url = f"sqlite:///{tmp_path / 'webhooks.db'}"
+    config = webhook_config(tmp_path, "gatehouse", store_url, target_port)
+    acked: dict[str, int] = {}
+    cut_off: set[str] = set()
+    ids = iter(range(EVENTS * 4))
+
+    with serve(tmp_path, config, "first") as (url, proc):
+
+        async def sender(client: httpx.AsyncClient) -> None:
+            for n in ids:
+                msg_id = f"msg_{n:04d}"
+                body = json_body({"n": n, "padding": "x" * 200})
+                try:
+                    response = await client.post(
+                        url + "/hooks/crash", content=body, headers=standard_headers(msg_id, body)
+                    )
+                except httpx.TransportError:
+                    cut_off.add(msg_id)  # in flight when the process died
+                    return
+                assert response.status_code == 202, response.text
+                acked[msg_id] = response.json()["event_id"]
+                if len(acked) >= EVENTS // 2 and proc.poll() is None:
+                    proc.kill()  # SIGKILL while the other senders' webhooks are being committed
+
+        async with httpx.AsyncClient(trust_env=False, timeout=10.0) as client:
+            async with anyio.create_task_group() as tasks:
+                for _ in range(SENDERS):
+                    tasks.start_soon(sender, client)
+        proc.wait(timeout=10)
+    assert cut_off, "no webhook was in flight at the kill"
+
+    with serve(tmp_path, config, "second") as (_url, _proc):
+        target = RecordingTarget()
+        async with run_uvicorn(target, port=target_port):
+            async with await DeliveryStore.open(store_url) as store:
+                events = await store.list_events(limit=EVENTS * 4)
+                await wait_delivered(store, len(events))
+                deliveries = await store.list_deliveries(limit=EVENTS * 4)
+    committed = {e.provider_event_id: e.id for e in events}
+    # Nothing acknowledged was lost: each 2xx named an event that is in the store...
+    assert acked.items() <= committed.items()
+    # ... and nothing else was committed but the webhooks cut off in flight.
+    assert set(committed) - set(acked) <= cut_off
+    assert {d.status for d in deliveries} == {"delivered"} and len(deliveries) == len(events)
+    received = {r.headers["x-gatehouse-provider-event-id"] for r in target.received}
+    assert set(acked) <= received
+    assert max(attempts_seen(target).values()) == 1, "an attempt reached the target twice"
+
+
 @contextlib.asynccontextmanager
 async def fresh_postgres_database() -> AsyncIterator[str]:
     """A database of its own for one test, dropped afterwards (two servers migrate it)."""

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from app.webhooks.database import StoreError, StoreUnavailable, create_store_engine, utc_now
-from app.webhooks.records import AttemptResult, ReplayResult
+from app.webhooks.records import AttemptResult, Claim, NewEvent, ReplayResult
 from app.webhooks.store import DeliveryStore
 from app.webhooks.tables import SCHEMA_VERSION, schema_version
 
@@ -129,6 +129,54 @@ async def test_repeated_provider_event_id_is_a_duplicate_without_new_deliveries(
     assert again.delivery_ids == ()
     assert len(await store.list_deliveries()) == 2
     assert (await store.get_event(first.event_id)).body == BODY
+
+
+async def test_write_many_answers_each_write_in_order_in_one_transaction(store, clock):
+    """Group commit: intakes (with repeats inside the batch and of stored events), claims and
+    outcomes in one call, each answered as its own call would be."""
+    stored = await record(store, "evt_old", targets=("a",))
+    claimed = await store.claim_one(stored.delivery_ids[0], "w", LEASE)
+    clock.advance(1)
+    batch = [
+        NewEvent("github", None, HEADERS, b"anonymous 1", ("a", "b")),
+        NewEvent("github", "evt_new", HEADERS, b"first copy", ("a", "b", "c")),
+        NewEvent("github", "evt_old", HEADERS, b"repeat of a stored event", ("a",)),
+        store.delivered(claimed.delivery.id, "w", ok(clock, 204)),
+        NewEvent("github", "evt_new", HEADERS, b"repeat within the batch", ("a",)),
+        NewEvent("github", None, HEADERS, b"anonymous 2", ("a",)),
+        store.delivered(claimed.delivery.id, "someone else"),
+    ]
+    answers = await store.write_many(batch)
+    anonymous_1, new, old, finished, repeat, anonymous_2, not_held = answers
+    assert (old.event_id, old.duplicate) == (stored.event_id, True)
+    assert (repeat.event_id, repeat.duplicate, repeat.delivery_ids) == (new.event_id, True, ())
+    assert finished is True and not_held is False
+    for answer, body, targets in [
+        (anonymous_1, b"anonymous 1", ["a", "b"]),
+        (new, b"first copy", ["a", "b", "c"]),
+        (anonymous_2, b"anonymous 2", ["a"]),
+    ]:
+        assert answer.duplicate is False
+        assert (await store.get_event(answer.event_id)).body == body
+        deliveries = [(await store.get_delivery_with_attempts(i))[0] for i in answer.delivery_ids]
+        assert [d.target for d in deliveries] == targets
+        assert {d.event_id for d in deliveries} == {answer.event_id}
+    assert len({anonymous_1.event_id, new.event_id, anonymous_2.event_id, stored.event_id}) == 4
+    # Within a batch, received_at keeps arrival order.
+    events = sorted(await store.list_events(limit=10), key=lambda e: e.received_at)
+    assert [e.id for e in events] == [stored.event_id, anonymous_1.event_id, new.event_id, anonymous_2.event_id]
+    delivery, attempts = await store.get_delivery_with_attempts(claimed.delivery.id)
+    assert (delivery.status, delivery.last_status, len(attempts)) == ("delivered", 204, 1)
+
+
+async def test_write_many_claims_after_this_batchs_intakes(store):
+    first = await record(store, "evt_a", targets=("a",))
+    answers = await store.write_many(
+        [Claim(first.delivery_ids[0], "w", LEASE), Claim(999_999, "w", LEASE), Claim(first.delivery_ids[0], "x", LEASE)]
+    )
+    assert answers[0].delivery.lease_owner == "w"
+    assert answers[1] is None
+    assert answers[2] is None  # already leased to w in this very transaction
 
 
 async def test_same_provider_id_on_another_endpoint_is_not_a_duplicate(store):

@@ -1,0 +1,216 @@
+"""Many intakes, claims or outcomes in one transaction: the statements group commit runs.
+
+Each function works inside the caller's transaction (``DeliveryStore``'s) and
+answers per item, in the order given, so ``GroupCommit`` can hand each waiter
+its own answer. Rows go in with executemany / multi-row ``INSERT .. RETURNING``
+(SQLAlchemy's "insertmanyvalues"), so a batch of 500 costs a handful of round
+trips and one fsync. RETURNING rows come in no guaranteed order (and SQLite
+cannot batch an ordered one), so each is matched back by a value unique in its
+statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.webhooks.database import StoreUnavailable
+from app.webhooks.records import ClaimedDelivery, Delivery, Finish, NewEvent, RecordedEvent
+from app.webhooks.tables import attempts, deliveries, events
+
+_MICROSECOND = timedelta(microseconds=1)
+# Deliveries finished at once share one UPDATE per set of columns; these are the columns an outcome may set.
+_FINISH_COLUMNS = ("status", "next_attempt_at", "last_error", "last_status")
+
+
+async def insert_events(
+    conn: AsyncConnection, insert_fn: Any, batch: Sequence[NewEvent], now: datetime
+) -> list[RecordedEvent]:
+    """Store each new event with its pending deliveries; a repeat of a provider event id (already
+    stored, earlier in this batch, or committed meanwhile by another process) stores nothing and
+    names the first event. ``insert_fn`` is the dialect's ``insert`` (it has ON CONFLICT).
+    """
+    keys: set[tuple[str, str | None]] = {
+        (e.endpoint, e.provider_event_id) for e in batch if e.provider_event_id is not None
+    }
+    known: dict[tuple[str, str | None], int] = {}
+    if keys:
+        known = await _event_ids(conn, keys)
+    fresh: list[int] = []  # positions in batch of the events to insert
+    first_of: dict[tuple[str, str | None], int] = {}  # key -> position of its first copy in this batch
+    for position, event in enumerate(batch):
+        key = (event.endpoint, event.provider_event_id)
+        if event.provider_event_id is None or (key not in known and key not in first_of):
+            fresh.append(position)
+            if event.provider_event_id is not None:
+                first_of[key] = position
+
+    # The events of one batch are received one microsecond apart, in arrival order: each row's
+    # received_at is unique in its statement, so RETURNING (in no guaranteed order) maps back by it.
+    def row(p: int) -> dict[str, Any]:
+        event = batch[p]
+        headers = [[n.decode("latin-1"), v.decode("latin-1")] for n, v in event.headers]
+        return {
+            "endpoint": event.endpoint,
+            "provider_event_id": event.provider_event_id,
+            "received_at": now + p * _MICROSECOND,
+            "headers": headers,
+            "body": event.body,
+        }
+
+    position_at = {now + p * _MICROSECOND: p for p in fresh}
+    event_ids: dict[int, int] = {}
+    anonymous = [p for p in fresh if batch[p].provider_event_id is None]
+    if anonymous:  # never a repeat
+        rows = await conn.execute(
+            insert(events).returning(events.c.id, events.c.received_at), [row(p) for p in anonymous]
+        )
+        event_ids.update((position_at[r.received_at], int(r.id)) for r in rows)
+    if first_of:  # a row another process committed first is skipped and looked up
+        rows = await conn.execute(
+            insert_fn(events)
+            .on_conflict_do_nothing(index_elements=["endpoint", "provider_event_id"])
+            .returning(events.c.id, events.c.received_at),
+            [row(p) for p in first_of.values()],
+        )
+        event_ids.update((position_at[r.received_at], int(r.id)) for r in rows)
+        raced = {key for key, p in first_of.items() if p not in event_ids}
+        if raced:
+            known |= await _event_ids(conn, raced)
+            for key in raced:
+                if key not in known:  # the first copy was pruned between the two statements
+                    raise StoreUnavailable("webhook store: duplicate event vanished; retry")
+                del first_of[key]
+    fresh = [p for p in fresh if p in event_ids]
+    delivery_ids: dict[int, list[int]] = {p: [] for p in fresh}
+    wanted = [(event_ids[p], target) for p in fresh for target in batch[p].targets]
+    if wanted:
+        common = {"status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
+        endpoint_of = {event_ids[p]: batch[p].endpoint for p in fresh}
+        rows = await conn.execute(
+            insert(deliveries).returning(deliveries.c.id, deliveries.c.event_id, deliveries.c.target),
+            [{"event_id": e, "endpoint": endpoint_of[e], "target": t, **common} for e, t in wanted],
+        )
+        by_key = {(int(r.event_id), r.target): int(r.id) for r in rows}
+        for p in fresh:
+            delivery_ids[p] = [by_key[(event_ids[p], target)] for target in batch[p].targets]
+    answers = []
+    for position, event in enumerate(batch):
+        if position in event_ids:
+            answers.append(RecordedEvent(event_ids[position], False, tuple(delivery_ids[position])))
+        else:
+            key = (event.endpoint, event.provider_event_id)
+            first = known[key] if key in known else event_ids[first_of[key]]
+            answers.append(RecordedEvent(first, True, ()))
+    return answers
+
+
+async def _event_ids(conn: AsyncConnection, keys: set[tuple[str, str | None]]) -> dict[tuple[str, str | None], int]:
+    rows = await conn.execute(
+        select(events.c.id, events.c.endpoint, events.c.provider_event_id).where(
+            tuple_(events.c.endpoint, events.c.provider_event_id).in_(sorted(keys))
+        )
+    )
+    return {(r.endpoint, r.provider_event_id): int(r.id) for r in rows}
+
+
+async def lease(conn: AsyncConnection, where: Any, owner: str, lease_seconds: float, now: datetime) -> list[int]:
+    """Lease the deliveries ``where`` selects to ``owner``, counting the attempt; returns their ids."""
+    result = await conn.execute(
+        update(deliveries)
+        .where(where)
+        .values(
+            status="delivering",
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=deliveries.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(deliveries.c.id)
+    )
+    return [int(row_id) for row_id in result.scalars()]
+
+
+def claimable(now: datetime) -> Any:
+    """Pending (whenever due), or delivering under a lease that has run out."""
+    return or_(
+        deliveries.c.status == "pending",
+        and_(deliveries.c.status == "delivering", deliveries.c.lease_expires_at <= now),
+    )
+
+
+async def load_claimed(conn: AsyncConnection, ids: Sequence[int]) -> list[ClaimedDelivery]:
+    if not ids:
+        return []
+    rows = await conn.execute(
+        select(deliveries, events.c.headers, events.c.body, events.c.provider_event_id)
+        .join(events, events.c.id == deliveries.c.event_id)
+        .where(deliveries.c.id.in_(ids))
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+    )
+    return [
+        ClaimedDelivery(
+            delivery=Delivery.from_row(row),
+            provider_event_id=row.provider_event_id,
+            headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in row.headers],
+            body=row.body,
+        )
+        for row in rows
+    ]
+
+
+async def finish_deliveries(conn: AsyncConnection, batch: Sequence[Finish], now: datetime) -> list[bool]:
+    """Record each attempt and apply each outcome whose owner still holds the lease; True where it did."""
+    recorded = [f for f in batch if f.attempt is not None]
+    if recorded:
+        await conn.execute(
+            insert(attempts),
+            [
+                {
+                    "delivery_id": f.delivery_id,
+                    "started_at": f.attempt.started_at,
+                    "duration_ms": f.attempt.duration_ms,
+                    "status_code": f.attempt.status_code,
+                    "error": f.attempt.error,
+                }
+                for f in recorded
+                if f.attempt is not None
+            ],
+        )
+    # Which of them this owner still holds: the rows are locked (FOR UPDATE on Postgres; SQLite's
+    # BEGIN IMMEDIATE already holds the write lock), so the answer stays true until commit.
+    held_rows = await conn.execute(
+        select(deliveries.c.id, deliveries.c.lease_owner)
+        .where(deliveries.c.id.in_({f.delivery_id for f in batch}), deliveries.c.status == "delivering")
+        .with_for_update()
+    )
+    held = {(int(r.id), r.lease_owner) for r in held_rows}
+    kept = [(f.delivery_id, f.owner) in held for f in batch]
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for finish, ok in zip(batch, kept, strict=True):
+        if not ok:
+            continue
+        values = dict(finish.values)
+        if finish.attempt is not None:
+            values["last_status"] = finish.attempt.status_code
+        columns = tuple(sorted(values))
+        updates.setdefault(columns, []).append({"b_id": finish.delivery_id, **{f"b_{c}": values[c] for c in columns}})
+    for columns, params in updates.items():
+        if not set(columns) <= set(_FINISH_COLUMNS):
+            raise ValueError(f"an outcome may set {_FINISH_COLUMNS}, not {columns}")
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == bindparam("b_id"))
+            .values(
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+                **{c: bindparam(f"b_{c}", type_=deliveries.c[c].type) for c in columns},
+            ),
+            params,
+        )
+    return kept
