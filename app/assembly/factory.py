@@ -13,6 +13,7 @@ from app.assembly.ops import router as ops_router
 from app.assembly.problems import install_error_handlers
 from app.assembly.reload import Reloader
 from app.assembly.webhooks_ops import router as webhooks_ops_router
+from app.assembly.websocket import WebSocketGateway
 from app.config.settings import Settings, load_settings
 from app.edge.resources import EdgeResources
 from app.observability.access import AccessLog
@@ -33,6 +34,7 @@ class GatehouseApp(FastAPI):
     """
 
     gateway: Gateway
+    websocket_gateway: WebSocketGateway
     webhook_intake: WebhookIntake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -41,6 +43,9 @@ class GatehouseApp(FastAPI):
                 await self.webhook_intake(scope, receive, send)
                 return
             await self.gateway(scope, receive, send)
+            return
+        if scope["type"] == "websocket" and not self.gateway.is_ops_path(scope["path"]):
+            await self.websocket_gateway(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -88,6 +93,16 @@ def create_app(
         max_header_bytes=settings.max_header_bytes,
         access_log=access_log,
         tracer=tracer if tracer is not None else build_tracer(settings.tracing, params),
+    )
+    app.websocket_gateway = WebSocketGateway(
+        app.gateway,
+        drain,
+        shutdown_grace=settings.shutdown_grace,
+        drain_delay=settings.drain_delay,
+        trusted_proxies=settings.trusted_proxies,
+        max_header_count=settings.max_header_count,
+        max_header_bytes=settings.max_header_bytes,
+        access_log=access_log,
     )
     metrics.watch(upstream_state_metrics(lambda: app.gateway.generation.pools.pools))
     app.state.drain = drain

@@ -12,6 +12,13 @@ Outermost first:
 Then the route's endpoint (``send_upstream``, or the pooled endpoint with
 retries and balancing). A route that sets none of these gets no filter at all.
 A new filter is one ``FilterFactory`` added here, in its place.
+
+A WebSocket handshake (``websocket=True``) runs the same list with two changes:
+CORS becomes the origin check (browsers do not apply CORS to WebSockets, so a
+refused ``Origin`` gets 403 here, before the upstream is contacted, and a route
+without CORS accepts same-origin pages only: ``app.edge.origins``), and there is
+no bulkhead, since a WebSocket is not a request in flight (its limits are in
+``app.resilience.websocket``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 from app.edge.auth import AuthFilter, build_verifier
 from app.edge.cors import CorsFilter
 from app.edge.credentials import UpstreamAuthFilter
+from app.edge.origins import OriginPolicy, WebSocketOriginFilter
 from app.edge.ratelimit import RateLimitFilter
 from app.edge.resources import EdgeResources
 from app.outbound.auth import build_upstream_auth
@@ -29,12 +37,16 @@ from app.resilience.pools import RoutePools
 _BY_IDENTITY = ("api_key", "subject")
 
 
-def route_filters(edge: EdgeResources, pools: RoutePools) -> list[FilterFactory]:
-    """The filter factories, outermost first (see the module docstring)."""
+def route_filters(edge: EdgeResources, pools: RoutePools, *, websocket: bool = False) -> list[FilterFactory]:
+    """The filter factories, outermost first (see the module docstring); ``websocket``: for handshakes."""
 
     def cors(route: CompiledRoute) -> Filter | None:
         spec = route.edge.cors
         return CorsFilter(route, spec) if spec is not None else None
+
+    def websocket_origin(route: CompiledRoute) -> Filter | None:
+        spec = route.edge.cors
+        return WebSocketOriginFilter(route.name, OriginPolicy(spec) if spec is not None else None)
 
     def rate_limit_by_client(route: CompiledRoute) -> Filter | None:
         spec = route.edge.rate_limit
@@ -56,4 +68,6 @@ def route_filters(edge: EdgeResources, pools: RoutePools) -> list[FilterFactory]
         spec = route.edge.upstream_auth
         return UpstreamAuthFilter(build_upstream_auth(spec, lambda: edge.http)) if spec is not None else None
 
+    if websocket:
+        return [websocket_origin, rate_limit_by_client, auth, rate_limit_by_identity, upstream_credentials]
     return [cors, rate_limit_by_client, auth, rate_limit_by_identity, upstream_credentials, pools.bulkhead_for]

@@ -117,7 +117,7 @@ class Gateway:
         client = scope.get("client")
         url = exchange.url if exchange is not None and exchange.upstream_seconds is not None else None
         self._access.emit(
-            request_id=(outcome.request_id or _client_request_id(scope)).decode(),
+            request_id=(outcome.request_id or client_request_id(scope)).decode(),
             trace_id=trace_id_of(outcome.traceparent) if outcome.traceparent else None,
             route=outcome.metrics.name,
             method=scope["method"],
@@ -137,7 +137,7 @@ class Gateway:
     ) -> None:
         route_name = "-"
         try:
-            self._check_header_limits(scope["headers"])
+            check_header_limits(scope["headers"], self._max_header_count, self._max_header_bytes)
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
             normalised = normalise_path(raw_path)
             route, path = generation.routes.resolve(normalised)
@@ -154,7 +154,7 @@ class Gateway:
                 )
             client = scope.get("client")
             client_ip = client[0] if client else ""
-            trusted = bool(self._trusted) and _is_trusted(client_ip, self._trusted)
+            trusted = bool(self._trusted) and is_trusted(client_ip, self._trusted)
             try:
                 inbound = upstream_request_headers(
                     scope["headers"],
@@ -195,7 +195,7 @@ class Gateway:
                 body=body,
                 request_id=request_id,
                 client_ip=client_ip,
-                client_cert_subject=_client_cert_subject(scope),
+                client_cert_subject=client_cert_subject(scope),
                 metrics=metrics,
                 span=span,
                 tracer=self.tracer,
@@ -224,17 +224,10 @@ class Gateway:
             # The status line may be out already: the connection is cut, the log says why.
             log.exception("unexpected error while relaying the response", extra={"route": route_name})
 
-    def _check_header_limits(self, headers: list[tuple[bytes, bytes]]) -> None:
-        if len(headers) > self._max_header_count:
-            raise HeadersTooLarge(f"The request has {len(headers)} header fields; at most {self._max_header_count}.")
-        size = sum(map(len, chain.from_iterable(headers)))  # C-level loop: this runs per request
-        if size > self._max_header_bytes:
-            raise HeadersTooLarge(f"The request's header fields total {size} bytes; at most {self._max_header_bytes}.")
-
     async def _answer_error(
         self, exc: GatewayError, scope: Scope, send: Send, route: str, request_id: bytes | None
     ) -> int:
-        rid = (request_id or _client_request_id(scope)).decode()
+        rid = (request_id or client_request_id(scope)).decode()
         level = logging.WARNING if exc.status >= 500 else logging.INFO
         log.log(
             level,
@@ -266,25 +259,34 @@ class _Outcome:
         self.span: Any = None
 
 
+def check_header_limits(headers: list[tuple[bytes, bytes]], max_count: int, max_bytes: int) -> None:
+    """Raise ``HeadersTooLarge`` for more than ``max_count`` fields or ``max_bytes`` of them."""
+    if len(headers) > max_count:
+        raise HeadersTooLarge(f"The request has {len(headers)} header fields; at most {max_count}.")
+    size = sum(map(len, chain.from_iterable(headers)))  # C-level loop: this runs per request
+    if size > max_bytes:
+        raise HeadersTooLarge(f"The request's header fields total {size} bytes; at most {max_bytes}.")
+
+
 def _with_target(origin: httpx.URL, target: bytes) -> httpx.URL:
     """``origin`` with ``target`` (already canonical, see ``app.proxy.urls``) as its path and query."""
     path, _, query = target.decode("ascii").partition("?")
     return exact_url(origin, path, query or None)
 
 
-def _client_cert_subject(scope: Scope) -> str | None:
+def client_cert_subject(scope: Scope) -> str | None:
     """The verified client certificate's subject, from the ASGI TLS extension (``app.serving`` provides it)."""
     extensions = scope.get("extensions")
     tls = extensions.get("tls") if extensions else None
     return tls.get("client_cert_name") if tls else None
 
 
-def _client_request_id(scope: Scope) -> bytes:
+def client_request_id(scope: Scope) -> bytes:
     return sane_request_id(header_value(scope["headers"], b"x-request-id"))
 
 
 @functools.lru_cache(maxsize=4096)
-def _is_trusted(client_ip: str, networks: tuple[IPNetwork, ...]) -> bool:
+def is_trusted(client_ip: str, networks: tuple[IPNetwork, ...]) -> bool:
     try:
         address = ipaddress.ip_address(client_ip)
     except ValueError:

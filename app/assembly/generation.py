@@ -22,12 +22,17 @@ from app.config.settings import Settings
 from app.edge.resources import EdgeResources
 from app.observability.metrics import Metrics, RouteMetrics
 from app.proxy.clients import UpstreamClients
-from app.proxy.exchange import Handler, chain_for
+from app.proxy.exchange import Exchange, Handler, chain_for
 from app.proxy.routing import CompiledRoute, RouteTable
 from app.resilience.checks import HealthChecks
 from app.resilience.pools import RoutePools
 
 log = logging.getLogger("gatehouse")
+
+
+async def handshake_passed(exchange: Exchange) -> httpx.Response:  # noqa: ARG001 # a Handler's signature
+    """The end of a WebSocket handshake's filter chain: every filter let it through."""
+    return httpx.Response(101)
 
 
 class Generation:
@@ -39,6 +44,13 @@ class Generation:
         self.handlers: dict[str, Handler] = {
             route.name: chain_for(route, factories, pools.endpoint_for(route)) for route in routes.routes
         }
+        # WebSocket handshakes run the route's filters (``websocket=True``) up to ``handshake_passed``.
+        ws_factories = route_filters(edge, pools, websocket=True)
+        ws_routes = [route for route in routes.routes if route.resilience.websocket is not None]
+        self.websocket_handlers: dict[str, Handler] = {
+            route.name: chain_for(route, ws_factories, handshake_passed) for route in ws_routes
+        }
+        self.websocket_metrics = {route.name: metrics.for_websocket(route.name) for route in ws_routes}
         self.origins = {route.name: httpx.URL(route.upstream.origin) for route in routes.routes}
         self.metrics: dict[str, RouteMetrics] = {route.name: metrics.for_route(route.name) for route in routes.routes}
         self.clients: UpstreamClients | None = None

@@ -18,6 +18,7 @@ from app.config.edge import Cors, InboundAuth, RateLimit, UpstreamAuth
 from app.config.names import TOKEN, HeaderValues, Name, header_name, plain_path
 from app.config.tls import certificate_file, check_key_pair, key_file
 from app.config.upstream import parse_upstream
+from app.config.websocket import WebSocketSettings
 
 
 class Timeouts(ConfigModel):
@@ -175,6 +176,7 @@ CircuitBreakerOrOff = Annotated[Annotated[CircuitBreakerSettings, SettingsForm] 
 InboundAuthOrOff = Annotated[Annotated[InboundAuth, SettingsForm] | _Off, Discriminator(off_or_settings)]
 CorsOrOff = Annotated[Annotated[Cors, SettingsForm] | _Off, Discriminator(off_or_settings)]
 RateLimitOrOff = Annotated[Annotated[RateLimit, SettingsForm] | _Off, Discriminator(off_or_settings)]
+WebSocketOrOff = Annotated[Annotated[WebSocketSettings, SettingsForm] | _Off, Discriminator(off_or_settings)]
 
 
 class Route(ConfigModel):
@@ -204,6 +206,8 @@ class Route(ConfigModel):
     retries: RetriesOrOff = None
     circuit_breaker: CircuitBreakerOrOff = None
     max_concurrent: int | None = Field(None, ge=1)
+    # WebSocket handshakes are proxied wherever GET is allowed; ``false`` refuses them on this route.
+    websocket: WebSocketOrOff = None
     # Edge settings; a route that leaves one out inherits the top-level value (``false``: none).
     auth: InboundAuthOrOff = None
     upstream_auth: UpstreamAuth | None = None
@@ -302,6 +306,7 @@ class Resilience(ConfigModel):
     retries: Retries | None = None
     circuit_breaker: CircuitBreakerSettings | None = None
     max_concurrent: int | None = None
+    websocket: WebSocketSettings | None = None  # None: the route refuses WebSocket handshakes
 
 
 class EdgePolicy(ConfigModel):

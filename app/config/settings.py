@@ -48,6 +48,7 @@ from app.config.routes import (
 from app.config.server import ServerSettings
 from app.config.tls import TlsSettings
 from app.config.webhooks import DEFAULT_WEBHOOK_STORE, WebhookEndpoints, WebhookStoreUrl
+from app.config.websocket import WebSocketSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -149,6 +150,8 @@ class Settings(BaseSettings):
     # Seconds between a shutdown signal and closing the listener: /readyz answers 503 while
     # requests are still served, so a load balancer or Kubernetes takes the endpoint out first.
     drain_delay: float = Field(0.0, ge=0, le=300)
+    # WebSocket limits for routes that do not set their own (``routes[].websocket: false`` refuses them).
+    websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     # Edge defaults for routes that do not set their own (``false`` here is the same as unset).
     auth: InboundAuthOrOff = None
     cors: CorsOrOff = None
@@ -223,6 +226,7 @@ class Settings(BaseSettings):
             retries=pick(route.retries, self.retries),
             circuit_breaker=pick(route.circuit_breaker, self.circuit_breaker),
             max_concurrent=pick(route.max_concurrent, self.max_concurrent),
+            websocket=pick(route.websocket, self.websocket) if _allows_get(route) else None,
         )
         edge = EdgePolicy(
             auth=pick(route.auth, self.auth),
@@ -306,6 +310,11 @@ class Settings(BaseSettings):
         if problems:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
         return self
+
+
+def _allows_get(route: Route) -> bool:
+    # A WebSocket handshake is a GET: a route that refuses GET refuses WebSockets too.
+    return route.methods is None or "GET" in route.methods
 
 
 def format_errors(exc: ValidationError, data: Any) -> str:

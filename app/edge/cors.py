@@ -8,11 +8,10 @@ hide the status from the page behind a generic network error.
 
 from __future__ import annotations
 
-import re
-
 import httpx
 
 from app.config.edge import Cors
+from app.edge.origins import OriginPolicy
 from app.errors import Forbidden, GatewayError, MethodNotAllowed
 from app.proxy.exchange import Exchange, Handler
 from app.proxy.routing import CompiledRoute
@@ -35,9 +34,7 @@ _CORS_RESPONSE = frozenset(
 class CorsFilter:
     def __init__(self, route: CompiledRoute, spec: Cors) -> None:
         self._route = route
-        self._any_origin = "*" in spec.allow_origins
-        self._origins = frozenset(o.encode() for o in spec.allow_origins if o != "*")
-        self._regex = re.compile(spec.allow_origin_regex.encode()) if spec.allow_origin_regex else None
+        self._origin_policy = OriginPolicy(spec)
         self._credentials = spec.allow_credentials
         self._any_method = "*" in spec.allow_methods
         self._methods = frozenset(m.encode() for m in spec.allow_methods)
@@ -48,12 +45,8 @@ class CorsFilter:
         self._max_age = str(spec.max_age).encode()
         self._expose = ", ".join(spec.expose_headers).encode() if spec.expose_headers else None
         # With credentials (or a list), the origin is echoed and caches must key on it.
-        self._echo_origin = self._credentials or not self._any_origin
-
-    def allows_origin(self, origin: bytes) -> bool:
-        if self._any_origin or origin in self._origins:
-            return True
-        return self._regex is not None and self._regex.fullmatch(origin) is not None
+        self._echo_origin = self._credentials or not self._origin_policy.any_origin
+        self.allows_origin = self._origin_policy.allows
 
     def _origin_headers(self, origin: bytes) -> list[tuple[bytes, bytes]]:
         out = [(b"access-control-allow-origin", origin if self._echo_origin else b"*")]

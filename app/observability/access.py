@@ -53,7 +53,9 @@ class AccessLog:
         upstream: str | None,
         upstream_duration: float | None,
         client: str,
+        close_code: int | None = None,
     ) -> None:
+        """One line; ``close_code`` is set for a WebSocket (``status`` 101), whose line is written at its close."""
         now = datetime.now(UTC)
         shown = self.safe_path(path, query)
         upstream_ms = None if upstream_duration is None else round(upstream_duration * 1000, 3)
@@ -74,6 +76,7 @@ class AccessLog:
                     "upstream_ms": upstream_ms,
                     "client": client,
                 }
+                | ({} if close_code is None else {"close_code": close_code})
             ).decode()
         else:
             up = f" -> {upstream} {upstream_ms}ms" if upstream else ""
@@ -81,4 +84,6 @@ class AccessLog:
                 f"{now:%H:%M:%S} {client} {method} {shown} {status} {bytes_out}B {duration * 1000:.1f}ms"
                 f" [{route}]{up} {request_id}"
             )
+            if close_code is not None:
+                line += f" close={close_code}"
         self.lines.write(line)

@@ -87,6 +87,21 @@ class RouteMetrics:
         self.duration.observe(seconds)
 
 
+class WebSocketMetrics:
+    """One route's pre-bound WebSocket children: open connections, and messages and bytes per direction."""
+
+    __slots__ = ("open", "messages", "bytes")
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self.open = metrics.websocket_open.labels(name)
+        self.messages = {d: metrics.websocket_messages.labels(name, d) for d in WEBSOCKET_DIRECTIONS}
+        self.bytes = {d: metrics.websocket_bytes.labels(name, d) for d in WEBSOCKET_DIRECTIONS}
+
+
+# "to_upstream": messages from the client relayed to the upstream; "to_client": the other way.
+WEBSOCKET_DIRECTIONS = ("to_upstream", "to_client")
+
+
 class Metrics:
     """The app's metric families and its registry."""
 
@@ -150,6 +165,25 @@ class Metrics:
             ["endpoint", "outcome"],
             registry=r,
         )
+        self.websocket_open = Gauge(
+            "gatehouse_websocket_connections",
+            "Proxied WebSocket connections open now, by route.",
+            ["route"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.websocket_messages = Counter(
+            "gatehouse_websocket_messages",
+            "WebSocket messages relayed, by route and direction (to_upstream, to_client).",
+            ["route", "direction"],
+            registry=r,
+        )
+        self.websocket_bytes = Counter(
+            "gatehouse_websocket_bytes",
+            "WebSocket message payload bytes relayed, by route and direction (to_upstream, to_client).",
+            ["route", "direction"],
+            registry=r,
+        )
         self.no_route = RouteMetrics(self, NO_ROUTE)
         self._state = StateCollector()
         self._state.sources.append(build_info)
@@ -164,6 +198,9 @@ class Metrics:
 
     def for_route(self, name: str) -> RouteMetrics:
         return RouteMetrics(self, name)
+
+    def for_websocket(self, name: str) -> WebSocketMetrics:
+        return WebSocketMetrics(self, name)
 
     def watch(self, source: Callable[[], Iterable[Metric]]) -> None:
         """Have ``source`` add metrics read from live state at each scrape."""

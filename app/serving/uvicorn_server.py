@@ -23,9 +23,11 @@ from app.assembly.drain import Drain
 from app.assembly.reload import Reloader
 from app.config.settings import Settings, load_settings
 from app.config.tls import TlsSettings
+from app.config.websocket import MAX_MESSAGE_BYTES_CAP
 from app.serving.http_protocol import GatehouseHttpProtocol
 from app.serving.signals import drain_first, drain_worker_on_signals, reload_all_workers
 from app.serving.tls import CertificateReloader
+from app.serving.websocket_protocol import GatehouseWebSocketProtocol
 
 WORKER_START_TIMEOUT = 60.0
 
@@ -97,6 +99,9 @@ def server_options(
         "port": port,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         "http": GatehouseHttpProtocol,
+        "ws": GatehouseWebSocketProtocol,
+        # The frame parser refuses larger messages (1009) before buffering them; routes set lower limits.
+        "ws_max_size": MAX_MESSAGE_BYTES_CAP,
         "lifespan": "on",
         "proxy_headers": False,
         "server_header": False,

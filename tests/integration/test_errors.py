@@ -182,7 +182,7 @@ async def test_a_bug_in_a_filter_is_a_logged_500_problem_not_a_crash(upstream, c
     async def broken(exchange, call_next):  # noqa: ARG001
         raise RuntimeError("bug in a filter")
 
-    monkeypatch.setattr(generation, "route_filters", lambda _edge, _pools: [lambda _route: broken])
+    monkeypatch.setattr(generation, "route_filters", lambda _edge, _pools, **_options: [lambda _route: broken])
     app = create_app(Settings(routes=[route("up", "/up", server.url)]))
     async with run_uvicorn(config=server_config(app, host="127.0.0.1", port=0, log_level="warning")) as gw:
         async with httpx.AsyncClient() as client:

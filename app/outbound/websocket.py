@@ -1,0 +1,98 @@
+"""The upstream side of a proxied WebSocket: open one connection, with the route's TLS settings.
+
+httpx has no WebSocket client, so this uses ``websockets`` (its asyncio
+implementation): maintained, asyncio-native, with real backpressure (``send``
+waits for the socket to drain; reading pauses once ``max_queue`` messages wait),
+permessage-deflate and subprotocol negotiation. uvicorn serves the client side
+of the same connection with the same library, so one parser is trusted on both
+hops. Like ``make_client``, nothing comes from the environment: no proxy, no
+cookie jar, no default User-Agent.
+
+Connection failures become gateway errors here, at one boundary (as
+``map_upstream_errors`` does for httpx); an upstream that answers the handshake
+with a non-101 status raises ``HandshakeRefused`` with what it said, for the
+client to receive as it was.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from pathlib import Path
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
+
+from app.errors import UpstreamError, UpstreamTimeout
+from app.outbound.clients import ssl_context
+
+# Messages the upstream may have waiting in Gatehouse before its socket stops being read.
+MAX_QUEUE = 16
+# Keepalive towards the upstream: a vanished upstream is noticed within about 40 s.
+PING_INTERVAL = 20.0
+CLOSE_TIMEOUT = 5.0
+
+
+class HandshakeRefused(Exception):
+    """The upstream answered the handshake with ``status`` instead of 101."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        super().__init__(f"the upstream refused the WebSocket handshake with {status}")
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+def websocket_url(origin: str, target: bytes) -> str:
+    """``http://host:port`` + ``/path?q`` as the ``ws://`` (or ``wss://``) URL to connect to."""
+    scheme, _, rest = origin.partition("://")
+    return ("wss" if scheme == "https" else "ws") + "://" + rest + target.decode("ascii")
+
+
+async def open_websocket(
+    url: str,
+    *,
+    headers: Sequence[tuple[bytes, bytes]],
+    subprotocols: Sequence[str],
+    verify: bool | Path,
+    client_cert: tuple[Path, Path] | None = None,
+    connect_timeout: float,
+    max_message_bytes: int,
+    compression: bool,
+) -> ClientConnection:
+    """Open a WebSocket to ``url``, sending ``headers`` (no Host, no Sec-WebSocket-*) with the handshake.
+
+    Raises ``HandshakeRefused`` (the upstream said no), ``UpstreamTimeout`` (no
+    answer within ``connect_timeout``) or ``UpstreamError`` (unreachable, or an
+    answer that is not a WebSocket handshake).
+    """
+    secure = url.startswith("wss:")
+    context: ssl.SSLContext | None = ssl_context(verify, http2=False, client_cert=client_cert) if secure else None
+    try:
+        return await connect(
+            url,
+            additional_headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers],
+            subprotocols=[Subprotocol(s) for s in subprotocols] or None,
+            compression="deflate" if compression else None,
+            user_agent_header=None,
+            proxy=None,
+            open_timeout=connect_timeout,
+            ping_interval=PING_INTERVAL,
+            ping_timeout=PING_INTERVAL,
+            close_timeout=CLOSE_TIMEOUT,
+            max_size=max_message_bytes,
+            max_queue=MAX_QUEUE,
+            ssl=context,
+        )
+    except InvalidStatus as exc:
+        response = exc.response
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.raw_items()]
+        raise HandshakeRefused(response.status_code, raw, bytes(response.body or b"")) from None
+    except TimeoutError:
+        detail = f"The upstream did not complete the WebSocket handshake within {connect_timeout}s."
+        raise UpstreamTimeout(detail) from None
+    except InvalidHandshake as exc:
+        raise UpstreamError(f"The upstream's answer was not a valid WebSocket handshake: {exc}.") from None
+    except OSError as exc:
+        raise UpstreamError(f"Could not connect to the upstream: {exc.strerror or exc}.") from None

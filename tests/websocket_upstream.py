@@ -1,0 +1,95 @@
+"""A real WebSocket upstream (``websockets``' asyncio server) on an ephemeral loopback port.
+
+Paths decide what it does, so one server serves every test:
+
+- ``/echo...``: echoes every message (text as text, bytes as bytes);
+- ``/close/CODE``: closes at once with CODE and the reason ``bye CODE``;
+- ``/push/N/SIZE``: sends N binary messages of SIZE bytes as fast as the client reads, then closes 1000;
+- ``/refuse/STATUS``: refuses the handshake with STATUS and a JSON body;
+- ``/headers``: sends the handshake's request headers as one JSON text message, then echoes.
+
+It selects the first subprotocol it supports (``chat.v2``, ``chat.v1``) and records
+each handshake (path, headers) in ``handshakes``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from tests.servers import LOOPBACK
+
+SUBPROTOCOLS = ["chat.v2", "chat.v1"]
+
+
+def _first_supported(_connection: ServerConnection, offered: Any) -> Any:
+    return next((p for p in offered if p in SUBPROTOCOLS), None)
+
+
+@dataclass
+class WebSocketUpstream:
+    url: str  # http://127.0.0.1:PORT, as a route's upstream
+    port: int
+    handshakes: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    closes: list[tuple[int | None, str | None]] = field(default_factory=list)  # close frames it received
+    open_connections: int = 0
+
+
+@contextlib.asynccontextmanager
+async def run_websocket_upstream(**options: Any) -> AsyncIterator[WebSocketUpstream]:
+    upstream = WebSocketUpstream(url="", port=0)
+
+    def process_request(_connection: ServerConnection, request: Request) -> Response | None:
+        upstream.handshakes.append((request.path, {k.lower(): v for k, v in request.headers.raw_items()}))
+        if request.path.startswith("/refuse/"):
+            status = int(request.path.split("/")[2])
+            body = json.dumps({"refused": status}).encode()
+            headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            headers["WWW-Authenticate"] = 'Bearer realm="upstream"'
+            return Response(status, HTTPStatus(status).phrase, headers, body)
+        return None
+
+    async def handler(ws: ServerConnection) -> None:
+        upstream.open_connections += 1
+        try:
+            path = ws.request.path if ws.request is not None else "/"
+            if path.startswith("/close/"):
+                code = int(path.split("/")[2])
+                await ws.close(code, f"bye {code}")
+                return
+            if path.startswith("/push/"):
+                _, _, count, size = path.split("/")
+                for _ in range(int(count)):
+                    await ws.send(b"x" * int(size))
+                await ws.close(1000, "pushed")
+                return
+            if path.startswith("/headers"):
+                assert ws.request is not None
+                await ws.send(json.dumps({k.lower(): v for k, v in ws.request.headers.raw_items()}))
+            async for message in ws:
+                await ws.send(message)
+        finally:
+            upstream.open_connections -= 1
+            closed = ws.protocol.close_rcvd
+            upstream.closes.append((closed.code, closed.reason) if closed else (None, None))
+
+    options.setdefault("max_size", 32 * 1024 * 1024)
+    async with serve(
+        handler,
+        LOOPBACK,
+        0,
+        process_request=process_request,
+        select_subprotocol=_first_supported,
+        **options,
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        upstream.url, upstream.port = f"http://{LOOPBACK}:{port}", port
+        yield upstream
