@@ -20,6 +20,7 @@ import httpx
 from starlette.types import Receive, Send
 
 from app.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from app.outbound.fastpath import build_request, release
 from app.proxy.body import ClientDisconnected
 from app.proxy.exchange import Exchange
 from app.proxy.headers import client_response_headers
@@ -90,13 +91,7 @@ async def send_request(
         span = exchange.tracer.client_span(exchange.span, exchange.method, url, exchange.attempts)
         parent = exchange.tracer.traceparent(span)
         headers = [(b"traceparent", parent) if name == b"traceparent" else (name, value) for name, value in headers]
-    request = httpx.Request(
-        exchange.method,
-        url,
-        headers=headers,
-        stream=body,
-        extensions={"timeout": route.timeout_extension},
-    )
+    request = build_request(exchange.method, url, headers, body, {"timeout": route.timeout_extension})
     started = perf_counter()
     try:
         with map_upstream_errors(route.name):
@@ -222,6 +217,7 @@ async def relay_response(exchange: Exchange, response: httpx.Response, send: Sen
         )
     finally:
         await response.aclose()
+        release(response)  # freed now, not by the cyclic GC (app.outbound.fastpath)
     return sent
 
 

@@ -26,6 +26,7 @@ import anyio
 import httpx
 
 from app.errors import UpstreamError
+from app.outbound.fastpath import release
 from app.outbound.urls import exact_url, path_and_query
 from app.proxy.body import RequestBody
 from app.proxy.exchange import Exchange
@@ -99,6 +100,7 @@ class PooledEndpoint:
                 if delay is not None and pool.choose_would_find() and self._spend():
                     try:
                         await response.aclose()
+                        release(response)
                     finally:
                         target.finished()
                     await self._sleep(delay)
