@@ -335,7 +335,7 @@ _NAMED_LISTS = {"routes": "(route)", "webhooks": "(webhook)"}
 # Fields whose values an error message must never show, and the values ``${...}`` put in the file.
 _SECRET_FIELDS = frozenset(
     {"secret", "secrets", "token", "password", "client_secret", "keys", "users"}
-    | {"admin_token", "redis_url", "webhook_store", "public_key"}
+    | {"admin_token", "redis_url", "webhook_store", "public_key", "signing_secret"}
 )
 SUBSTITUTED: ContextVar[frozenset[str]] = ContextVar("gatehouse_substituted", default=frozenset())
 

@@ -130,6 +130,25 @@ VerifyConfig = Annotated[
 ]
 
 
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str | SecretStr) else value
+
+
+def _standard_secrets(value: list[SecretStr]) -> list[SecretStr]:
+    for index, secret in enumerate(value):
+        try:
+            decode_standard_secret(secret.get_secret_value())
+        except ValueError as exc:
+            raise ValueError(f"[{index}]: {exc}") from None
+    return value
+
+
+StandardSecrets = Annotated[
+    list[SecretStr], BeforeValidator(_one_or_many), Field(min_length=1), AfterValidator(_standard_secrets)
+]
+"""One ``whsec_...`` secret, or several while rotating (each signs; a receiver accepts any)."""
+
+
 class DeliveryTarget(ConfigModel):
     """An internal URL each event of the endpoint is POSTed to."""
 
@@ -138,6 +157,10 @@ class DeliveryTarget(ConfigModel):
     timeout: float = Field(10.0, gt=0)
     headers: HeaderValues = Field(default_factory=dict)
     upstream_auth: UpstreamAuth | None = None  # the same credentials a route can present
+    # Standard Webhooks signature of each delivery (webhook-id/-timestamp/-signature headers).
+    signing_secret: StandardSecrets | None = None
+    # Pass the provider's own signature headers on (its timestamp goes stale on retries).
+    forward_provider_signature: bool = False
 
     @field_validator("url")
     @classmethod

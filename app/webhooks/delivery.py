@@ -11,8 +11,11 @@ again once its lease expires, by whichever process polls first.
 Each attempt sends the stored body and headers plus ``X-Gatehouse-Event-Id``
 (the same for every attempt and target, so receivers can dedupe),
 ``X-Gatehouse-Provider-Event-Id`` when the provider sent one,
-``X-Gatehouse-Delivery-Id`` and ``X-Gatehouse-Attempt``. What follows an attempt
-is ``app.webhooks.schedule.classify``'s call.
+``X-Gatehouse-Delivery-Id`` and ``X-Gatehouse-Attempt``; with a target's
+``signing_secret``, a Standard Webhooks signature (``app.webhooks.signing``). The
+provider's own signature headers are passed on only to a target that sets
+``forward_provider_signature``. What follows an attempt is
+``app.webhooks.schedule.classify``'s call.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from app.webhooks.batching import StoreWriter
 from app.webhooks.database import StoreError, utc_now
 from app.webhooks.records import AttemptResult, Claim, ClaimedDelivery, Finish
 from app.webhooks.schedule import Dead, Delivered, Retry, classify
+from app.webhooks.signing import STANDARD_HEADERS, DeliverySigner, message_id, provider_signature_headers
 from app.webhooks.store import DeliveryStore
 
 log = logging.getLogger("gatehouse.webhooks")
@@ -90,6 +94,15 @@ class Dispatcher:
             for endpoint in endpoints
             for target in endpoint.deliver_to
             if target.upstream_auth is not None
+        }
+        self._signers = {
+            (endpoint.name, target.name): DeliverySigner(target.signing_secret)
+            for endpoint in endpoints
+            for target in endpoint.deliver_to
+            if target.signing_secret is not None
+        }
+        self._provider_signatures = {
+            endpoint.name: provider_signature_headers(endpoint.verify) for endpoint in endpoints
         }
         self._interval = interval
         self._batch = batch
@@ -243,7 +256,12 @@ class Dispatcher:
 
     def _headers(self, claimed: ClaimedDelivery, target: DeliveryTarget) -> list[tuple[bytes, bytes]]:
         delivery = claimed.delivery
+        signer = self._signers.get((delivery.endpoint, delivery.target))
         own = {name for name, _ in target.raw_headers} | _OWN_HEADERS
+        if not target.forward_provider_signature:
+            own |= self._provider_signatures.get(delivery.endpoint, frozenset())
+        if signer is not None:
+            own |= STANDARD_HEADERS  # ours, never the provider's of the same name
         headers = [(name, value) for name, value in claimed.headers if name not in own]
         headers += target.raw_headers
         headers += [
@@ -255,6 +273,8 @@ class Dispatcher:
         ]
         if claimed.provider_event_id is not None:
             headers.append((b"x-gatehouse-provider-event-id", claimed.provider_event_id.encode("utf-8")))
+        if signer is not None:
+            headers += signer.headers(message_id(delivery.event_id), int(time.time()), claimed.body)
         return headers
 
 
