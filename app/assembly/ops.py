@@ -7,12 +7,14 @@ import hmac
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Security
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.assembly.lifespan import State
+from app.assembly.ops_schema import ADMIN, Health, Readiness, Reloaded, openapi_document, problem
 from app.assembly.problems import problem_response
-from app.assembly.reload import ReloadRejected
+from app.assembly.reload import NotReloadable, ReloadRejected
 
 OPS_PAGE = (Path(__file__).parent.parent / "observability" / "ops_page.html").read_bytes()
 
@@ -27,27 +29,32 @@ def _state(request: Request) -> State:
 StateDep = Annotated[State, Depends(_state)]
 
 
-def require_admin(request: Request, state: StateDep) -> None:
+# Declares the admin scheme in the OpenAPI document; auto_error=False so the 401 is ours (problem+json).
+_bearer = HTTPBearer(auto_error=False, description="The admin_token (GATEHOUSE_ADMIN_TOKEN).")
+
+
+def require_admin(
+    state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+) -> None:
     """Admin endpoints need ``Authorization: Bearer <admin_token>``; unset, they are off."""
     token = state["settings"].admin_token
     if token is None:
         raise HTTPException(403, "The admin API is disabled: set admin_token (GATEHOUSE_ADMIN_TOKEN) to use it.")
-    scheme, _, offered = request.headers.get("authorization", "").partition(" ")
-    expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(offered.strip().encode(), expected):
+    offered = credentials.credentials.strip().encode() if credentials is not None else b""
+    if not offered or not hmac.compare_digest(offered, token.get_secret_value().encode()):
         raise HTTPException(401, "A valid admin bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
 
 
 AdminDep = Annotated[None, Depends(require_admin)]
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 async def healthz() -> dict[str, str]:
     """The process is alive and serving."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses={503: problem("Draining for shutdown, or not started.")})
 async def readyz(request: Request, state: StateDep) -> Any:
     """Ready to take traffic: clients open and not draining.
 
@@ -107,7 +114,19 @@ async def routes(state: StateDep) -> dict[str, Any]:
     return {"routes": out}
 
 
-@router.get("/metrics")
+_EXPOSITION = {"schema": {"type": "string"}}
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text format, or OpenMetrics if the Accept header asks for it.",
+            "content": {"text/plain": _EXPOSITION, "application/openmetrics-text": _EXPOSITION},
+        }
+    },
+)
 async def metrics(request: Request, state: StateDep) -> Response:
     """Prometheus text format, or OpenMetrics if asked (summed over workers when there are several)."""
     metrics = state["gateway"].metrics
@@ -122,11 +141,22 @@ async def stats(state: StateDep) -> dict[str, Any]:
     return {"routes": state["gateway"].metrics.route_counts()}
 
 
-@router.post("/reload", status_code=200)
+@router.post(
+    "/reload",
+    status_code=200,
+    response_model=Reloaded,
+    responses={
+        **ADMIN,
+        409: problem("Gatehouse was not started from a config file: nothing to re-read."),
+        422: problem("The new configuration is invalid; the current one keeps serving (errors: field, message)."),
+    },
+)
 async def reload(request: Request, state: StateDep, _admin: AdminDep) -> Any:
     """Re-read the config file and swap the route table; an invalid file changes nothing (422)."""
     try:
         return await state["reloader"].reload()
+    except NotReloadable as exc:
+        return problem_response(request, 409, exc.detail, None, title="Nothing to reload", slug="not-reloadable")
     except ReloadRejected as exc:
         return problem_response(
             request,
@@ -139,7 +169,13 @@ async def reload(request: Request, state: StateDep, _admin: AdminDep) -> Any:
         )
 
 
-@router.get("/")
+@router.get("/openapi.json", responses=ADMIN)
+async def openapi(request: Request, _admin: AdminDep) -> JSONResponse:
+    """This document: the ops API in OpenAPI 3.1."""
+    return JSONResponse(openapi_document(request.app))
+
+
+@router.get("/", response_class=HTMLResponse)
 async def ops_page() -> Response:
     """The ops page: static HTML and JavaScript that reads the endpoints above."""
     return Response(OPS_PAGE, media_type="text/html; charset=utf-8", headers={"cache-control": "no-store"})

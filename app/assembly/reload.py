@@ -48,6 +48,14 @@ RELOADED = frozenset(
 )
 
 
+class NotReloadable(Exception):
+    """There is no config file to re-read: the request is fine, the gateway's state refuses it (409)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
 class ReloadRejected(Exception):
     """The new configuration is invalid; ``errors`` are ``{"field", "message"}`` pairs."""
 
@@ -71,9 +79,8 @@ class Reloader:
         """Swap in a generation built from the config file as it is now (see the module docstring)."""
         async with self._lock:
             if self._settings.config is None:
-                raise ReloadRejected(
-                    "Gatehouse was not started from a config file (--config / GATEHOUSE_CONFIG): nothing to re-read.",
-                    [],
+                raise NotReloadable(
+                    "Gatehouse was not started from a config file (--config / GATEHOUSE_CONFIG): nothing to re-read."
                 )
             try:
                 settings = load_settings(self._settings.config)
@@ -119,6 +126,8 @@ class Reloader:
         except ReloadRejected as exc:
             lines = "; ".join(f"{e['field']}: {e['message']}" for e in exc.errors)
             log.error("config reload rejected: %s %s", exc.detail, lines)
+        except NotReloadable as exc:
+            log.error("config reload rejected: %s", exc.detail)
         except Exception:
             log.exception("config reload failed; the current configuration keeps serving")
 

@@ -9,16 +9,44 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from app.assembly.ops import StateDep, require_admin
+from app.assembly.ops_schema import (
+    ADMIN,
+    NO_WEBHOOKS,
+    STORE_DOWN,
+    Deliveries,
+    DeliveryDetail,
+    Events,
+    Replayed,
+    problem,
+)
 from app.webhooks.database import StoreError
 from app.webhooks.records import Delivery, DeliveryStatus, ReplayResult
 from app.webhooks.runtime import Webhooks
 
+
+def reject_unknown_query(request: Request) -> None:
+    """A query parameter the endpoint does not declare is a 422, not ignored (``?stauts=dead`` lists all)."""
+    known: set[str] = set()
+    pending = [request.scope["route"].dependant]
+    while pending:  # the endpoint's parameters and its dependencies'
+        dependant = pending.pop()
+        known.update(param.alias for param in dependant.query_params)
+        pending.extend(dependant.dependencies)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        expected = ", ".join(sorted(known)) or "none"
+        raise HTTPException(422, f"Unknown query parameter(s) {', '.join(map(repr, unknown))}; expected: {expected}.")
+
+
 # Every endpoint here is admin-only: the dependency sits on the router, so none can be added without it.
-router = APIRouter(dependencies=[Depends(require_admin)])
+router = APIRouter(
+    dependencies=[Depends(require_admin), Depends(reject_unknown_query)],
+    responses={**ADMIN, **STORE_DOWN, **NO_WEBHOOKS},
+)
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
@@ -58,7 +86,7 @@ def _store_failed(exc: StoreError) -> HTTPException:
     return HTTPException(503, f"The webhook store is unavailable: {exc}", headers={"Retry-After": "5"})
 
 
-@router.get("/events")
+@router.get("/events", response_model=Events)
 async def list_events(
     state: StateDep, endpoint: str | None = None, limit: Limit = 50, before: int | None = None
 ) -> dict[str, Any]:
@@ -80,7 +108,7 @@ async def list_events(
     }
 
 
-@router.get("/deliveries")
+@router.get("/deliveries", response_model=Deliveries)
 async def list_deliveries(
     state: StateDep,
     status: DeliveryStatus | None = None,
@@ -97,7 +125,7 @@ async def list_deliveries(
     return {"deliveries": [_delivery(d) for d in found]}
 
 
-@router.get("/deliveries/{delivery_id}")
+@router.get("/deliveries/{delivery_id}", response_model=DeliveryDetail)
 async def get_delivery(state: StateDep, delivery_id: int) -> dict[str, Any]:
     try:
         found = await _webhooks(state).store.get_delivery_with_attempts(delivery_id)
@@ -120,7 +148,12 @@ async def get_delivery(state: StateDep, delivery_id: int) -> dict[str, Any]:
     }
 
 
-@router.post("/deliveries/{delivery_id}/replay", status_code=202)
+@router.post(
+    "/deliveries/{delivery_id}/replay",
+    status_code=202,
+    response_model=Replayed,
+    responses={409: problem("The delivery is being attempted right now.")},
+)
 async def replay_delivery(state: StateDep, delivery_id: int) -> Any:
     webhooks = _webhooks(state)
     try:
@@ -135,7 +168,7 @@ async def replay_delivery(state: StateDep, delivery_id: int) -> Any:
     return JSONResponse({"replayed": delivery_id}, status_code=202)
 
 
-@router.post("/endpoints/{name}/replay-dead", status_code=202)
+@router.post("/endpoints/{name}/replay-dead", status_code=202, response_model=Replayed)
 async def replay_dead(state: StateDep, name: str) -> Any:
     webhooks = _webhooks(state)
     if not any(endpoint.name == name for endpoint in state["settings"].webhooks):

@@ -14,6 +14,7 @@ import yaml
 from app.config.settings import Settings
 from app.main import create_app
 from app.serving.uvicorn_server import server_config
+from tests.gateway import route, run_gateway
 from tests.servers import RunningServer, run_uvicorn
 
 pytestmark = pytest.mark.anyio
@@ -119,3 +120,19 @@ async def test_reload_needs_the_admin_token_and_reports_settings_that_need_a_res
     assert anonymous.status_code == 401
     assert reloaded.status_code == 200
     assert reloaded.json()["restart_required"] == ["trusted_proxies"]
+
+
+async def test_reload_without_a_config_file_is_a_409_not_an_invalid_config(upstream):
+    # Found by schemathesis: a well-formed request was answered 422 (the client's data is fine;
+    # the gateway's state, started without a file, is what prevents it).
+    server, _ = upstream
+    async with (
+        run_gateway(route("a", "/a", server.url), admin_token=TOKEN) as gw,
+        httpx.AsyncClient() as client,
+    ):
+        response = await client.post(f"{gw.url}/_gatehouse/reload", headers=ADMIN)
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == "urn:gatehouse:problem:not-reloadable"
+    assert "not started from a config file" in problem["detail"]

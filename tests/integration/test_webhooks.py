@@ -287,6 +287,22 @@ async def test_ops_api_lists_events_and_deliveries_in_the_agreed_shapes(tmp_path
                 assert bad.status_code == 422
 
 
+async def test_a_misspelt_query_parameter_is_refused_not_silently_ignored(tmp_path):
+    # Found by schemathesis: ``?stauts=dead`` listed every delivery, as if no filter had been asked for,
+    # and an operator about to replay "the dead ones" would not know.
+    hook = endpoint("std", "/hooks/in", "http://127.0.0.1:9/unused")
+    async with run_gateway(webhooks=[hook], webhook_store=store_url(tmp_path), **FAST) as gw:
+        async with httpx.AsyncClient(base_url=gw.url + "/_gatehouse/webhooks", headers=ADMIN) as client:
+            misspelt = await client.get("/deliveries", params={"stauts": "dead"})
+            known = await client.get("/deliveries", params={"status": "dead", "limit": 5})
+            on_replay = await client.post("/deliveries/1/replay", params={"force": "1"})
+    assert misspelt.status_code == 422
+    assert misspelt.headers["content-type"] == "application/problem+json"
+    assert "stauts" in misspelt.json()["detail"] and "status" in misspelt.json()["detail"]
+    assert known.status_code == 200
+    assert on_replay.status_code == 422
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
