@@ -145,6 +145,7 @@ async def stats(state: StateDep) -> dict[str, Any]:
     "/reload",
     status_code=200,
     response_model=Reloaded,
+    response_model_exclude_unset=True,
     responses={
         **ADMIN,
         409: problem("Gatehouse was not started from a config file: nothing to re-read."),

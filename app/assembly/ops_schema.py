@@ -71,6 +71,7 @@ class Reloaded(BaseModel):
     generation: int
     routes: list[str]
     restart_required: list[str]
+    workers: str | None = None  # only under --workers N: they restart one by one with the new file
 
 
 class Replayed(BaseModel):
