@@ -41,6 +41,7 @@ class WebSocketUpstream:
     handshakes: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     closes: list[tuple[int | None, str | None]] = field(default_factory=list)  # close frames it received
     open_connections: int = 0
+    pushed: int = 0  # messages /push/ has sent so far
 
 
 @contextlib.asynccontextmanager
@@ -67,8 +68,10 @@ async def run_websocket_upstream(**options: Any) -> AsyncIterator[WebSocketUpstr
                 return
             if path.startswith("/push/"):
                 _, _, count, size = path.split("/")
+                payload = b"x" * int(size)
                 for _ in range(int(count)):
-                    await ws.send(b"x" * int(size))
+                    await ws.send(payload)
+                    upstream.pushed += 1
                 await ws.close(1000, "pushed")
                 return
             if path.startswith("/headers"):

@@ -13,11 +13,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.serving.limits import ConnectionLimits
 from app.serving.tls_protocol import ClientCertificateMixin
+from app.serving.upgrade import UnsupportedUpgrade
 
 
-class GatehouseHttpProtocol(ConnectionLimits, ClientCertificateMixin, HttpToolsProtocol):
+class GatehouseHttpProtocol(ConnectionLimits, ClientCertificateMixin, UnsupportedUpgrade, HttpToolsProtocol):
     """uvicorn's httptools protocol, with Gatehouse's connection-level mixins:
 
     - ``ConnectionLimits`` (``app.serving.limits``): header timeout, keep-alive timeout, connection cap.
     - ``ClientCertificateMixin`` (``app.serving.tls_protocol``): the TLS client certificate in the scope.
+    - ``UnsupportedUpgrade`` (``app.serving.upgrade``): ``Upgrade`` to anything but WebSocket.
     """

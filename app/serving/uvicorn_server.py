@@ -102,6 +102,9 @@ def server_options(
         "ws": GatehouseWebSocketProtocol,
         # The frame parser refuses larger messages (1009) before buffering them; routes set lower limits.
         "ws_max_size": MAX_MESSAGE_BYTES_CAP,
+        # No permessage-deflate with clients: uvicorn inflates every message of a network read
+        # before the app reads one, so one 64 KiB read of compressed frames could queue gigabytes.
+        "ws_per_message_deflate": False,
         "lifespan": "on",
         "proxy_headers": False,
         "server_header": False,

@@ -141,3 +141,22 @@ async def test_routes_that_refuse_websockets_say_so():
                         pass
                 assert refused.value.response.status_code == status, path
     assert up.handshakes == []
+
+
+async def test_compression_towards_the_upstream_is_off_unless_the_route_asks_for_it():
+    with anyio.fail_after(20):
+        async with (
+            run_websocket_upstream() as up,
+            run_gateway(
+                route("plain", "/plain", up.url), route("zip", "/zip", up.url, websocket={"compression": True})
+            ) as gw,
+        ):
+            for path in ("/plain/echo", "/zip/echo"):
+                async with connect(ws_url(gw, path)) as ws:
+                    await ws.send("a" * 10_000)
+                    assert await ws.recv() == "a" * 10_000
+                    # The client's hop is never compressed.
+                    assert ws.response is not None and "sec-websocket-extensions" not in ws.response.headers
+    offered = [headers.get("sec-websocket-extensions", "") for _, headers in up.handshakes]
+    assert "permessage-deflate" not in offered[0]
+    assert "permessage-deflate" in offered[1]
