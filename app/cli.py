@@ -35,6 +35,9 @@ def serve(args: argparse.Namespace) -> None:
     # After a graceful shutdown uvicorn re-raises the signal it stopped on, which
     # would end the process as "killed by SIGTERM" (143). A drained stop is a success.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    if settings.http_server == "hypercorn":
+        _serve_hypercorn(args, settings)
+        return
     if args.workers > 1:
         # Each worker counts into files here; a scrape sums them (prometheus-client's multiprocess
         # mode). Set before any worker imports prometheus_client. On SIGHUP uvicorn restarts the
@@ -70,6 +73,23 @@ def serve(args: argparse.Namespace) -> None:
     )
     settle_heap()
     ReloadingServer(config, app.state.drain, app.state.reloader, settings.drain_delay).run()
+
+
+def _serve_hypercorn(args: argparse.Namespace, settings: Settings) -> None:
+    if args.workers > 1:
+        print(  # noqa: T201
+            "gatehouse: --workers runs under http_server: uvicorn only; under hypercorn run one"
+            " process per core behind a load balancer (or use uvicorn where HTTP/1.1 is enough)",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    from app.main import create_app
+    from app.serving import hypercorn_server
+
+    app = create_app(settings)
+    config = hypercorn_server.hypercorn_config(settings, host=args.host, port=args.port)
+    settle_heap()
+    hypercorn_server.run(app, config, app.state.drain, app.state.reloader)
 
 
 def _exit_cleanly(_signum: int, _frame: object) -> None:

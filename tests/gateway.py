@@ -1,19 +1,22 @@
-"""Gatehouse itself on a real uvicorn server, configured exactly as in production."""
+"""Gatehouse itself on a real server (uvicorn, or hypercorn with ``http_server="hypercorn"``), as in production."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 
 from app.assembly.lifespan import State
 from app.config.settings import Settings
 from app.main import create_app
+from app.serving import hypercorn_server
 from app.serving.uvicorn_server import server_config
-from tests.servers import LOOPBACK, RunningServer, run_uvicorn
+from tests.servers import LOOPBACK, STARTUP_TIMEOUT, RunningServer, loopback_socket, run_uvicorn, wait_stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,18 +24,19 @@ class RunningGateway:
     url: str
     port: int
     app: FastAPI
-    server: RunningServer
+    server: RunningServer | None  # None under hypercorn
     settings: Settings
 
     @property
     def state(self) -> State:
-        """The lifespan state (clients, routes) of the running server."""
+        """The lifespan state (clients, routes) of the running uvicorn server."""
+        assert self.server is not None, "under hypercorn, reach the gateway through app.gateway"
         state: State = self.server.server.lifespan.state  # type: ignore[attr-defined]
         return state
 
     def connections_in_use(self) -> int:
         """Upstream connections held by open exchanges, over every upstream."""
-        clients = self.state["gateway"].generation.clients
+        clients = self.app.gateway.generation.clients  # type: ignore[attr-defined]
         assert clients is not None
         return sum(clients.in_use().values())
 
@@ -58,6 +62,10 @@ async def run_gateway(
     """
     built = Settings(routes=list(routes), **settings)
     app = create_app(built, access_write=access_write or _discard)
+    if built.http_server == "hypercorn":
+        async with _run_hypercorn(app, built) as running:
+            yield running
+        return
     config = server_config(app, host=LOOPBACK, port=0, log_level="warning", tls=built.tls)
     async with run_uvicorn(config=config) as server:
         yield RunningGateway(url=server.url, port=server.port, app=app, server=server, settings=built)
@@ -65,3 +73,33 @@ async def run_gateway(
 
 def _discard(_data: bytes) -> None:
     pass
+
+
+@contextlib.asynccontextmanager
+async def _run_hypercorn(app: Any, built: Settings) -> AsyncIterator[RunningGateway]:
+    """Gatehouse under hypercorn, as ``gatehouse serve`` runs it, on a socket bound here (port 0)."""
+    config = hypercorn_server.hypercorn_config(built, host=LOOPBACK, port=0)
+    config.errorlog = None
+    with loopback_socket() as sock:
+        sock.listen()
+        port = sock.getsockname()[1]
+        stop = asyncio.Event()
+        task = asyncio.create_task(hypercorn_server.serve(app, config, shutdown_trigger=stop.wait, sockets=[sock]))
+        try:
+            with anyio.fail_after(STARTUP_TIMEOUT):
+                while app.gateway.generation.clients is None:  # the lifespan opens them
+                    if task.done():
+                        task.result()
+                        raise RuntimeError("hypercorn stopped before it started")
+                    await anyio.sleep(0.005)
+            scheme = "https" if built.tls is not None else "http"
+            yield RunningGateway(url=f"{scheme}://{LOOPBACK}:{port}", port=port, app=app, server=None, settings=built)
+        finally:
+            stop.set()
+            with anyio.CancelScope(shield=True):
+                if not await wait_stopped(task, built.shutdown_grace + 5.0):
+                    task.cancel()
+                    await wait_stopped(task, 1.0)
+                    raise TimeoutError(f"hypercorn on port {port} did not shut down")
+            if not task.cancelled():
+                task.result()

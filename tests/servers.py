@@ -69,7 +69,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _loopback_socket(port: int = 0) -> socket.socket:
+def loopback_socket(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -80,7 +80,7 @@ def _loopback_socket(port: int = 0) -> socket.socket:
     return sock
 
 
-async def _wait_stopped(task: asyncio.Task[None], timeout: float) -> bool:
+async def wait_stopped(task: asyncio.Task[None], timeout: float) -> bool:
     with anyio.move_on_after(timeout):
         await asyncio.wait({task})
     return task.done()
@@ -115,7 +115,7 @@ async def run_uvicorn(
         raise TypeError("config overrides go into the prepared Config, not run_uvicorn")
 
     server = _Server(config)
-    sock = _loopback_socket(port)
+    sock = loopback_socket(port)
     port = sock.getsockname()[1]
 
     async def serve() -> None:
@@ -147,16 +147,16 @@ async def run_uvicorn(
 
 
 async def _stop_uvicorn(server: uvicorn.Server, task: asyncio.Task[None], port: int, timeout: float) -> None:
-    if not await _wait_stopped(task, timeout):
+    if not await wait_stopped(task, timeout):
         # Not force_exit: that would skip the lifespan shutdown and leave its
         # task pending. Ending the exchanges lets the shutdown run to the end.
         for pending in list(server.server_state.tasks):
             pending.cancel()
         for connection in list(server.server_state.connections):
             connection.transport.abort()
-        if not await _wait_stopped(task, 1.0):
+        if not await wait_stopped(task, 1.0):
             task.cancel()
-            await _wait_stopped(task, 1.0)
+            await wait_stopped(task, 1.0)
         raise TimeoutError(f"uvicorn on port {port} did not shut down within {timeout}s")
     if not task.cancelled():
         task.result()
@@ -193,7 +193,7 @@ async def run_hypercorn_h2(
                 pem.write_to_path(config.certfile, append=n > 0)
             leaf.private_key_pem.write_to_path(config.keyfile)
 
-        sock = stack.enter_context(_loopback_socket())
+        sock = stack.enter_context(loopback_socket())
         sock.listen()  # connections queue in the backlog until hypercorn accepts them
         port = sock.getsockname()[1]
         # hypercorn's public serve() binds its own sockets and cannot report an
@@ -240,9 +240,9 @@ async def run_hypercorn_h2(
             stop.set()
             with anyio.CancelScope(shield=True):
                 # hypercorn itself cancels exchanges still open after graceful_timeout.
-                if not await _wait_stopped(task, shutdown_timeout + 1.0):
+                if not await wait_stopped(task, shutdown_timeout + 1.0):
                     task.cancel()
-                    await _wait_stopped(task, 1.0)
+                    await wait_stopped(task, 1.0)
                     raise TimeoutError(f"hypercorn on port {port} did not shut down within {shutdown_timeout}s")
             if not task.cancelled():
                 task.result()

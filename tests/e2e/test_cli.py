@@ -303,3 +303,49 @@ def test_run_demo_serves_demo_hello_and_stops_both_children(tmp_path: Path) -> N
         for pid in children:  # only if the assertions above failed
             if is_running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_serve_under_hypercorn_speaks_h2c_and_drains_on_sigterm(tmp_path: Path, upstream_port: int) -> None:
+    config = write_config(
+        tmp_path,
+        f"""\
+        http_server: hypercorn
+        routes:
+          - name: demo
+            prefix: /demo
+            upstream: http://127.0.0.1:{upstream_port}
+        """,
+    )
+    port = free_port()
+    log = tmp_path / "gatehouse.log"
+    argv = gatehouse("serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port))
+    with process(argv, log, cwd=tmp_path) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_ok(base + HEALTHZ, proc, log)
+        with httpx.Client(base_url=base, http1=False, http2=True, trust_env=False, timeout=5.0) as client:
+            hello = client.get("/demo/hello")
+            assert hello.http_version == "HTTP/2" and hello.status_code == 200
+        with httpx.Client(base_url=base, trust_env=False, timeout=10.0) as client:
+            # SIGTERM while a request is in flight: it finishes, then the process exits 0.
+            with client.stream("GET", "/demo/slow", params={"seconds": "1"}) as slow:
+                time.sleep(0.3)
+                proc.send_signal(signal.SIGTERM)
+                slow.read()
+            assert slow.status_code == 200
+        assert proc.wait(timeout=STOP_TIMEOUT) == 0, log.read_text(errors="replace")
+    assert "draining" in log.read_text(errors="replace")
+
+
+def test_serve_under_hypercorn_refuses_workers(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http_server: hypercorn\n")
+    result = subprocess.run(
+        gatehouse("serve", "--config", str(config), "--workers", "2", "--port", str(free_port())),
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "--workers runs under http_server: uvicorn only" in result.stderr

@@ -1,0 +1,192 @@
+"""Gatehouse under hypercorn: HTTP/2 (h2c with prior knowledge, h2 over TLS by ALPN) and HTTP/1.1.
+
+``http_server: hypercorn`` picks this server. hypercorn was chosen over granian
+for HTTP/2 because it sends response trailers through ASGI (the
+``http.response.trailers`` extension), which gRPC needs for ``grpc-status``; it
+is pure Python, so it runs in Gatehouse's own event loop, where the drain flag,
+SIGHUP reload and the reloading TLS context plug in as they do under uvicorn.
+Its classes are subclassed here, never patched; the version is pinned below 0.19.
+
+hypercorn has no header timeout or connection cap of its own (the ``server:``
+block is enforced by the uvicorn protocol); it closes idle keep-alive
+connections after ``server.keepalive_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import hypercorn.config
+import hypercorn.protocol.h2
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.utils import wrap_app
+
+from app.assembly.drain import Drain
+from app.assembly.reload import Reloader
+from app.config.settings import Settings
+from app.config.tls import TlsSettings
+from app.serving.tls import CONNECTION_TLS, CertificateReloader
+
+ALPN = ("h2", "http/1.1")
+
+
+class ClientSendTimeout(ConnectionError):
+    """An HTTP/2 client kept its flow-control window closed for longer than ``timeout.write``."""
+
+
+class FlowControlledStreamBuffer(hypercorn.protocol.h2.StreamBuffer):
+    """hypercorn's per-stream send buffer, with the backpressure HTTP/2 flow control implies, and a send timeout.
+
+    hypercorn 0.18 releases a paused ``send`` on every ``pop`` that returns
+    less than its low-water mark, including ``pop(0)`` when the client's
+    flow-control window is closed. A client that opens streams and never sends
+    WINDOW_UPDATE then made Gatehouse read its upstreams as fast as they wrote,
+    into memory, without bound (180 MB in 1.5 s in
+    tests/integration/test_http2_clients.py). Here ``send`` waits until the
+    buffer is below the low-water mark, so a stream holds at most two frames.
+
+    A ``send`` held longer than ``send_timeout`` (``timeout.write``) gives the
+    stream up: hypercorn does not release a held ``send`` when the connection
+    closes, so without it the exchange (and its upstream connection) would
+    wait forever. hypercorn looks the class up in its module
+    when a stream opens, which is where it is installed: the one patch Gatehouse
+    makes to a dependency, removable once hypercorn fixes both.
+    """
+
+    send_timeout = 30.0
+
+    async def push(self, data: bytes) -> None:
+        if self._complete:
+            raise hypercorn.protocol.h2.BufferCompleteError()
+        self.buffer.extend(data)
+        await self._is_empty.clear()
+        if len(self.buffer) >= hypercorn.protocol.h2.BUFFER_HIGH_WATER:
+            try:
+                await asyncio.wait_for(self._paused.wait(), self.send_timeout)
+            except TimeoutError:
+                # Give up: the app's send raises (the gateway closes the upstream response), later
+                # sends are dropped, and what is buffered stays unsent, so the client never sees the
+                # stream end as if it were complete.
+                self._complete = True
+                await self._is_empty.set()
+                raise ClientSendTimeout(f"the client took no data for {self.send_timeout}s") from None
+            await self._paused.clear()
+
+    async def pop(self, max_length: int) -> bytes:
+        length = min(len(self.buffer), max_length)
+        data = bytes(self.buffer[:length])
+        del self.buffer[:length]
+        if len(self.buffer) < hypercorn.protocol.h2.BUFFER_LOW_WATER:
+            await self._paused.set()
+        if not self.buffer:
+            await self._is_empty.set()
+        return data
+
+
+hypercorn.protocol.h2.StreamBuffer = FlowControlledStreamBuffer  # type: ignore[misc]
+
+
+class HypercornConfig(hypercorn.config.Config):
+    """hypercorn's config with Gatehouse's TLS context (renewed certificates) and its ``Server`` header."""
+
+    def __init__(self, tls: TlsSettings | None = None) -> None:
+        super().__init__()
+        self.tls = tls
+        self.include_server_header = False
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return self.tls is not None
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return None if self.tls is None else CertificateReloader(self.tls, ALPN).context
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        return [*super().response_headers(protocol), (b"server", b"gatehouse")]
+
+
+def hypercorn_config(settings: Settings, *, host: str, port: int) -> HypercornConfig:
+    config = HypercornConfig(settings.tls)
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = settings.shutdown_grace
+    FlowControlledStreamBuffer.send_timeout = settings.timeout.write  # one server per process
+    config.keep_alive_timeout = settings.server.keepalive_timeout
+    config.h11_max_incomplete_size = max(settings.max_header_bytes * 2, 16 * 1024)
+    config.h2_max_header_list_size = max(settings.max_header_bytes * 2, 2**16)
+    config.accesslog = None  # Gatehouse writes its own access log
+    config.errorlog = logging.getLogger("hypercorn.error")  # through Gatehouse's logging config
+    config.loglevel = settings.log_level.upper()
+    return config
+
+
+def with_tls_extension(app: Any) -> Callable[[Any, Any, Any], Awaitable[None]]:
+    """``app`` with the connection's TLS extension in each request's scope (see ``app.serving.tls``)."""
+
+    async def serve(scope: Any, receive: Any, send: Any) -> None:
+        tls = CONNECTION_TLS.get()
+        if tls is not None and scope["type"] != "lifespan":
+            scope["extensions"] = {**scope.get("extensions", {}), "tls": tls}
+        await app(scope, receive, send)
+
+    return serve
+
+
+async def serve(
+    app: Any,
+    config: HypercornConfig,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]],
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Serve ``app`` until ``shutdown_trigger`` returns, then drain for ``graceful_timeout``.
+
+    ``sockets`` are already bound (tests bind port 0 and read it back); without
+    them hypercorn binds ``config.bind``.
+    """
+    bound = None
+    if sockets is not None:
+        secure = config.ssl_enabled
+        bound = hypercorn.config.Sockets(
+            secure_sockets=list(sockets) if secure else [],
+            insecure_sockets=[] if secure else list(sockets),
+            quic_sockets=[],
+        )
+    wrapped = wrap_app(with_tls_extension(app), config.wsgi_max_body_size, "asgi")
+    await worker_serve(wrapped, config, sockets=bound, shutdown_trigger=shutdown_trigger)
+
+
+def run(app: Any, config: HypercornConfig, drain: Drain, reloader: Reloader) -> None:
+    """``gatehouse serve`` under hypercorn: SIGTERM/SIGINT drain and stop, SIGHUP reloads the config file."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        reloads: set[asyncio.Task[None]] = set()
+
+        def on_stop(sig: signal.Signals) -> None:
+            drain.start(f"signal {sig.name}")
+            stop.set()
+
+        def on_reload() -> None:
+            task = asyncio.create_task(reloader.reload_logged())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_stop, sig)
+        if hasattr(signal, "SIGHUP"):
+            loop.add_signal_handler(signal.SIGHUP, on_reload)
+        await serve(app, config, shutdown_trigger=stop.wait)
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it installs
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
