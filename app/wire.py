@@ -86,3 +86,9 @@ def sane_request_id(value: bytes | None) -> bytes:
     if value is not None and _SANE_REQUEST_ID.match(value):
         return value
     return new_request_id()
+
+
+# The scope key under which Gatehouse's uvicorn protocol (``app.serving.targets``) keeps a
+# request target that is not origin-form (``http://host/path``, ``host:port``, ``*``): uvicorn
+# itself keeps only the path and query of it.
+REQUEST_TARGET_KEY = "gatehouse.request_target"

@@ -2,6 +2,7 @@
 
 Outermost first:
 
+0. client addresses (``allow_ips`` / ``deny_ips``): a refused address gets nothing else, not even CORS;
 1. CORS: a preflight is answered before anything else, and errors get CORS headers;
 2. rate limit keyed by client IP or header: before auth, so unauthenticated floods are limited too;
 3. inbound auth: who is calling;
@@ -23,6 +24,7 @@ no bulkhead, since a WebSocket is not a request in flight (its limits are in
 
 from __future__ import annotations
 
+from app.edge.addresses import AddressFilter
 from app.edge.auth import AuthFilter, build_verifier
 from app.edge.cors import CorsFilter
 from app.edge.credentials import UpstreamAuthFilter
@@ -39,6 +41,10 @@ _BY_IDENTITY = ("api_key", "subject")
 
 def route_filters(edge: EdgeResources, pools: RoutePools, *, websocket: bool = False) -> list[FilterFactory]:
     """The filter factories, outermost first (see the module docstring); ``websocket``: for handshakes."""
+
+    def addresses(route: CompiledRoute) -> Filter | None:
+        spec = route.route
+        return AddressFilter(spec.allow_ips, spec.deny_ips) if spec.allow_ips is not None or spec.deny_ips else None
 
     def cors(route: CompiledRoute) -> Filter | None:
         spec = route.edge.cors
@@ -69,5 +75,13 @@ def route_filters(edge: EdgeResources, pools: RoutePools, *, websocket: bool = F
         return UpstreamAuthFilter(build_upstream_auth(spec, lambda: edge.http)) if spec is not None else None
 
     if websocket:
-        return [websocket_origin, rate_limit_by_client, auth, rate_limit_by_identity, upstream_credentials]
-    return [cors, rate_limit_by_client, auth, rate_limit_by_identity, upstream_credentials, pools.bulkhead_for]
+        return [addresses, websocket_origin, rate_limit_by_client, auth, rate_limit_by_identity, upstream_credentials]
+    return [
+        addresses,
+        cors,
+        rate_limit_by_client,
+        auth,
+        rate_limit_by_identity,
+        upstream_credentials,
+        pools.bulkhead_for,
+    ]

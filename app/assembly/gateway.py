@@ -9,8 +9,6 @@ the upstream request → run the route's pipeline → relay the response.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import logging
 from collections.abc import Sequence
 from itertools import chain
@@ -21,7 +19,7 @@ import httpx
 from starlette.types import Receive, Scope, Send
 
 from app.assembly.generation import Generation
-from app.config.settings import IPNetwork
+from app.config.routes import IPNetwork
 from app.errors import (
     BadRequest,
     GatewayError,
@@ -38,12 +36,13 @@ from app.observability.metrics import Metrics, RouteMetrics
 from app.observability.tracing import Tracer, trace_id_of
 from app.outbound.urls import exact_url
 from app.proxy.body import ClientDisconnected, RequestBody
+from app.proxy.clientaddr import client_address, is_trusted
 from app.proxy.exchange import Exchange
 from app.proxy.forwarding import relay_response
-from app.proxy.headers import upstream_request_headers
+from app.proxy.headers import VALID_HOST, upstream_request_headers
 from app.proxy.routing import RouteTable
 from app.proxy.urls import normalise_path, upstream_target
-from app.wire import header_value, sane_request_id
+from app.wire import REQUEST_TARGET_KEY, header_value, sane_request_id
 
 log = logging.getLogger("gatehouse.proxy")
 
@@ -116,8 +115,12 @@ class Gateway:
         exchange = outcome.exchange
         client = scope.get("client")
         url = exchange.url if exchange is not None and exchange.upstream_seconds is not None else None
+        if outcome.client_ip and client and outcome.client_ip != client[0]:
+            shown_client = outcome.client_ip  # the client behind a trusted proxy
+        else:
+            shown_client = f"{client[0]}:{client[1]}" if client else ""
         self._access.emit(
-            request_id=(outcome.request_id or client_request_id(scope)).decode(),
+            request_id=outcome.id_for(scope).decode(),
             trace_id=trace_id_of(outcome.traceparent) if outcome.traceparent else None,
             route=outcome.metrics.name,
             method=scope["method"],
@@ -129,15 +132,24 @@ class Gateway:
             duration=duration,
             upstream=f"{url.scheme}://{url.netloc.decode()}" if url is not None else None,
             upstream_duration=exchange.upstream_seconds if exchange is not None else None,
-            client=f"{client[0]}:{client[1]}" if client else "",
+            client=shown_client,
         )
 
     async def _proxy(
         self, scope: Scope, receive: Receive, send: Send, generation: Generation, outcome: _Outcome
     ) -> None:
         route_name = "-"
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        client_ip = outcome.client_ip = client_address(peer, headers, self._trusted) if self._trusted else peer
         try:
-            check_header_limits(scope["headers"], self._max_header_count, self._max_header_bytes)
+            check_header_limits(headers, self._max_header_count, self._max_header_bytes)
+            target = scope.get(REQUEST_TARGET_KEY)
+            if target is not None:
+                authority = absolute_form_authority(target)
+                if authority is not None:  # it replaces Host (RFC 9112 §3.2.2)
+                    headers = [(b"host", authority), *((k, v) for k, v in headers if k != b"host")]
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
             normalised = normalise_path(raw_path)
             route, path = generation.routes.resolve(normalised)
@@ -152,16 +164,18 @@ class Gateway:
                     f"Route {route.name!r} does not allow {method}.",
                     allow=route.allow,
                 )
-            client = scope.get("client")
-            client_ip = client[0] if client else ""
-            trusted = bool(self._trusted) and is_trusted(client_ip, self._trusted)
+            trusted = bool(self._trusted) and is_trusted(peer, self._trusted)
+            server = scope.get("server")
             try:
                 inbound = upstream_request_headers(
-                    scope["headers"],
+                    headers,
                     route.headers,
-                    client_ip=client_ip,
+                    client_ip=peer,
                     scheme=scope["scheme"],
                     trusted=trusted,
+                    real_ip=client_ip,
+                    server_port=server[1] if server else None,
+                    require_host=scope["http_version"] == "1.1",
                 )
             except ValueError as exc:
                 raise BadRequest(f"Malformed request headers: {exc}.") from None
@@ -170,7 +184,12 @@ class Gateway:
             span = None
             if self.tracer is not None:
                 span = outcome.span = self.tracer.server_span(
-                    inbound.incoming_traceparent, scope, route_name, route.prefix
+                    inbound.incoming_traceparent,
+                    scope,
+                    route_name,
+                    route.prefix,
+                    request_id=request_id.decode(),
+                    client_address=client_ip,
                 )
                 outcome.traceparent = self.tracer.traceparent(span)
             limit = route.max_body_bytes
@@ -205,29 +224,36 @@ class Gateway:
             outcome.status = exc.status
             if isinstance(exc, RateLimited):
                 outcome.metrics.rate_limited.inc()
-            outcome.bytes_out = await self._answer_error(exc, scope, send, route_name, outcome.request_id)
+            outcome.bytes_out = await self._answer_error(exc, scope, send, route_name, outcome)
             return
         except ClientDisconnected:
             outcome.status = CLIENT_CLOSED
-            log.info("client disconnected before the upstream answered", extra={"route": route_name})
+            log.info(
+                "client disconnected before the upstream answered",
+                extra={"route": route_name, "request_id": outcome.id_for(scope).decode()},
+            )
             return
         except Exception:
-            log.exception("unexpected error while proxying", extra={"route": route_name})
+            log.exception(
+                "unexpected error while proxying",
+                extra={"route": route_name, "request_id": outcome.id_for(scope).decode()},
+            )
             error = InternalError("The gateway failed unexpectedly; the error is in its log.")
             outcome.status = error.status
-            outcome.bytes_out = await self._answer_error(error, scope, send, route_name, outcome.request_id)
+            outcome.bytes_out = await self._answer_error(error, scope, send, route_name, outcome)
             return
         outcome.status = response.status_code
         try:
             outcome.bytes_out = await relay_response(exchange, response, send, receive)
         except Exception:
             # The status line may be out already: the connection is cut, the log says why.
-            log.exception("unexpected error while relaying the response", extra={"route": route_name})
+            log.exception(
+                "unexpected error while relaying the response",
+                extra={"route": route_name, "request_id": outcome.id_for(scope).decode()},
+            )
 
-    async def _answer_error(
-        self, exc: GatewayError, scope: Scope, send: Send, route: str, request_id: bytes | None
-    ) -> int:
-        rid = (request_id or client_request_id(scope)).decode()
+    async def _answer_error(self, exc: GatewayError, scope: Scope, send: Send, route: str, outcome: _Outcome) -> int:
+        rid = outcome.id_for(scope).decode()
         level = logging.WARNING if exc.status >= 500 else logging.INFO
         log.log(
             level,
@@ -247,7 +273,7 @@ CLIENT_CLOSED = 499  # nginx's status for "the client went away before the answe
 class _Outcome:
     """What the access log and metrics need to know about one request, filled in as it goes."""
 
-    __slots__ = ("metrics", "status", "bytes_out", "request_id", "traceparent", "exchange", "span")
+    __slots__ = ("metrics", "status", "bytes_out", "request_id", "traceparent", "exchange", "span", "client_ip")
 
     def __init__(self, metrics: RouteMetrics) -> None:
         self.metrics = metrics
@@ -257,6 +283,13 @@ class _Outcome:
         self.traceparent: bytes | None = None
         self.exchange: Exchange | None = None
         self.span: Any = None
+        self.client_ip = ""
+
+    def id_for(self, scope: Scope) -> bytes:
+        """The request's one id: the client's if sane, else a new one, made once and then kept."""
+        if self.request_id is None:
+            self.request_id = sane_request_id(header_value(scope["headers"], b"x-request-id"))
+        return self.request_id
 
 
 def check_header_limits(headers: list[tuple[bytes, bytes]], max_count: int, max_bytes: int) -> None:
@@ -285,10 +318,19 @@ def client_request_id(scope: Scope) -> bytes:
     return sane_request_id(header_value(scope["headers"], b"x-request-id"))
 
 
-@functools.lru_cache(maxsize=4096)
-def is_trusted(client_ip: str, networks: tuple[IPNetwork, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
+def absolute_form_authority(target: bytes) -> bytes | None:
+    """The authority of an absolute-form target (None for authority- or asterisk-form).
+
+    RFC 9112 §3.2.2: the server uses it instead of Host, so it must pass the same
+    check as Host; userinfo (``http://user@host/``) is refused outright (RFC 9110 §4.2.4).
+    The other forms are refused by the method and path checks.
+    """
+    scheme, sep, rest = target.partition(b"://")
+    if not sep:
+        return None
+    authority = rest.split(b"/", 1)[0].split(b"?", 1)[0]
+    if b"@" in authority:
+        raise BadRequest("The request target has userinfo (user@host), which is not allowed.")
+    if scheme.lower() not in (b"http", b"https") or not VALID_HOST.match(authority):
+        raise BadRequest("The request target's scheme or authority is not valid.")
+    return authority

@@ -23,7 +23,7 @@ from app.edge.resources import EdgeResources
 from app.observability.metrics import Metrics, RouteMetrics
 from app.proxy.clients import UpstreamClients
 from app.proxy.exchange import Exchange, Handler, chain_for
-from app.proxy.routing import CompiledRoute, RouteTable
+from app.proxy.routing import RouteTable
 from app.resilience.checks import HealthChecks
 from app.resilience.pools import RoutePools
 
@@ -61,10 +61,7 @@ class Generation:
     @classmethod
     def from_settings(cls, settings: Settings, edge: EdgeResources, metrics: Metrics, number: int = 1) -> Generation:
         """Build (but do not open) a generation for ``settings``' routes."""
-        routes = RouteTable(
-            CompiledRoute.compile(route, settings.timeout, *settings.policies_for(route)) for route in settings.routes
-        )
-        return cls(routes, edge, metrics, number)
+        return cls(RouteTable.from_settings(settings), edge, metrics, number)
 
     def open(self, limits: PoolLimits, http1: Literal["aiohttp", "httpcore"]) -> None:
         """Create the upstream clients and start the health checks (in the event loop)."""

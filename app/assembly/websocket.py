@@ -33,12 +33,12 @@ from app.assembly.gateway import (
     check_header_limits,
     client_cert_subject,
     client_request_id,
-    is_trusted,
 )
-from app.config.settings import IPNetwork
+from app.config.routes import IPNetwork
 from app.errors import BadRequest, GatewayError, InternalError, RateLimited, RouteNotFound, render_problem
 from app.observability.access import AccessLog
 from app.outbound.websocket import HandshakeRefused
+from app.proxy.clientaddr import client_address, is_trusted
 from app.proxy.exchange import Exchange
 from app.proxy.headers import upstream_request_headers
 from app.proxy.urls import normalise_path, upstream_target
@@ -122,15 +122,18 @@ class WebSocketGateway:
             if handler is None or spec is None:
                 raise BadRequest(f"Route {route.name!r} does not accept WebSocket connections.")
             client = scope.get("client")
-            client_ip = client[0] if client else ""
-            trusted = bool(self._trusted) and is_trusted(client_ip, self._trusted)
+            peer = client[0] if client else ""
+            client_ip = client_address(peer, scope["headers"], self._trusted)
+            trusted = bool(self._trusted) and is_trusted(peer, self._trusted)
             try:
                 inbound = upstream_request_headers(
                     scope["headers"],
                     route.headers,
-                    client_ip=client_ip,
+                    client_ip=peer,
                     scheme="https" if scope.get("scheme") == "wss" else "http",
                     trusted=trusted,
+                    real_ip=client_ip,
+                    require_host=True,
                 )
             except ValueError as exc:
                 raise BadRequest(f"Malformed request headers: {exc}.") from None

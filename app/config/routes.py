@@ -8,6 +8,7 @@ defaults are applied; ``Settings.policies_for`` is the one place that happens.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -60,6 +61,7 @@ class TargetSettings(ConfigModel):
         return _checked_upstream(value)
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Balancing = Literal["round_robin", "least_connections"]
 # What a route does with %2F and %5C in a path (see app.proxy.ambiguity), and the ways an
 # upstream may read a path that Gatehouse checks; a route may ignore those its upstream never makes.
@@ -195,6 +197,10 @@ class Route(ConfigModel):
     max_body_bytes: int | None = Field(None, ge=0)
     verify: bool | Path = True
     encoded_slashes: EncodedSlashes = "reject"
+    allow_method_override: bool = False  # pass X-HTTP-Method-Override and kin to the upstream
+    # Allow-lists and deny-lists of client addresses (after trusted_proxies); others get 403.
+    allow_ips: list[IPNetwork] | None = None
+    deny_ips: list[IPNetwork] = Field(default_factory=list)
     ignore_path_readings: list[Reading] = Field(default_factory=list)
     # A client certificate for upstreams that require mutual TLS (both or neither; https upstreams only).
     client_cert_file: Path | None = None

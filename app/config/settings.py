@@ -10,7 +10,6 @@ field, e.g. ``routes[1] 'users' -> upstream: ...``.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 from contextvars import ContextVar
@@ -29,7 +28,7 @@ from pydantic_settings import (
 
 from app.config.base import UNION_TAGS
 from app.config.expansion import expand
-from app.config.names import plain_path
+from app.config.names import header_name, plain_path
 from app.config.routes import (
     Balancing,
     CircuitBreakerSettings,
@@ -37,6 +36,7 @@ from app.config.routes import (
     EdgePolicy,
     HealthCheck,
     InboundAuthOrOff,
+    IPNetwork,
     PassiveHealthSettings,
     PoolLimits,
     RateLimitOrOff,
@@ -49,8 +49,6 @@ from app.config.server import ServerSettings
 from app.config.tls import TlsSettings
 from app.config.webhooks import DEFAULT_WEBHOOK_STORE, WebhookEndpoints, WebhookStoreUrl
 from app.config.websocket import WebSocketSettings
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
@@ -164,6 +162,9 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)  # client connections: header timeout, limits
     max_header_count: int = Field(100, ge=1)
     max_header_bytes: int = Field(16384, ge=256)  # names + values, all fields together
+    # Header fields a client may never send upstream, on any route (each route's identity_header is added).
+    protected_headers: list[str] = Field(default_factory=list)
+    underscores_in_headers: bool = False  # False: drop names with '_' (CGI/WSGI read X_User as X-User)
     redact_query_params: list[str] = Field(default_factory=lambda: ["token", "access_token", "api_key", "key"])
     # What carries HTTP/1.1 under the httpx clients; HTTP/2 routes always use httpcore.
     upstream_transport: Literal["aiohttp", "httpcore"] = "aiohttp"
@@ -235,6 +236,22 @@ class Settings(BaseSettings):
             rate_limit=pick(route.rate_limit, self.rate_limit),
         )
         return resilience, edge
+
+    def protected_header_names(self) -> frozenset[str]:
+        """``protected_headers`` plus every route's ``identity_header``: stripped from every request."""
+        names = {name.lower() for name in self.protected_headers}
+        for route in self.routes:
+            auth = self.policies_for(route)[1].auth
+            if auth is not None and auth.identity_header:
+                names.add(auth.identity_header.lower())
+        return frozenset(names)
+
+    @field_validator("protected_headers")
+    @classmethod
+    def _valid_protected(cls, value: list[str]) -> list[str]:
+        for name in value:
+            header_name(name)
+        return value
 
     @field_validator("redis_url")
     @classmethod

@@ -84,8 +84,20 @@ class Tracer:
         self._error = Status(StatusCode.ERROR)
         self._secret = frozenset(p.encode() for p in query_params)
 
-    def server_span(self, traceparent: bytes | None, scope: Mapping[str, Any], route: str, prefix: str) -> Any:
-        """Start the request's server span, as a child of the caller's ``traceparent``."""
+    def server_span(
+        self,
+        traceparent: bytes | None,
+        scope: Mapping[str, Any],
+        route: str,
+        prefix: str,
+        *,
+        request_id: str | None = None,
+        client_address: str | None = None,
+    ) -> Any:
+        """Start the request's server span, as a child of the caller's ``traceparent``.
+
+        ``client_address`` is the client behind any trusted proxies (default: the peer).
+        """
         carrier = {"traceparent": traceparent.decode("latin-1")} if traceparent else {}
         parent = self._propagator.extract(carrier)
         method: str = scope["method"]
@@ -97,12 +109,14 @@ class Tracer:
             "network.protocol.version": scope.get("http_version", "1.1"),
             "gatehouse.route": route,
         }
+        if request_id is not None:
+            attributes["gatehouse.request_id"] = request_id
         known = self._method(method, attributes)
         if scope["query_string"]:
             attributes["url.query"] = redact_query(scope["query_string"], self._secret)
         client = scope.get("client")
         if client:
-            attributes["client.address"] = client[0]
+            attributes["client.address"] = client_address or client[0]
             attributes["network.peer.address"] = client[0]
             attributes["network.peer.port"] = client[1]
         for name, value in scope["headers"]:

@@ -8,6 +8,8 @@ Per-route work (which names to drop, which to set) is compiled once into a
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from app.observability.tracing import continue_trace
@@ -15,8 +17,21 @@ from app.wire import HOP_BY_HOP, sane_request_id
 
 # Set by the gateway itself; a client's copy is believed only from a trusted proxy.
 FORWARDING = frozenset(
-    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix", b"forwarded"}
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"forwarded",
+        b"x-real-ip",
+    }
 )
+# Ask frameworks (Rails, Laravel, Express's method-override...) to treat a GET as another method.
+METHOD_OVERRIDE = frozenset({b"x-http-method-override", b"x-method-override", b"x-http-method"})
+# RFC 9112 §3.2 / RFC 3986 §3.2.2, narrowed to what DNS names and IP literals use:
+# no userinfo, path, comma, space or percent-escape can hide in it.
+VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 # Never forwarded upstream: the gateway answers `Expect: 100-continue` itself.
 REQUEST_ONLY_HERE = frozenset({b"host", b"x-request-id", b"expect", b"traceparent"})
 # Replaced by the serving gateway's own.
@@ -38,6 +53,7 @@ class HeaderPlan:
     set_response: tuple[tuple[bytes, bytes], ...]
     upstream_host: bytes | None  # None: preserve the client's Host
     forwarded_prefix: bytes | None
+    allow_underscores: bool = False  # False: drop header names with '_' (CGI reads X_User as X-User)
 
     @classmethod
     def build(
@@ -51,6 +67,9 @@ class HeaderPlan:
         request_remove: list[str],
         response_set: dict[str, str],
         response_remove: list[str],
+        protected: Iterable[str] = (),
+        allow_method_override: bool = False,
+        allow_underscores: bool = False,
     ) -> HeaderPlan:
         req_set = tuple((k.lower().encode(), v.encode("latin-1")) for k, v in request_set.items())
         resp_set = tuple((k.lower().encode(), v.encode("latin-1")) for k, v in response_set.items())
@@ -59,7 +78,9 @@ class HeaderPlan:
             | FORWARDING
             | REQUEST_ONLY_HERE
             | {k for k, _ in req_set}
-            | {r.lower().encode() for r in request_remove},
+            | {r.lower().encode() for r in request_remove}
+            | {p.lower().encode() for p in protected}
+            | (frozenset() if allow_method_override else METHOD_OVERRIDE),
             set_request=req_set,
             drop_response=HOP_BY_HOP
             | RESPONSE_REPLACED
@@ -68,6 +89,7 @@ class HeaderPlan:
             set_response=resp_set,
             upstream_host=None if preserve_host else upstream_authority.encode(),
             forwarded_prefix=prefix.encode() if strip_prefix and prefix != "/" else None,
+            allow_underscores=allow_underscores,
         )
 
 
@@ -90,22 +112,32 @@ def upstream_request_headers(
     client_ip: str,
     scheme: str,
     trusted: bool,
+    real_ip: str | None = None,
+    server_port: int | None = None,
+    require_host: bool = False,
 ) -> InboundRequest:
     """Headers to send upstream, plus the facts the forwarder needs.
 
+    ``client_ip`` is the peer (appended to X-Forwarded-For), ``real_ip`` the
+    client behind any trusted proxies (X-Real-IP; default: the peer).
     Raises ``ValueError`` for a request whose framing is ambiguous (several
-    differing Content-Length values); the caller turns it into a 400.
+    differing Content-Length values) or whose Host is missing (when
+    ``require_host``: HTTP/1.1), repeated or not a valid ``host[:port]``; the
+    caller turns it into a 400.
     """
     drop = plan.drop_request
+    underscores = plan.allow_underscores
     out: list[tuple[bytes, bytes]] = []
     listed: set[bytes] | None = None
     host = request_id = traceparent = None
     xff: list[bytes] = []
-    proto = fwd_host = fwd_prefix = None
+    proto = fwd_host = fwd_prefix = fwd_port = None
     content_length: int | None = None
     chunked = False
     for name, value in client_headers:
         if name not in drop:
+            if not underscores and b"_" in name:
+                continue  # nginx's default: WSGI and CGI read X_User as X-User
             if name == b"content-length":
                 length = _parse_content_length(value)
                 if content_length is not None and length != content_length:
@@ -116,9 +148,12 @@ def upstream_request_headers(
             out.append((name, value))
             continue
         if name == b"host":
+            if host is not None:
+                raise ValueError("more than one Host field")
             host = value
         elif name == b"x-request-id":
-            request_id = value
+            if request_id is None:  # the first, as every other reader of the request takes it
+                request_id = value
         elif name == b"traceparent":
             traceparent = value
         elif name == b"connection":
@@ -134,10 +169,19 @@ def upstream_request_headers(
                 fwd_host = value
             elif name == b"x-forwarded-prefix":
                 fwd_prefix = value
+            elif name == b"x-forwarded-port":
+                fwd_port = value
             elif name == b"forwarded":
                 out.append((name, value))
     if chunked and content_length is not None:
         raise ValueError("both Transfer-Encoding and Content-Length are present")
+    if host is None:
+        if require_host:
+            raise ValueError("no Host field (HTTP/1.1 requires one)")
+    elif VALID_HOST.match(host) is None:
+        raise ValueError("the Host field is not a valid host[:port]")
+    if fwd_host is not None and VALID_HOST.match(fwd_host) is None:
+        fwd_host = None  # a trusted proxy's odd value is not copied on raw
     if listed:
         # RFC 9110 §7.6.1: Connection must not name end-to-end fields. A client that
         # names Content-Length must not make the gateway drop its body's framing.
@@ -155,6 +199,11 @@ def upstream_request_headers(
     if plan.forwarded_prefix is not None:
         prefix = (fwd_prefix or b"").rstrip(b"/") + plan.forwarded_prefix
         out.append((b"x-forwarded-prefix", prefix))
+    if fwd_port is not None and fwd_port.isdigit():
+        out.append((b"x-forwarded-port", fwd_port))
+    elif server_port is not None:
+        out.append((b"x-forwarded-port", str(server_port).encode()))
+    out.append((b"x-real-ip", (real_ip or client_ip).encode()))
     out.append((b"x-request-id", rid))
     outbound_trace = continue_trace(traceparent)
     out.append((b"traceparent", outbound_trace))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config.routes import EdgePolicy, EncodedSlashes, Reading, Resilience, Route, Timeouts
+from app.config.settings import Settings
 from app.config.upstream import Upstream, parse_upstream
 from app.errors import BadRequest
 from app.proxy.ambiguity import HAZARD, PathReadings
@@ -19,6 +20,8 @@ from app.proxy.headers import HeaderPlan
 from app.proxy.urls import NormalisedPath, climbs_out
 
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Allowed only on routes that list them: CONNECT tunnels out of the route's base path, TRACE echoes credentials.
+OPT_IN_METHODS = frozenset({"CONNECT", "TRACE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +56,12 @@ class CompiledRoute:
         default_timeouts: Timeouts,
         resilience: Resilience | None = None,
         edge: EdgePolicy | None = None,
+        *,
+        protected_headers: Iterable[str] = (),
+        underscores_in_headers: bool = False,
     ) -> CompiledRoute:
-        """Precompute ``route``; ``resilience`` and ``edge`` come from ``Settings.policies_for``."""
+        """Precompute ``route``; ``resilience`` and ``edge`` come from ``Settings.policies_for``,
+        ``protected_headers`` from ``Settings.protected_header_names``."""
         targets = route.target_list
         parsed = tuple(parse_upstream(target.url) for target in targets)
         upstream = parsed[0]
@@ -82,6 +89,9 @@ class CompiledRoute:
                 request_remove=route.request_headers.remove,
                 response_set=route.response_headers.set,
                 response_remove=route.response_headers.remove,
+                protected=protected_headers,
+                allow_method_override=route.allow_method_override,
+                allow_underscores=underscores_in_headers,
             ),
             max_body_bytes=route.max_body_bytes,
             http2=route.http2,
@@ -106,7 +116,7 @@ class CompiledRoute:
 
     def allows(self, method: str) -> bool:
         if self.methods is None:
-            return True
+            return method not in OPT_IN_METHODS
         # HEAD is served wherever GET is (RFC 9110 §9.3.2).
         return method in self.methods or (method == "HEAD" and "GET" in self.methods)
 
@@ -123,6 +133,21 @@ class RouteTable:
         self._by_prefix = {route.prefix: route for route in routes}
         self.routes = tuple(sorted(self._by_prefix.values(), key=lambda r: r.prefix))
         self._readings = PathReadings(self._by_prefix)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RouteTable:
+        """The table for ``settings``' routes, each with its policies and the gateway-wide header rules."""
+        protected = settings.protected_header_names()
+        return cls(
+            CompiledRoute.compile(
+                route,
+                settings.timeout,
+                *settings.policies_for(route),
+                protected_headers=protected,
+                underscores_in_headers=settings.underscores_in_headers,
+            )
+            for route in settings.routes
+        )
 
     def match(self, path: str) -> CompiledRoute | None:
         by_prefix = self._by_prefix

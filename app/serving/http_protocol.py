@@ -12,14 +12,19 @@ from __future__ import annotations
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.serving.limits import ConnectionLimits
+from app.serving.targets import RequestTargetMixin
 from app.serving.tls_protocol import ClientCertificateMixin
 from app.serving.upgrade import UnsupportedUpgrade
 
 
-class GatehouseHttpProtocol(ConnectionLimits, ClientCertificateMixin, UnsupportedUpgrade, HttpToolsProtocol):
+class GatehouseHttpProtocol(
+    ConnectionLimits, ClientCertificateMixin, UnsupportedUpgrade, RequestTargetMixin, HttpToolsProtocol
+):
     """uvicorn's httptools protocol, with Gatehouse's connection-level mixins:
 
     - ``ConnectionLimits`` (``app.serving.limits``): header timeout, keep-alive timeout, connection cap.
     - ``ClientCertificateMixin`` (``app.serving.tls_protocol``): the TLS client certificate in the scope.
     - ``UnsupportedUpgrade`` (``app.serving.upgrade``): ``Upgrade`` to anything but WebSocket.
+    - ``RequestTargetMixin`` (``app.serving.targets``): keeps a target that is not origin-form
+      (absolute-form) for the gateway.
     """

@@ -15,7 +15,16 @@ from tests.upstreams import SET_COOKIES, UPSTREAM_DATE, UPSTREAM_SERVER
 pytestmark = pytest.mark.anyio
 
 # traceparent: propagated upstream always (the caller's trace, or a new one).
-GATEWAY_HEADERS = ["host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "traceparent"]
+GATEWAY_HEADERS = [
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-request-id",
+    "traceparent",
+]
 
 
 async def raw_request(

@@ -83,6 +83,7 @@ async def test_spans_server_and_one_client_span_per_upstream_attempt(upstream):
     assert server_span.name == "GET /up/*"
     assert server_span.attributes["http.route"] == "/up/*" and server_span.attributes["gatehouse.route"] == "up"
     assert server_span.attributes["http.response.status_code"] == 200
+    assert server_span.attributes["gatehouse.request_id"] == response.headers["x-request-id"]
     assert server_span.parent is not None and server_span.parent.span_id == 0x00F067AA0BA902B7
     assert all(s.context.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736 for s in spans)
     assert all(s.parent.span_id == server_span.context.span_id for s in clients)

@@ -52,6 +52,7 @@ def test_hop_by_hop_and_connection_listed_headers_are_stripped_upstream():
         b"x-forwarded-proto",
         b"x-forwarded-host",
         b"x-forwarded-prefix",
+        b"x-real-ip",
         b"x-request-id",
         b"traceparent",
     ]
