@@ -140,6 +140,7 @@ async def test_spans_reach_a_real_otlp_http_receiver_by_the_http_semantic_conven
         "server.port": gw.port,
         "user_agent.original": "probe/1.0",
         "gatehouse.route": "api",
+        "gatehouse.request_id": ok.headers["x-request-id"],
         "http.response.status_code": 200,
     }
     assert servers[1].attributes["http.request.method"] == "_OTHER"
