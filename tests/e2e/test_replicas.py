@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import asyncpg
 import httpx
 import pytest
 import yaml
@@ -56,14 +57,14 @@ def write_settings(path: Path, *, upstream: str, store: str, sink: str, route: s
         "redis_url": "redis://127.0.0.1:6379/0",
         "webhook_store": store,
         "webhook_dispatch_interval": 0.2,
-        "webhook_lease_seconds": 3,
+        "webhook_lease_seconds": 12,
         "routes": routes,
         "webhooks": [
             {
                 "name": "orders",
                 "path": "/hooks/orders",
                 "verify": {"scheme": "standard", "secrets": [SECRET]},
-                "deliver_to": [{"name": "sink", "url": sink, "timeout": 2}],
+                "deliver_to": [{"name": "sink", "url": sink, "timeout": 10}],
                 "retry": {"schedule": [0.5] * 50, "jitter": 0.1},
             }
         ],
@@ -190,7 +191,8 @@ async def replicas_behind_haproxy(tmp_path: Path, config: Path) -> AsyncIterator
 async def test_three_replicas_behind_haproxy_restart_limit_deliver_and_reload_together(tmp_path, postgres_url):
     del postgres_url  # the fixture makes sure PostgreSQL is up
     route = f"replicas-{uuid.uuid4().hex[:12]}"  # a fresh rate-limit budget in a Redis that outlives test runs
-    sink = RecordingTarget(delay=0.3)  # slow: each replica stops with deliveries in flight
+    # Slower than drain_delay: each replica's lifespan shutdown interrupts attempts still in flight.
+    sink = RecordingTarget(delay=3.0)
     sink_port = free_port()
     upstream_app = RecordingTarget()  # any 204 will do for the proxied load
     config = tmp_path / "gatehouse.yaml"
@@ -260,10 +262,26 @@ async def test_three_replicas_behind_haproxy_restart_limit_deliver_and_reload_to
                 assert failures == [], failures[:10]
                 assert outcome["requests"] >= 50 and len(acked) >= 20, outcome
 
-                # Webhooks: every acknowledged event reaches the sink (at least once).
-                with anyio.fail_after(60):
-                    while not {str(e) for e in acked} <= {r.headers["x-gatehouse-event-id"] for r in sink.received}:
-                        await anyio.sleep(0.2)
+                # Webhooks: every acknowledged event is delivered (at least once) ...
+                conn = await asyncpg.connect(store, timeout=10)
+                try:
+                    with anyio.fail_after(60):
+                        while True:
+                            delivered, total = await conn.fetchrow(
+                                "SELECT count(*) FILTER (WHERE status = 'delivered'), count(*) FROM webhook_deliveries"
+                            )
+                            if delivered == total >= len(acked):
+                                break
+                            await anyio.sleep(0.2)
+                    # ... including those a stopping replica handed back mid-attempt, which another one completed.
+                    interrupted = await conn.fetchval(
+                        "SELECT count(DISTINCT delivery_id) FROM webhook_attempts"
+                        " WHERE error = 'interrupted by shutdown'"
+                    )
+                finally:
+                    await conn.close()
+                assert {str(e) for e in acked} <= {r.headers["x-gatehouse-event-id"] for r in sink.received}
+                assert interrupted >= 1, "no replica stopped mid-delivery"
 
                 # Reload: the changed file reaches every replica that reloads.
                 write_settings(config, **options, extra_route=True)
