@@ -14,8 +14,10 @@ each handshake (path, headers) in ``handshakes``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -96,3 +98,18 @@ async def run_websocket_upstream(**options: Any) -> AsyncIterator[WebSocketUpstr
         port = server.sockets[0].getsockname()[1]
         upstream.url, upstream.port = f"http://{LOOPBACK}:{port}", port
         yield upstream
+
+
+async def _serve_forever(port: int) -> None:
+    async with serve(_echo, LOOPBACK, port):
+        print(f"websocket upstream on {LOOPBACK}:{port}", flush=True)  # noqa: T201
+        await asyncio.Future()
+
+
+async def _echo(ws: ServerConnection) -> None:
+    async for message in ws:
+        await ws.send(message)
+
+
+if __name__ == "__main__":  # an echo upstream in its own process: python -m tests.websocket_upstream PORT
+    asyncio.run(_serve_forever(int(sys.argv[1])))
