@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from itertools import chain
-from time import perf_counter
+from time import perf_counter, time_ns
 from typing import Any
 
 import httpx
@@ -40,7 +40,7 @@ from app.proxy.clientaddr import client_address, is_trusted
 from app.proxy.exchange import Exchange
 from app.proxy.forwarding import relay_response
 from app.proxy.headers import VALID_HOST, upstream_request_headers
-from app.proxy.routing import RouteTable
+from app.proxy.routing import CompiledRoute, RouteTable
 from app.proxy.urls import normalise_path, upstream_target
 from app.wire import REQUEST_TARGET_KEY, header_value, sane_request_id
 
@@ -93,6 +93,7 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = perf_counter()
+        started_ns = time_ns() if self.tracer is not None else 0
         generation = self.generation
         generation.in_flight += 1
         self._in_flight.inc()
@@ -104,9 +105,11 @@ class Gateway:
             self._in_flight.dec()
             duration = perf_counter() - start
             outcome.metrics.request(scope["method"], outcome.status, duration)
-            if outcome.span is not None:
-                assert self.tracer is not None
-                self.tracer.end_server(outcome.span, outcome.status)
+            if self.tracer is not None:
+                span = outcome.span
+                if span is None:  # answered before the span began (404, 405, 400, 431...): one all the same
+                    span = self._early_span(scope, outcome, started_ns)
+                self.tracer.end_server(span, outcome.status)
             if self._access is not None:
                 self._log(scope, outcome, duration)
 
@@ -135,6 +138,19 @@ class Gateway:
             client=shown_client,
         )
 
+    def _early_span(self, scope: Scope, outcome: _Outcome, started_ns: int) -> Any:
+        assert self.tracer is not None
+        route = outcome.route
+        return self.tracer.server_span(
+            header_value(scope["headers"], b"traceparent"),
+            scope,
+            route.name if route is not None else None,
+            route.prefix if route is not None else None,
+            request_id=outcome.id_for(scope).decode(),
+            client_address=outcome.client_ip or None,
+            start_time=started_ns,
+        )
+
     async def _proxy(
         self, scope: Scope, receive: Receive, send: Send, generation: Generation, outcome: _Outcome
     ) -> None:
@@ -156,6 +172,7 @@ class Gateway:
             if route is None:
                 raise RouteNotFound(f"No route matches the path {path!r}.")
             route_name = route.name
+            outcome.route = route
             metrics = outcome.metrics = generation.metrics[route_name]
             method: str = scope["method"]
             # A CORS preflight is the CORS filter's to answer, whatever the route's methods.
@@ -273,7 +290,17 @@ CLIENT_CLOSED = 499  # nginx's status for "the client went away before the answe
 class _Outcome:
     """What the access log and metrics need to know about one request, filled in as it goes."""
 
-    __slots__ = ("metrics", "status", "bytes_out", "request_id", "traceparent", "exchange", "span", "client_ip")
+    __slots__ = (
+        "metrics",
+        "route",
+        "status",
+        "bytes_out",
+        "request_id",
+        "traceparent",
+        "exchange",
+        "span",
+        "client_ip",
+    )
 
     def __init__(self, metrics: RouteMetrics) -> None:
         self.metrics = metrics
@@ -284,6 +311,7 @@ class _Outcome:
         self.exchange: Exchange | None = None
         self.span: Any = None
         self.client_ip = ""
+        self.route: CompiledRoute | None = None
 
     def id_for(self, scope: Scope) -> bytes:
         """The request's one id: the client's if sane, else a new one, made once and then kept."""

@@ -88,30 +88,36 @@ class Tracer:
         self,
         traceparent: bytes | None,
         scope: Mapping[str, Any],
-        route: str,
-        prefix: str,
+        route: str | None,
+        prefix: str | None,
         *,
         request_id: str | None = None,
         client_address: str | None = None,
+        start_time: int | None = None,
     ) -> Any:
         """Start the request's server span, as a child of the caller's ``traceparent``.
 
         ``client_address`` is the client behind any trusted proxies (default: the peer).
+        Without a route (the gateway answered before one matched: 404, 400, 431) there is no
+        ``http.route`` and the span is named by the method alone.
         """
         carrier = {"traceparent": traceparent.decode("latin-1")} if traceparent else {}
         parent = self._propagator.extract(carrier)
         method: str = scope["method"]
-        template = http_route(prefix)
         attributes: dict[str, Any] = {
-            "http.route": template,
             "url.path": scope["path"],
             "url.scheme": scope["scheme"],
             "network.protocol.version": scope.get("http_version", "1.1"),
-            "gatehouse.route": route,
         }
         if request_id is not None:
             attributes["gatehouse.request_id"] = request_id
         known = self._method(method, attributes)
+        span_name = known or "HTTP"
+        if prefix is not None:
+            template = attributes["http.route"] = http_route(prefix)
+            span_name = f"{span_name} {template}"
+        if route is not None:
+            attributes["gatehouse.route"] = route
         if scope["query_string"]:
             attributes["url.query"] = redact_query(scope["query_string"], self._secret)
         client = scope.get("client")
@@ -128,7 +134,7 @@ class Tracer:
             elif name == b"user-agent":
                 attributes["user_agent.original"] = value.decode("latin-1")
         return self._tracer.start_span(
-            f"{known or 'HTTP'} {template}", context=parent, kind=self._server_kind, attributes=attributes
+            span_name, context=parent, kind=self._server_kind, attributes=attributes, start_time=start_time
         )
 
     def client_span(self, server: Any, method: str, url: Any, attempt: int) -> Any:

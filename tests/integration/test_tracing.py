@@ -161,3 +161,27 @@ async def test_spans_reach_a_real_otlp_http_receiver_by_the_http_semantic_conven
     assert all(s.trace_id == first.trace_id for s in attempts)
     # The redacted query value never went over the wire.
     assert not any(b"s3cret" in body for body in receiver.bodies)
+
+
+async def test_requests_answered_before_a_route_or_its_span_still_get_a_server_span(upstream):
+    server, _ = upstream
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    settings = Settings(routes=[route("up", "/up", server.url, methods=["GET"])])
+    app = create_app(settings, tracer=Tracer(provider))
+    async with (
+        run_uvicorn(config=server_config(app, host="127.0.0.1", port=0, log_level="warning")) as gw,
+        httpx.AsyncClient() as client,
+    ):
+        missing = await client.get(f"{gw.url}/nowhere/x", headers={"traceparent": CALLER})
+        refused = await client.delete(f"{gw.url}/up/echo/")
+    assert (missing.status_code, refused.status_code) == (404, 405)
+    no_route, wrong_method = sorted(exporter.get_finished_spans(), key=lambda s: s.start_time)
+    assert no_route.kind == SpanKind.SERVER and no_route.name == "GET"  # no route: no http.route
+    assert "http.route" not in no_route.attributes and "gatehouse.route" not in no_route.attributes
+    assert no_route.attributes["http.response.status_code"] == 404 and no_route.status.is_unset
+    assert no_route.context.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736  # the caller's trace
+    assert wrong_method.name == "DELETE /up/*" and wrong_method.attributes["http.route"] == "/up/*"
+    assert wrong_method.attributes["http.response.status_code"] == 405
+    assert 0 < no_route.end_time - no_route.start_time < 5_000_000_000  # began when the request did
