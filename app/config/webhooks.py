@@ -149,6 +149,19 @@ StandardSecrets = Annotated[
 """One ``whsec_...`` secret, or several while rotating (each signs; a receiver accepts any)."""
 
 
+def rate_limit_per_second(value: str) -> tuple[int, float]:
+    """``"50/second"`` -> ``(50, 1.0)``: the amount, and the period in seconds (the ``limits`` notation)."""
+    from limits import parse  # local: keeps settings import cheap
+
+    try:
+        item = parse(value)
+    except ValueError:
+        raise ValueError("not a rate like '50/second' or '1000/minute'") from None
+    if ";" in value or item.amount < 1:
+        raise ValueError("one rate like '50/second' or '1000/minute'")
+    return item.amount, float(item.get_expiry())
+
+
 class DeliveryTarget(ConfigModel):
     """An internal URL each event of the endpoint is POSTed to."""
 
@@ -161,6 +174,18 @@ class DeliveryTarget(ConfigModel):
     signing_secret: StandardSecrets | None = None
     # Pass the provider's own signature headers on (its timestamp goes stale on retries).
     forward_provider_signature: bool = False
+    # Pacing: at most this many attempts at once (default: half the dispatcher's slots) and per period.
+    max_in_flight: int | None = Field(None, ge=1, le=1000)
+    rate_limit: str | None = None  # "50/second", "1000/minute"
+    # Only events of these types (exact, or globs like "invoice.*"); unset: every event.
+    event_types: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(None, min_length=1)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            rate_limit_per_second(value)
+        return value
 
     @field_validator("url")
     @classmethod
@@ -196,6 +221,30 @@ class Dedupe(ConfigModel):
     header: HeaderName | None = None
 
 
+class EventTypeSource(ConfigModel):
+    """Where an event's type is read: a header, or a JSON pointer (RFC 6901) into the body."""
+
+    header: HeaderName | None = None
+    json_pointer: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EventTypeSource:
+        if (self.header is None) == (self.json_pointer is None):
+            raise ValueError("set exactly one of header or json_pointer")
+        if self.json_pointer is not None and not self.json_pointer.startswith("/"):
+            raise ValueError("json_pointer must start with '/', e.g. /type or /event/type")
+        return self
+
+
+# Where each scheme's providers put the event type, unless an endpoint's ``event_type`` says otherwise.
+DEFAULT_EVENT_TYPES: dict[str, EventTypeSource] = {
+    "github": EventTypeSource(header="x-github-event"),
+    "stripe": EventTypeSource(json_pointer="/type"),
+    "standard": EventTypeSource(json_pointer="/type"),
+    "slack": EventTypeSource(json_pointer="/event/type"),
+}
+
+
 def _dedupe_from_bool(value: Any) -> Any:
     return {"enabled": value} if isinstance(value, bool) else value
 
@@ -210,6 +259,11 @@ class WebhookEndpoint(ConfigModel):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     max_body_bytes: int = Field(MIB, gt=0)
     dedupe: Annotated[Dedupe, BeforeValidator(_dedupe_from_bool)] = Field(default_factory=Dedupe)
+    event_type: EventTypeSource | None = None  # default: the scheme's (DEFAULT_EVENT_TYPES)
+
+    @property
+    def event_type_source(self) -> EventTypeSource | None:
+        return self.event_type or DEFAULT_EVENT_TYPES.get(self.verify.scheme)
 
     @field_validator("path")
     @classmethod
@@ -227,6 +281,11 @@ class WebhookEndpoint(ConfigModel):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"deliver_to: target names must be unique, repeated: {', '.join(duplicates)}")
+        if self.event_type_source is None and any(t.event_types for t in self.deliver_to):
+            raise ValueError(
+                f"deliver_to: event_types needs the event's type; scheme {self.verify.scheme!r} has none, "
+                "set event_type"
+            )
         if self.dedupe.enabled and self.dedupe.header is None and not self.verify.has_default_event_id:
             raise ValueError(
                 f"dedupe: scheme {self.verify.scheme!r} has no event id; set dedupe.header or dedupe: false"

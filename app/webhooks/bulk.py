@@ -24,7 +24,7 @@ from app.webhooks.tables import attempts, deliveries, events
 
 _MICROSECOND = timedelta(microseconds=1)
 # Deliveries finished at once share one UPDATE per set of columns; these are the columns an outcome may set.
-_FINISH_COLUMNS = ("status", "next_attempt_at", "last_error", "last_status")
+_FINISH_COLUMNS = ("status", "next_attempt_at", "last_error", "last_status", "attempts")
 
 
 async def insert_events(
@@ -57,6 +57,7 @@ async def insert_events(
         return {
             "endpoint": event.endpoint,
             "provider_event_id": event.provider_event_id,
+            "event_type": event.event_type,
             "received_at": now + p * _MICROSECOND,
             "headers": headers,
             "body": event.body,

@@ -32,10 +32,11 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
-from app.config.webhooks import DeliveryTarget, WebhookEndpoint
+from app.config.webhooks import DeliveryTarget, WebhookEndpoint, rate_limit_per_second
 from app.outbound.auth import build_upstream_auth
 from app.webhooks.batching import StoreWriter
 from app.webhooks.database import StoreError, utc_now
+from app.webhooks.pacing import TargetGate
 from app.webhooks.records import AttemptResult, Claim, ClaimedDelivery, Finish
 from app.webhooks.schedule import Dead, Delivered, Retry, classify
 from app.webhooks.signing import STANDARD_HEADERS, DeliverySigner, message_id, provider_signature_headers
@@ -104,6 +105,13 @@ class Dispatcher:
         self._provider_signatures = {
             endpoint.name: provider_signature_headers(endpoint.verify) for endpoint in endpoints
         }
+        default_in_flight = max(1, concurrency // 2)
+        self._gates: dict[tuple[str, str], TargetGate] = {}
+        for endpoint in endpoints:
+            for target in endpoint.deliver_to:
+                amount, period = rate_limit_per_second(target.rate_limit) if target.rate_limit else (None, 1.0)
+                cap = target.max_in_flight or default_in_flight
+                self._gates[(endpoint.name, target.name)] = TargetGate(cap, amount, period)
         self._interval = interval
         self._batch = batch
         self._lease = lease_seconds
@@ -146,7 +154,9 @@ class Dispatcher:
             free = int(self._slots.available_tokens) - self._soon_queued
             if free > 0:
                 try:
-                    due = await self.store.claim_due(self.owner, self._lease, min(free, self._batch))
+                    now = time.monotonic()
+                    busy = [key for key, gate in self._gates.items() if gate.saturated(now)]
+                    due = await self.store.claim_due(self.owner, self._lease, min(free, self._batch), exclude=busy)
                 except StoreError as exc:
                     log.warning("webhook dispatcher: cannot claim deliveries: %s", exc)
                     due = []
@@ -170,13 +180,34 @@ class Dispatcher:
                     log.warning("webhook dispatcher: cannot claim delivery %d: %s", delivery_id, exc)
                     return
                 if claimed is not None:
-                    await self.attempt(claimed)
+                    await self._attempt_gated(claimed)
         finally:
             self._soon_queued -= 1
 
-    async def _attempt_and_release(self, claimed: ClaimedDelivery) -> None:
+    async def _attempt_gated(self, claimed: ClaimedDelivery) -> None:
+        """Attempt if the target's gate lets it in now; else hand the delivery back uncounted."""
+        delivery = claimed.delivery
+        gate = self._gates.get((delivery.endpoint, delivery.target))
+        if gate is None:  # no longer configured: attempt() marks it dead
+            await self.attempt(claimed)
+            return
+        now = time.monotonic()
+        if not gate.try_enter(now):
+            # Claimed in a batch beyond what the target may take now: pending again, this claim uncounted.
+            due = utc_now() + timedelta(seconds=gate.wait_for_token(now))
+            values = {"status": "pending", "next_attempt_at": due, "attempts": delivery.attempts - 1}
+            await self._finish(Finish(delivery.id, self.owner, None, values))
+            return
         try:
             await self.attempt(claimed)
+        finally:
+            gate.leave()
+            if gate.in_flight == gate.max_in_flight - 1:
+                self._wake.set()  # it was full: its waiting deliveries can be claimed again
+
+    async def _attempt_and_release(self, claimed: ClaimedDelivery) -> None:
+        try:
+            await self._attempt_gated(claimed)
         finally:
             self._slots.release_on_behalf_of(claimed.delivery.id)
             # A backlog drains at the pace of the attempts, not of the poll interval:

@@ -32,6 +32,7 @@ from app.errors import (
 )
 from app.observability.metrics import Metrics
 from app.webhooks.database import StoreError
+from app.webhooks.event_types import event_type, takes
 from app.webhooks.records import NewEvent
 from app.webhooks.signatures import SignatureError, Verifier, build_verifier, provider_event_id
 from app.wire import HOP_BY_HOP, header_value, sane_request_id
@@ -50,7 +51,6 @@ _NOT_KEPT = HOP_BY_HOP | {b"host", b"content-length", b"expect", b"authorization
 class _Endpoint:
     config: WebhookEndpoint
     verifier: Verifier
-    targets: tuple[str, ...]
 
 
 def headers_worth_keeping(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -62,12 +62,7 @@ class WebhookIntake:
 
     def __init__(self, endpoints: Sequence[WebhookEndpoint], metrics: Metrics | None = None) -> None:
         self._metrics = metrics  # counts each webhook received, by endpoint and outcome
-        self._by_path = {
-            endpoint.path: _Endpoint(
-                endpoint, build_verifier(endpoint.verify), tuple(t.name for t in endpoint.deliver_to)
-            )
-            for endpoint in endpoints
-        }
+        self._by_path = {endpoint.path: _Endpoint(endpoint, build_verifier(endpoint.verify)) for endpoint in endpoints}
 
     def handles(self, path: str) -> bool:
         return path in self._by_path
@@ -86,7 +81,9 @@ class WebhookIntake:
             webhooks: Webhooks = scope["state"]["webhooks"]
             try:
                 headers = headers_worth_keeping(scope["headers"])
-                new = NewEvent(endpoint.config.name, event_id, headers, body, endpoint.targets)
+                kind = event_type(endpoint.config.event_type_source, scope["headers"], body)
+                targets = tuple(t.name for t in endpoint.config.deliver_to if takes(t, kind))
+                new = NewEvent(endpoint.config.name, event_id, headers, body, targets, kind)
                 recorded = await webhooks.writer.record(new)
             except StoreError as exc:
                 log.error("webhook %s: could not store an event: %s", endpoint.config.name, exc)

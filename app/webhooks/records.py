@@ -26,6 +26,7 @@ class NewEvent(NamedTuple):
     headers: list[tuple[bytes, bytes]]
     body: bytes
     targets: tuple[str, ...]
+    event_type: str | None = None
 
 
 class Claim(NamedTuple):

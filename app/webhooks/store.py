@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Self, cast
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -142,18 +142,24 @@ class DeliveryStore(DeliveryQueries):
 
     # --- dispatch ------------------------------------------------------------
 
-    async def claim_due(self, owner: str, lease_seconds: float, limit: int) -> list[ClaimedDelivery]:
+    async def claim_due(
+        self, owner: str, lease_seconds: float, limit: int, *, exclude: Sequence[tuple[str, str]] = ()
+    ) -> list[ClaimedDelivery]:
         """Atomically lease up to ``limit`` due deliveries (oldest first) to ``owner``.
 
         Due: pending with ``next_attempt_at`` reached, or delivering with an expired
         lease. Postgres skips rows another claimer has locked (``FOR UPDATE SKIP
         LOCKED``); SQLite's ``BEGIN IMMEDIATE`` serialises claimers. Either way no
-        delivery is leased to two owners at once.
+        delivery is leased to two owners at once. ``exclude`` names (endpoint, target)
+        pairs to leave alone (targets that cannot take an attempt now).
         """
         now = self._clock()
+        due = self._due(now)
+        if exclude:
+            due = and_(due, tuple_(deliveries.c.endpoint, deliveries.c.target).not_in(list(exclude)))
         picked = (
             select(deliveries.c.id)
-            .where(self._due(now))
+            .where(due)
             .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)

@@ -31,13 +31,14 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeDecorator
 
 from app.webhooks.records import DeliveryStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _MIGRATION_LOCK = 0x6761_7465_686F  # any constant: serialises replicas migrating one Postgres database
@@ -79,12 +80,14 @@ events = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("endpoint", String(64), nullable=False),
     Column("provider_event_id", String(255), nullable=True),
+    Column("event_type", String(200), nullable=True),  # schema version 2
     Column("received_at", Timestamp, nullable=False),
     Column("headers", JSON, nullable=False),
     Column("body", LargeBinary, nullable=False),
     # NULL provider ids never collide, so events without one are never deduplicated.
     UniqueConstraint("endpoint", "provider_event_id", name="uq_webhook_events_provider_id"),
     Index("ix_webhook_events_received_at", "received_at"),
+    Index("ix_webhook_events_provider_event_id", "provider_event_id"),  # schema version 2
 )
 
 deliveries = Table(
@@ -145,5 +148,12 @@ async def migrate(conn: AsyncConnection, *, schema: str | None = None) -> int:
     version = int(max(found))
     if version > SCHEMA_VERSION:
         raise SchemaTooNew(f"webhook store schema is version {version}; this Gatehouse knows {SCHEMA_VERSION}")
+    if version < 2:  # 2: the provider's event type, and finding an event by its provider id alone
+        await conn.execute(text("ALTER TABLE webhook_events ADD COLUMN event_type VARCHAR(200)"))
+        await conn.execute(
+            text("CREATE INDEX ix_webhook_events_provider_event_id ON webhook_events (provider_event_id)")
+        )
+        await conn.execute(update(schema_version).values(version=2))
+        version = 2
     # Later versions add their upgrade steps here, each followed by a version bump.
     return version

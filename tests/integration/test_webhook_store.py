@@ -418,6 +418,21 @@ async def test_reopening_keeps_data_and_schema_version(open_store, store):
         assert (await conn.execute(select(schema_version.c.version))).scalars().all() == [SCHEMA_VERSION]
 
 
+async def test_a_version_1_store_is_upgraded_in_place_keeping_its_events(open_store, store):
+    first = await record(store, "evt_v1")
+    async with store.engine.begin() as conn:  # back to version 1: no event_type, no provider id index
+        await conn.exec_driver_sql("DROP INDEX ix_webhook_events_provider_event_id")
+        await conn.exec_driver_sql("ALTER TABLE webhook_events DROP COLUMN event_type")
+        await conn.execute(update(schema_version).values(version=1))
+    await store.aclose()
+    upgraded = await open_store()
+    async with upgraded.engine.begin() as conn:
+        assert (await conn.execute(select(schema_version.c.version))).scalars().all() == [SCHEMA_VERSION]
+    assert (await upgraded.get_event(first.event_id)).body == BODY
+    again = await upgraded.record_event("github", "evt_v1", [], b"repeat", ["orders"])
+    assert again.duplicate is True
+
+
 async def test_a_newer_schema_version_is_refused(open_store, store):
     async with store.engine.begin() as conn:
         await conn.execute(update(schema_version).values(version=SCHEMA_VERSION + 1))
