@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app.serving.coalescing import WriteCoalescing
 from app.serving.limits import ConnectionLimits
 from app.serving.targets import RequestTargetMixin
 from app.serving.tls_protocol import ClientCertificateMixin
@@ -18,10 +19,17 @@ from app.serving.upgrade import UnsupportedUpgrade
 
 
 class GatehouseHttpProtocol(
-    ConnectionLimits, ClientCertificateMixin, UnsupportedUpgrade, RequestTargetMixin, HttpToolsProtocol
+    WriteCoalescing,
+    ConnectionLimits,
+    ClientCertificateMixin,
+    UnsupportedUpgrade,
+    RequestTargetMixin,
+    HttpToolsProtocol,
 ):
     """uvicorn's httptools protocol, with Gatehouse's connection-level mixins:
 
+    - ``WriteCoalescing`` (``app.serving.coalescing``): writes of one loop turn in one syscall; outermost,
+      so every other mixin writes through it.
     - ``ConnectionLimits`` (``app.serving.limits``): header timeout, keep-alive timeout, connection cap.
     - ``ClientCertificateMixin`` (``app.serving.tls_protocol``): the TLS client certificate in the scope.
     - ``UnsupportedUpgrade`` (``app.serving.upgrade``): ``Upgrade`` to anything but WebSocket.
