@@ -39,6 +39,7 @@ from app.proxy.body import ClientDisconnected, RequestBody
 from app.proxy.clientaddr import client_address, is_trusted
 from app.proxy.exchange import Exchange
 from app.proxy.forwarding import relay_response
+from app.proxy.grpc import is_grpc, send_grpc_error
 from app.proxy.headers import VALID_HOST, upstream_request_headers
 from app.proxy.routing import CompiledRoute, RouteTable
 from app.proxy.urls import normalise_path, upstream_target
@@ -213,7 +214,16 @@ class Gateway:
             length = inbound.content_length
             if limit is not None and length is not None and length > limit:
                 raise PayloadTooLarge(f"The request body ({length} bytes) exceeds this route's limit of {limit}.")
-            body = RequestBody(receive, limit, route.timeouts.write) if inbound.chunked or length else None
+            body = None
+            if inbound.chunked or length:
+                body = RequestBody(receive, limit, route.timeouts.write)
+            elif length is None and scope["http_version"] == "2" and method not in BODYLESS:
+                # HTTP/2 frames a body without Content-Length (gRPC always does): pass it on chunked.
+                body = RequestBody(receive, limit, route.timeouts.write)
+                inbound.headers.append((b"transfer-encoding", b"chunked"))
+            trailers = route.http2 and accepts_trailers(scope)
+            if trailers:
+                inbound.headers.append((b"te", b"trailers"))
             target = upstream_target(
                 route.upstream.base_path,
                 route.prefix,
@@ -235,6 +245,7 @@ class Gateway:
                 metrics=metrics,
                 span=span,
                 tracer=self.tracer,
+                trailers=trailers,
             )
             response = await generation.handlers[route_name](exchange)
         except GatewayError as exc:
@@ -281,7 +292,28 @@ class Gateway:
             exc.detail,
             extra={"route": route, "request_id": rid},
         )
+        if is_grpc(header_value(scope["headers"], b"content-type")):
+            await send_grpc_error(send, exc, request_id=rid, trailers=server_sends_trailers(scope))
+            return 0
         return await send_problem(send, exc, instance=scope["path"], request_id=rid)
+
+
+# Methods whose HTTP/2 requests are taken to have no body unless they say how long it is.
+BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+
+
+def server_sends_trailers(scope: Scope) -> bool:
+    """Whether the server can send trailers (the ASGI ``http.response.trailers`` extension)."""
+    extensions = scope.get("extensions") or {}
+    return "http.response.trailers" in extensions
+
+
+def accepts_trailers(scope: Scope) -> bool:
+    """The client said ``TE: trailers`` and the server can send them."""
+    if not server_sends_trailers(scope):
+        return False
+    te = header_value(scope["headers"], b"te")
+    return te is not None and b"trailers" in te.lower()
 
 
 CLIENT_CLOSED = 499  # nginx's status for "the client went away before the answer"

@@ -19,6 +19,7 @@ import httpx
 
 from app.config.routes import PoolLimits
 from app.outbound.clients import make_client, ssl_context
+from app.outbound.http2 import HTTP2Transport
 from app.outbound.transport import AiohttpTransport
 from app.proxy.routing import CompiledRoute
 
@@ -77,12 +78,10 @@ class UpstreamClients:
         https = scheme == "https"
         if key.http2:
             # h2 over TLS is negotiated by ALPN; cleartext h2c uses prior knowledge.
-            return httpx.AsyncHTTPTransport(
-                http1=https,
-                http2=True,
+            return HTTP2Transport(
+                https=https,
+                ssl_context=ssl_context(key.verify, http2=True, client_cert=key.client_cert) if https else None,
                 limits=self._limits,
-                verify=ssl_context(key.verify, http2=True, client_cert=key.client_cert) if https else True,
-                trust_env=False,
             )
         context = ssl_context(key.verify, http2=False, client_cert=key.client_cert) if https else None
         if self._http1 == "httpcore":

@@ -43,6 +43,7 @@ class Exchange:
     metrics: RouteMetrics | None = None  # the route's pre-bound metric children
     span: Any = None  # the OpenTelemetry server span, when tracing is on
     tracer: Tracer | None = None
+    trailers: bool = False  # relay the upstream's trailers (the client accepts them, the server sends them)
     attempts: int = 0  # upstream attempts so far (more than one: retries)
     upstream_seconds: float | None = None  # the last attempt's time to response headers
 

@@ -21,6 +21,7 @@ from starlette.types import Receive, Send
 
 from app.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from app.outbound.fastpath import build_request, release
+from app.outbound.http2 import response_trailers
 from app.proxy.body import ClientDisconnected
 from app.proxy.exchange import Exchange
 from app.proxy.headers import client_response_headers
@@ -176,17 +177,24 @@ async def relay_response(exchange: Exchange, response: httpx.Response, send: Sen
         headers = outbound.headers
         if outbound.has_location:  # 3xx and 201 Created alike, as nginx's proxy_redirect
             headers = _rewrite_locations(headers, exchange)
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        held: list[tuple[bytes, bytes]] = []
+        if exchange.trailers:
+            headers, held = _split_trailers_only(headers)
+        start = {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        if exchange.trailers:
+            start["trailers"] = True
+        await send(start)
         chunks = response.stream.__aiter__()  # type: ignore[union-attr]
         try:
             with map_upstream_errors(route.name):
                 first = await _next(chunks)
             if first is None:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await _send_trailers(exchange, response, send, held)
                 return 0
             sent = len(first)
             length = outbound.content_length
-            if length is not None and sent >= length:
+            if length is not None and sent >= length and not exchange.trailers:
                 await send({"type": "http.response.body", "body": first, "more_body": False})
                 return sent
             await send({"type": "http.response.body", "body": first, "more_body": True})
@@ -200,6 +208,7 @@ async def relay_response(exchange: Exchange, response: httpx.Response, send: Sen
                 sent = counter[0]
             if finished:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await _send_trailers(exchange, response, send, held)
             else:
                 log.info("client disconnected mid-stream", extra={"route": route.name})
         finally:
@@ -219,6 +228,34 @@ async def relay_response(exchange: Exchange, response: httpx.Response, send: Sen
         await response.aclose()
         release(response)  # freed now, not by the cyclic GC (app.outbound.fastpath)
     return sent
+
+
+async def _send_trailers(
+    exchange: Exchange, response: httpx.Response, send: Send, held: list[tuple[bytes, bytes]]
+) -> None:
+    """The upstream's trailers (``grpc-status``...), when the client takes them; none if the transport kept none."""
+    if not exchange.trailers:
+        return
+    trailers = response_trailers(response)
+    fields = held + (trailers() if trailers is not None else [])
+    await send({"type": "http.response.trailers", "headers": fields, "more_trailers": False})
+
+
+_KEPT_IN_HEADERS = frozenset({b"content-type", b"x-request-id", b"date", b"server"})
+
+
+def _split_trailers_only(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    """A gRPC "trailers-only" answer (``grpc-status`` in its one HEADERS frame): its metadata moves to the trailers.
+
+    The server announced trailers to the client, so the status must come in
+    them; in a trailers-only answer all metadata is trailing metadata.
+    """
+    if not any(name == b"grpc-status" for name, _ in headers):
+        return headers, []
+    kept = [(n, v) for n, v in headers if n in _KEPT_IN_HEADERS]
+    return kept, [(n, v) for n, v in headers if n not in _KEPT_IN_HEADERS]
 
 
 async def _relay_rest(
