@@ -46,7 +46,7 @@ def serve(args: argparse.Namespace) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
         uvicorn.run(
-            "app.serving.uvicorn_server:worker_app",
+            "app.main:worker_app",
             factory=True,
             workers=args.workers,
             **server_options(

@@ -1,6 +1,7 @@
 """``app.main:app``: Gatehouse as an ASGI app for any server; ``create_app`` for tests and embedding.
 
 ``app`` is built on first access, so importing this module reads no settings.
+``worker_app`` is the factory each ``gatehouse serve --workers N`` process runs.
 """
 
 from __future__ import annotations
@@ -9,11 +10,34 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.assembly.factory import create_app
+from app.assembly import factory
+from app.config.settings import Settings, load_settings
+from app.observability.lines import Sink
+from app.observability.tracing import Tracer
+from app.serving.ops_listener import serve_ops
+from app.serving.signals import drain_worker_on_signals, reload_all_workers
+from app.serving.uvicorn_server import settle_heap
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "worker_app"]
 
 _app: FastAPI | None = None
+
+
+def create_app(
+    settings: Settings | None = None, *, tracer: Tracer | None = None, access_write: Sink | None = None
+) -> FastAPI:
+    """``app.assembly.factory.create_app`` with this process's servers (the ``ops_listen`` listener)."""
+    return factory.create_app(settings, tracer=tracer, access_write=access_write, serve_ops=serve_ops)
+
+
+def worker_app() -> Any:
+    """The app factory each ``--workers`` process runs (uvicorn calls it inside its signal handling)."""
+    settings = load_settings()
+    app = create_app(settings)
+    drain_worker_on_signals(app.state.drain, settings.drain_delay)
+    app.state.reloader.fan_out = reload_all_workers
+    settle_heap()
+    return app
 
 
 def __getattr__(name: str) -> Any:

@@ -34,6 +34,13 @@ class RunningGateway:
         state: State = self.server.server.lifespan.state  # type: ignore[attr-defined]
         return state
 
+    @property
+    def ops_url(self) -> str:
+        """The ops listener's base URL (the gateway runs with ``ops_listen``)."""
+        address = self.state["ops_address"]
+        assert address is not None, "this gateway has no ops_listen"
+        return f"http://{address[0]}:{address[1]}"
+
     def connections_in_use(self) -> int:
         """Upstream connections held by open exchanges, over every upstream."""
         clients = self.app.gateway.generation.clients  # type: ignore[attr-defined]
@@ -46,6 +53,14 @@ class RunningGateway:
         assert generation.clients is not None
         snapshot: dict[str, Any] = generation.pools.snapshot(generation.clients)
         return snapshot
+
+
+# A token the tests configure as admin_token or metrics_token, to read the ops endpoints on the public port.
+OPS_TOKEN = "ops-token-for-tests-0123456789ab"
+
+
+def bearer(token: str = OPS_TOKEN) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
 
 
 def route(name: str, prefix: str, upstream: str, **options: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from starlette.types import Receive, Scope, Send
 from app.assembly.drain import Drain
 from app.assembly.gateway import Gateway
 from app.assembly.generation import Generation
-from app.assembly.lifespan import make_lifespan
+from app.assembly.lifespan import ServeOps, make_lifespan
 from app.assembly.ops import router as ops_router
 from app.assembly.problems import install_error_handlers
 from app.assembly.reload import Reloader
@@ -51,7 +51,11 @@ class GatehouseApp(FastAPI):
 
 
 def create_app(
-    settings: Settings | None = None, *, tracer: Tracer | None = None, access_write: Sink | None = None
+    settings: Settings | None = None,
+    *,
+    tracer: Tracer | None = None,
+    access_write: Sink | None = None,
+    serve_ops: ServeOps | None = None,
 ) -> FastAPI:
     """Build a Gatehouse app from ``settings`` (default: file + environment).
 
@@ -59,16 +63,19 @@ def create_app(
     shutdown signal arrives, before it stops accepting (see ``app.cli``).
     ``tracer`` overrides the one ``settings.tracing`` asks for (tests pass one
     with an in-memory exporter). ``access_write`` receives the access log's
-    batches (whole lines, as bytes) instead of stdout.
+    batches (whole lines, as bytes) instead of stdout. ``serve_ops`` runs the
+    ``ops_listen`` listener (``app.main.create_app`` passes the server layer's).
     """
     settings = settings if settings is not None else load_settings()
+    if settings.ops_listen is not None and serve_ops is None:
+        raise ValueError("ops_listen is set but no serve_ops was given: build the app with app.main.create_app")
     drain = Drain()
     edge = EdgeResources(settings)
     metrics = Metrics()
     generation = Generation.from_settings(settings, edge, metrics)
     app = GatehouseApp(
         title="Gatehouse",
-        lifespan=make_lifespan(settings, edge, drain),
+        lifespan=make_lifespan(settings, edge, drain, serve_ops),
         redirect_slashes=False,
         docs_url=None,
         redoc_url=None,

@@ -12,7 +12,9 @@ import anyio.to_thread
 
 from app.assembly.drain import Drain
 from app.assembly.gateway import Gateway
+from app.assembly.ops_access import ops_only
 from app.assembly.reload import Reloader
+from app.config.server import OpsListen
 from app.config.settings import Settings
 from app.edge.resources import EdgeResources
 from app.observability.metrics import multiprocess_dir
@@ -34,10 +36,16 @@ class State(TypedDict):
     drain: Drain
     edge: EdgeResources  # the shared client for JWKS / OAuth token fetches, and the rate-limit storage
     webhooks: Webhooks | None  # the delivery store and dispatcher; None without webhook endpoints
+    ops_address: tuple[str, int] | None  # where the ops listener (ops_listen) is bound; None without one
+
+
+# Serves an ASGI app (with this lifespan state) on ``ops_listen`` until exited; yields the bound address.
+# ``app.serving.ops_listener.serve_ops`` is the one; the assembly layer takes it as an argument.
+ServeOps = Callable[[Any, State, OpsListen], AbstractAsyncContextManager[tuple[str, int]]]
 
 
 def make_lifespan(
-    settings: Settings, edge: EdgeResources, drain: Drain
+    settings: Settings, edge: EdgeResources, drain: Drain, serve_ops: ServeOps | None = None
 ) -> Callable[[Any], AbstractAsyncContextManager[State]]:
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[State]:
@@ -48,20 +56,27 @@ def make_lifespan(
         background = AsyncExitStack()
         try:
             webhooks = await background.enter_async_context(open_webhooks(settings, gateway.metrics))
-        except BaseException:
-            await gateway.generation.close(0)
-            await edge.aclose()
-            raise
-        log.info("gatehouse ready: %d route(s)", len(gateway.routes.routes))
-        try:
-            yield {
+            state: State = {
                 "settings": settings,
                 "gateway": gateway,
                 "reloader": reloader,
                 "drain": drain,
                 "edge": edge,
                 "webhooks": webhooks,
+                "ops_address": None,
             }
+            if settings.ops_listen is not None and serve_ops is not None:
+                # Closed first on the way out (LIFO): /readyz there answers 503 while in-flight requests drain.
+                listener = serve_ops(ops_only(app, gateway.is_ops_path), state, settings.ops_listen)
+                state["ops_address"] = await background.enter_async_context(listener)
+        except BaseException:
+            await background.aclose()
+            await gateway.generation.close(0)
+            await edge.aclose()
+            raise
+        log.info("gatehouse ready: %d route(s)", len(gateway.routes.routes))
+        try:
+            yield state
         finally:
             # uvicorn has stopped accepting and waited for in-flight exchanges (up to shutdown_grace).
             drain.start("lifespan shutdown")

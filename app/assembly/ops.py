@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.assembly.lifespan import State
+from app.assembly.ops_access import metrics_access, ops_access, page_access
 from app.assembly.ops_schema import ADMIN, Health, Readiness, Reloaded, openapi_document, problem
 from app.assembly.problems import problem_response
 from app.assembly.reload import NotReloadable, ReloadRejected
@@ -46,6 +47,14 @@ def require_admin(
 
 
 AdminDep = Annotated[None, Depends(require_admin)]
+# Every endpoint but health and readiness is behind ``ops_access`` (``app.assembly.ops_access``): on
+# the public port a bearer token, and nothing at all there when ``ops_listen`` is set.
+OpsAccess = [Security(_bearer), Depends(ops_access)]
+OPS_REFUSED: dict[int | str, dict[str, Any]] = {
+    401: problem("On the public port: no valid bearer token.", **{"WWW-Authenticate": "The scheme to use: Bearer."}),
+    403: problem("On the public port: no admin_token (or metrics_token) is set, and no ops_listen."),
+    404: problem("On the public port while ops_listen is set: the ops endpoints are served there."),
+}
 
 
 @router.get("/healthz", response_model=Health)
@@ -75,7 +84,7 @@ async def readyz(request: Request, state: StateDep) -> Any:
     }
 
 
-@router.get("/upstreams")
+@router.get("/upstreams", dependencies=OpsAccess, responses=OPS_REFUSED)
 async def upstreams(state: StateDep) -> dict[str, Any]:
     """Every route's targets: health, ejection, breaker state, requests in flight, connections."""
     generation = state["gateway"].generation
@@ -83,7 +92,7 @@ async def upstreams(state: StateDep) -> dict[str, Any]:
     return {"routes": generation.pools.snapshot(generation.clients)}
 
 
-@router.get("/routes")
+@router.get("/routes", dependencies=OpsAccess, responses=OPS_REFUSED)
 async def routes(state: StateDep) -> dict[str, Any]:
     """The resolved route table. Header values are left out: they may be secrets."""
     out = []
@@ -120,11 +129,13 @@ _EXPOSITION = {"schema": {"type": "string"}}
 @router.get(
     "/metrics",
     response_class=Response,
+    dependencies=[Security(_bearer), Depends(metrics_access)],
     responses={
         200: {
             "description": "Prometheus text format, or OpenMetrics if the Accept header asks for it.",
             "content": {"text/plain": _EXPOSITION, "application/openmetrics-text": _EXPOSITION},
-        }
+        },
+        **OPS_REFUSED,
     },
 )
 async def metrics(request: Request, state: StateDep) -> Response:
@@ -135,7 +146,7 @@ async def metrics(request: Request, state: StateDep) -> Response:
     return Response(body, headers={"content-type": content_type})
 
 
-@router.get("/stats")
+@router.get("/stats", dependencies=OpsAccess, responses=OPS_REFUSED)
 async def stats(state: StateDep) -> dict[str, Any]:
     """Per-route request counts by status class and upstream errors by kind, since start-up (the ops page)."""
     return {"routes": state["gateway"].metrics.route_counts()}
@@ -146,7 +157,9 @@ async def stats(state: StateDep) -> dict[str, Any]:
     status_code=200,
     response_model=Reloaded,
     response_model_exclude_unset=True,
+    dependencies=OpsAccess,
     responses={
+        **OPS_REFUSED,
         **ADMIN,
         409: problem("Gatehouse was not started from a config file: nothing to re-read."),
         422: problem("The new configuration is invalid; the current one keeps serving (errors: field, message)."),
@@ -170,13 +183,18 @@ async def reload(request: Request, state: StateDep, _admin: AdminDep) -> Any:
         )
 
 
-@router.get("/openapi.json", responses=ADMIN)
+@router.get("/openapi.json", dependencies=OpsAccess, responses={**OPS_REFUSED, **ADMIN})
 async def openapi(request: Request, _admin: AdminDep) -> JSONResponse:
     """This document: the ops API in OpenAPI 3.1."""
     return JSONResponse(openapi_document(request.app))
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get(
+    "/",
+    response_class=HTMLResponse,
+    dependencies=[Depends(page_access)],
+    responses={404: OPS_REFUSED[404]},
+)
 async def ops_page() -> Response:
     """The ops page: static HTML and JavaScript that reads the endpoints above."""
     return Response(OPS_PAGE, media_type="text/html; charset=utf-8", headers={"cache-control": "no-store"})

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
-from app.assembly.ops import StateDep, require_admin
+from app.assembly.ops import OPS_REFUSED, StateDep, require_admin
+from app.assembly.ops_access import ops_access
 from app.assembly.ops_schema import (
     ADMIN,
     NO_WEBHOOKS,
@@ -44,8 +45,8 @@ def reject_unknown_query(request: Request) -> None:
 
 # Every endpoint here is admin-only: the dependency sits on the router, so none can be added without it.
 router = APIRouter(
-    dependencies=[Depends(require_admin), Depends(reject_unknown_query)],
-    responses={**ADMIN, **STORE_DOWN, **NO_WEBHOOKS},
+    dependencies=[Depends(ops_access), Depends(require_admin), Depends(reject_unknown_query)],
+    responses={**OPS_REFUSED, **ADMIN, **STORE_DOWN, **NO_WEBHOOKS},
 )
 
 Limit = Annotated[int, Query(ge=1, le=1000)]

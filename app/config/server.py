@@ -38,12 +38,15 @@ class OpsListen(NamedTuple):
 
 
 def parse_listen(value: object) -> object:
-    """``"127.0.0.1:9000"``, ``"[::1]:9000"`` or ``":9000"`` (all interfaces) -> ``OpsListen``."""
+    """``"127.0.0.1:9000"``, ``"[::1]:9000"`` or ``":9000"`` (all interfaces) -> ``OpsListen``.
+
+    Port 0 takes any free port (the tests do); the bound address is logged and kept in the lifespan state.
+    """
     if not isinstance(value, str):
         return value
     host, sep, port = value.strip().rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("must be host:port, e.g. 127.0.0.1:9000 (a port from 1 to 65535)")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:9000 (port 0: any free port)")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         try:

@@ -45,7 +45,7 @@ from app.config.routes import (
     Route,
     Timeouts,
 )
-from app.config.server import ServerSettings
+from app.config.server import OpsListenSetting, ServerSettings
 from app.config.tls import TlsSettings
 from app.config.webhooks import DEFAULT_WEBHOOK_STORE, WebhookEndpoints, WebhookStoreUrl
 from app.config.websocket import WebSocketSettings
@@ -168,8 +168,13 @@ class Settings(BaseSettings):
     redact_query_params: list[str] = Field(default_factory=lambda: ["token", "access_token", "api_key", "key"])
     # What carries HTTP/1.1 under the httpx clients; HTTP/2 routes always use httpcore.
     upstream_transport: Literal["aiohttp", "httpcore"] = "aiohttp"
-    # Bearer token for the admin ops API (webhook replay, config reload); unset disables it.
+    # Bearer token for the admin ops API (webhook replay, config reload) and, on the public port,
+    # for every ops endpoint but health and readiness; unset disables them there.
     admin_token: SecretStr | None = Field(None, min_length=16)
+    # A bearer token that reads only {ops_prefix}/metrics on the public port (a Prometheus scrape job).
+    metrics_token: SecretStr | None = Field(None, min_length=16)
+    # host:port of a separate listener that serves the ops endpoints, without a token (app.assembly.ops_access).
+    ops_listen: OpsListenSetting | None = None
     # Observability: one access-log line per request to stdout; spans when the OpenTelemetry SDK is installed.
     access_log: Literal["json", "text", "off"] = "json"
     access_log_flush_interval: float = Field(0.1, gt=0, le=60)  # seconds a buffered line may wait

@@ -21,11 +21,11 @@ import uvicorn
 
 from app.assembly.drain import Drain
 from app.assembly.reload import Reloader
-from app.config.settings import Settings, load_settings
+from app.config.settings import Settings
 from app.config.tls import TlsSettings
 from app.config.websocket import MAX_MESSAGE_BYTES_CAP
 from app.serving.http_protocol import GatehouseHttpProtocol
-from app.serving.signals import drain_first, drain_worker_on_signals, reload_all_workers
+from app.serving.signals import drain_first
 from app.serving.tls import CertificateReloader
 from app.serving.websocket_protocol import GatehouseWebSocketProtocol
 
@@ -48,18 +48,6 @@ def settle_heap() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
-
-
-def worker_app() -> Any:
-    """The app factory each ``--workers`` process runs (uvicorn calls it inside its signal handling)."""
-    from app.main import create_app
-
-    settings = load_settings()
-    app = create_app(settings)
-    drain_worker_on_signals(app.state.drain, settings.drain_delay)
-    app.state.reloader.fan_out = reload_all_workers
-    settle_heap()
-    return app
 
 
 class ServerContextFactory:

@@ -24,9 +24,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 SECRETS = ("Bearer abc.def.ghi", "abc.def.ghi", "session=c00kie-value", "c00kie-value", "s3cr3t-token")
 
 
-def write_config(path: Path, upstream: str, *names: str) -> None:
+def write_config(path: Path, upstream: str, *names: str, **settings: object) -> None:
     routes = [{"name": name, "prefix": f"/{name}", "upstream": upstream} for name in names]
-    path.write_text(yaml.safe_dump({"routes": routes}), encoding="utf-8")
+    path.write_text(yaml.safe_dump({"routes": routes, **settings}), encoding="utf-8")
 
 
 @contextlib.asynccontextmanager
@@ -93,7 +93,8 @@ async def test_access_log_is_json_on_stdout_without_credentials_and_sighup_reloa
 async def test_metrics_are_summed_over_workers(upstream, tmp_path):
     server, _ = upstream
     config = tmp_path / "gatehouse.yaml"
-    write_config(config, server.url, "a")
+    ops = f"http://127.0.0.1:{free_port()}"  # every worker binds the ops listener (SO_REUSEPORT)
+    write_config(config, server.url, "a", ops_listen=ops.removeprefix("http://"))
     async with serve(tmp_path, config, "--workers", "2") as (url, _proc):
         # A new connection per request, so both workers take some of them.
         for _ in range(30):
@@ -102,15 +103,17 @@ async def test_metrics_are_summed_over_workers(upstream, tmp_path):
         totals = set()
         for _ in range(4):
             async with httpx.AsyncClient(timeout=5) as client:
-                text = (await client.get(f"{url}/_gatehouse/metrics")).text
+                text = (await client.get(f"{ops}/_gatehouse/metrics")).text
             for family in text_string_to_metric_families(text):
                 for sample in family.samples:
                     if sample.name == "gatehouse_requests_total" and sample.labels["route"] == "a":
                         totals.add(sample.value)
         async with httpx.AsyncClient(timeout=5) as client:
             accept = {"accept": "application/openmetrics-text;version=1.0.0"}
-            strict = (await client.get(f"{url}/_gatehouse/metrics", headers=accept)).text
+            strict = (await client.get(f"{ops}/_gatehouse/metrics", headers=accept)).text
+            public = await client.get(f"{url}/_gatehouse/metrics")
     assert totals == {30.0}  # whichever worker answers the scrape
+    assert public.status_code == 404  # with an ops listener, the public port does not serve metrics
     # Multiprocess mode still gives one build_info and one set of process metrics (the answering
     # worker's), in an exposition that the strict OpenMetrics parser accepts.
     samples = [s for family in openmetrics_families(strict) for s in family.samples]

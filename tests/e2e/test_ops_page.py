@@ -36,6 +36,7 @@ async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream, t
                 webhooks=[endpoint("billing", "/hooks/billing", svc.url, retry={"schedule": [0.05], "jitter": 0})],
                 webhook_store=store_url(tmp_path),
                 webhook_dispatch_interval=0.05,
+                ops_listen="127.0.0.1:0",
             ) as gw,
             run_gateway(route("a", "/a", server.url), admin_token=ADMIN_TOKEN) as bare,
             async_playwright() as pw,
@@ -51,7 +52,7 @@ async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream, t
                 context = await browser.new_context()
                 context.set_default_timeout(15_000)
                 page = await context.new_page()
-                await page.goto(f"{gw.url}/_gatehouse/?interval=200")
+                await page.goto(f"{gw.ops_url}/_gatehouse/?interval=200")  # the ops listener: no token
                 row_a = page.locator('tr[data-route="a"]')
                 await row_a.locator(".healthy").wait_for()
                 a_text = await row_a.inner_text()
@@ -75,13 +76,17 @@ async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream, t
                 await dead.locator("td.delivered").wait_for()
                 after_replay_buttons = await dead.locator("button.replay").count()
 
-                await page.goto(f"{bare.url}/_gatehouse/")
+                await page.goto(f"{bare.url}/_gatehouse/?interval=200")  # the public port: the token first
+                await page.wait_for_function("document.body.dataset.loaded === 'true'")
+                bare_before_token = await page.locator("#routes-note").inner_text()
+                bare_rows_before_token = await page.locator('tr[data-route="a"]').count()
                 await page.fill("#token", ADMIN_TOKEN)
                 await page.dispatch_event("#token", "change")
                 await page.wait_for_function(
                     "document.getElementById('webhooks-note').textContent === 'Webhooks are not configured.'"
                 )
                 bare_note = await page.locator("#webhooks-note").inner_text()
+                await page.locator('tr[data-route="a"] .healthy').wait_for()
             finally:
                 await browser.close()
 
@@ -92,5 +97,7 @@ async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream, t
     assert before_token == "Enter the admin token to see webhook deliveries."
     assert len(dead_attempts) == 2 and all(": 500 in " in line for line in dead_attempts)
     assert len(target.received) == 3 and after_replay_buttons == 0  # two 500s, then the replay delivered
-    # Without webhooks the panel says so; the rest of the page works.
+    # On the public port nothing shows before the token; without webhooks the panel says so.
+    assert bare_before_token == "Enter the admin token to see routes and upstreams."
+    assert bare_rows_before_token == 0
     assert bare_note == "Webhooks are not configured."

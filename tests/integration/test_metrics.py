@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import app
 from tests.faults import fault_server, refused_port
-from tests.gateway import route, run_gateway
+from tests.gateway import OPS_TOKEN, bearer, route, run_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -19,8 +19,10 @@ FAST = {"attempts": 2, "backoff": {"base": 0.001, "cap": 0.002}}
 STATES = ("closed", "half_open", "open")
 
 
-async def scrape(client: httpx.AsyncClient, url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = await client.get(f"{url}/_gatehouse/metrics")
+async def scrape(
+    client: httpx.AsyncClient, url: str, *, token: str = OPS_TOKEN
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = await client.get(f"{url}/_gatehouse/metrics", headers=bearer(token))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples = {}
@@ -37,7 +39,7 @@ def value(samples, name: str, **labels: str) -> float:
 async def test_requests_are_counted_by_route_method_and_status_class_with_latency_histograms(upstream):
     server, _ = upstream
     routes = (route("a", "/a", server.url), route("b", "/b", server.url))
-    async with run_gateway(*routes) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(*routes, metrics_token=OPS_TOKEN) as gw, httpx.AsyncClient() as client:
         for _ in range(3):
             assert (await client.get(f"{gw.url}/a/echo/x?id=1")).status_code == 200
         for n in range(2):
@@ -46,7 +48,7 @@ async def test_requests_are_counted_by_route_method_and_status_class_with_latenc
         assert (await client.get(f"{gw.url}/b/status/404")).status_code == 404
         assert (await client.request("PROPFIND", f"{gw.url}/b/echo/")).status_code == 200
         assert (await client.get(f"{gw.url}/nowhere/secret-path")).status_code == 404
-        text = (await client.get(f"{gw.url}/_gatehouse/metrics")).text
+        text = (await client.get(f"{gw.url}/_gatehouse/metrics", headers=bearer())).text
         samples = await scrape(client, gw.url)
 
     total = "gatehouse_requests_total"
@@ -72,12 +74,12 @@ async def test_upstream_errors_are_counted_by_kind(upstream):
         route("down", "/down", f"http://127.0.0.1:{refused_port()}"),
         route("slow", "/slow", server.url, timeout={"read": 0.2}),
     )
-    async with run_gateway(*routes) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(*routes, metrics_token=OPS_TOKEN) as gw, httpx.AsyncClient() as client:
         for _ in range(2):
             assert (await client.get(f"{gw.url}/down/x")).status_code == 502
         assert (await client.get(f"{gw.url}/slow/sleep?seconds=2")).status_code == 504
         async with fault_server("reset") as reset:
-            async with run_gateway(route("reset", "/r", reset.url)) as gw2:
+            async with run_gateway(route("reset", "/r", reset.url), metrics_token=OPS_TOKEN) as gw2:
                 assert (await client.get(f"{gw2.url}/r/x")).status_code == 502
                 reset_samples = await scrape(client, gw2.url)
         samples = await scrape(client, gw.url)
@@ -102,7 +104,7 @@ async def test_retries_ejections_and_breaker_state_are_exported(upstream):
         passive_health={"max_failures": 1},
         circuit_breaker={"failure_threshold": 1, "reset_timeout": 60},
     )
-    async with run_gateway(spec) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(spec, metrics_token=OPS_TOKEN) as gw, httpx.AsyncClient() as client:
         statuses = [(await client.get(f"{gw.url}/p/echo/")).status_code for _ in range(4)]
         samples = await scrape(client, gw.url)
 
@@ -132,7 +134,7 @@ async def test_retries_ejections_and_breaker_state_are_exported(upstream):
 async def test_rate_limit_rejections_are_counted(upstream):
     server, _ = upstream
     async with (
-        run_gateway(route("r", "/r", server.url, rate_limit={"limit": "2/minute"})) as gw,
+        run_gateway(route("r", "/r", server.url, rate_limit={"limit": "2/minute"}), metrics_token=OPS_TOKEN) as gw,
         httpx.AsyncClient() as client,
     ):
         statuses = [(await client.get(f"{gw.url}/r/echo/")).status_code for _ in range(5)]
@@ -145,16 +147,16 @@ async def test_rate_limit_rejections_are_counted(upstream):
 async def test_each_app_counts_only_its_own_traffic(upstream):
     server, _ = upstream
     async with httpx.AsyncClient() as client:
-        async with run_gateway(route("a", "/a", server.url)) as first:
+        async with run_gateway(route("a", "/a", server.url), metrics_token=OPS_TOKEN) as first:
             await client.get(f"{first.url}/a/echo/")
-        async with run_gateway(route("a", "/a", server.url)) as second:
+        async with run_gateway(route("a", "/a", server.url), metrics_token=OPS_TOKEN) as second:
             samples = await scrape(client, second.url)
     assert value(samples, "gatehouse_requests_total", route="a", method="GET", status_class="2xx") == 0
 
 
 async def test_build_info_process_metrics_and_long_stream_buckets_are_exported(upstream):
     server, _ = upstream
-    async with run_gateway(route("a", "/a", server.url)) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(route("a", "/a", server.url), metrics_token=OPS_TOKEN) as gw, httpx.AsyncClient() as client:
         assert (await client.get(f"{gw.url}/a/echo/")).status_code == 200
         samples = await scrape(client, gw.url)
     info = [labels for name, labels in samples if name == "gatehouse_build_info"]
@@ -177,11 +179,11 @@ async def test_build_info_process_metrics_and_long_stream_buckets_are_exported(u
 async def test_a_scrape_that_asks_for_openmetrics_gets_it_and_it_parses_strictly(upstream):
     server, _ = upstream
     spec = route("a", "/a", server.url, circuit_breaker={"failure_threshold": 1, "reset_timeout": 60})
-    async with run_gateway(spec) as gw, httpx.AsyncClient() as client:
+    async with run_gateway(spec, metrics_token=OPS_TOKEN) as gw, httpx.AsyncClient() as client:
         assert (await client.get(f"{gw.url}/a/echo/")).status_code == 200
         accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-        response = await client.get(f"{gw.url}/_gatehouse/metrics", headers={"accept": accept})
-        plain = await client.get(f"{gw.url}/_gatehouse/metrics")
+        response = await client.get(f"{gw.url}/_gatehouse/metrics", headers={"accept": accept} | bearer())
+        plain = await client.get(f"{gw.url}/_gatehouse/metrics", headers=bearer())
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
     assert response.text.endswith("# EOF\n")

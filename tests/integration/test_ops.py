@@ -7,7 +7,7 @@ import pytest
 from fastapi import APIRouter
 
 from app.assembly.ops import AdminDep
-from tests.gateway import route, run_gateway
+from tests.gateway import OPS_TOKEN, bearer, route, run_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -54,8 +54,9 @@ async def test_routes_lists_routes_with_resolved_timeouts(upstream):
         route("users", "/api/users", f"{server.url}/v1", timeout={"read": 2.5}, methods=["get", "POST"]),
         route("plain", "/plain", server.url, strip_prefix=False, preserve_host=True, max_body_bytes=1024),
     )
-    async with run_gateway(*routes, timeout={"connect": 1.5, "pool": 0.5}) as gw, httpx.AsyncClient() as client:
-        response = await client.get(f"{gw.url}/_gatehouse/routes")
+    async with run_gateway(*routes, timeout={"connect": 1.5, "pool": 0.5}, admin_token=OPS_TOKEN) as gw:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"{gw.url}/_gatehouse/routes", headers=bearer())
     assert response.status_code == 200
     listed = {entry["name"]: entry for entry in response.json()["routes"]}
     assert set(listed) == {"users", "plain"}
@@ -79,8 +80,8 @@ async def test_routes_never_shows_header_values(upstream):
         request_headers={"set": {"Authorization": f"Bearer {SECRET}", "X-Api-Key": f"{SECRET}-key"}},
         response_headers={"set": {"X-Internal-Token": f"{SECRET}-token"}},
     )
-    async with run_gateway(secret_route) as gw, httpx.AsyncClient() as client:
-        response = await client.get(f"{gw.url}/_gatehouse/routes")
+    async with run_gateway(secret_route, admin_token=OPS_TOKEN) as gw, httpx.AsyncClient() as client:
+        response = await client.get(f"{gw.url}/_gatehouse/routes", headers=bearer())
     assert response.status_code == 200
     assert SECRET not in response.text
     assert SECRET not in str(response.headers)
@@ -92,12 +93,12 @@ async def test_routes_never_shows_header_values(upstream):
 async def test_custom_ops_prefix_serves_ops_and_the_default_prefix_is_proxied(upstream):
     server, stats = upstream
     async with (
-        run_gateway(route("root", "/", server.url), ops_prefix="/ops/internal") as gw,
+        run_gateway(route("root", "/", server.url), ops_prefix="/ops/internal", admin_token=OPS_TOKEN) as gw,
         httpx.AsyncClient() as client,
     ):
         health = await client.get(f"{gw.url}/ops/internal/healthz")
         ready = await client.get(f"{gw.url}/ops/internal/readyz")
-        listed = await client.get(f"{gw.url}/ops/internal/routes")
+        listed = await client.get(f"{gw.url}/ops/internal/routes", headers=bearer())
         default = await client.get(f"{gw.url}/_gatehouse/healthz")
     assert health.status_code == 200
     assert ready.status_code == 200

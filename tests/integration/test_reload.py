@@ -72,7 +72,7 @@ async def test_ten_reloads_under_load_fail_no_request(upstream, tmp_path):
             reloads_done.set()
         # The last file (n = 9) has no route b; the one before had it.
         assert (await client.get(f"{gw.url}/b/echo/")).status_code == 404
-        listed = (await client.get(f"{gw.url}/_gatehouse/routes")).json()["routes"]
+        listed = (await client.get(f"{gw.url}/_gatehouse/routes", headers=ADMIN)).json()["routes"]
         with anyio.fail_after(5):
             while any(g.clients is None or not g.clients.closed for g in [first, *generations[:-1]]):
                 await anyio.sleep(0.01)  # retired generations close once their requests finish

@@ -33,7 +33,7 @@ async def test_webhook_intake_deliveries_and_queue_are_counted(tmp_path):
                 f"{gw.url}/hooks/billing", content=json_body({"n": 2}), headers={"webhook-id": "msg_2"}
             )
             await wait_status(gw, await first_delivery_id(gw, accepted.json()["event_id"]), "dead")
-            samples = await scrape(client, gw.url)
+            samples = await scrape(client, gw.url, token=ADMIN_TOKEN)
     assert (accepted.status_code, duplicate.status_code, forged.status_code) == (202, 200, 401)
     intake = "gatehouse_webhook_intake_total"
     assert value(samples, intake, endpoint="billing", outcome="accepted") == 1

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from tests.faults import refused_port
-from tests.gateway import route, run_gateway
+from tests.gateway import OPS_TOKEN, bearer, route, run_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -135,8 +135,8 @@ async def test_upstreams_endpoint_shows_every_target(upstream):
         route("plain", "/plain", server.url),
         route("pool", "/pool", [server.url, dead], circuit_breaker={}, max_concurrent=4),
     )
-    async with run_gateway(*routes) as gw, httpx.AsyncClient() as client:
-        body = (await client.get(f"{gw.url}/_gatehouse/upstreams")).json()["routes"]
+    async with run_gateway(*routes, admin_token=OPS_TOKEN) as gw, httpx.AsyncClient() as client:
+        body = (await client.get(f"{gw.url}/_gatehouse/upstreams", headers=bearer())).json()["routes"]
     assert body["plain"]["targets"][0]["url"] == server.url and body["plain"]["balancing"] is None
     pool = body["pool"]
     assert pool["balancing"] == "round_robin" and pool["max_concurrent"] == 4 and pool["concurrent"] == 0
