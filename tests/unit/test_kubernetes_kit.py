@@ -70,6 +70,16 @@ def test_probes_and_metrics_use_the_ops_paths(settings, pod):
     assert manifest("servicemonitor.yaml")["spec"]["endpoints"][0]["path"] == f"{ops}/metrics"
 
 
+def test_the_service_monitor_scrapes_with_the_metrics_token_the_pod_loads(settings):
+    # On the public port /metrics needs a bearer token (ops exposure): the scrape sends metrics_token.
+    endpoint = manifest("servicemonitor.yaml")["spec"]["endpoints"][0]
+    credentials = endpoint["authorization"]["credentials"]
+    assert endpoint["authorization"]["type"] == "Bearer"
+    assert credentials["name"] == manifest("secret.yaml")["metadata"]["name"]
+    assert settings.metrics_token is not None
+    assert manifest("secret.yaml")["stringData"][credentials["key"]] == settings.metrics_token.get_secret_value()
+
+
 def test_container_is_non_root_with_a_read_only_root_filesystem(pod):
     container = pod["spec"]["containers"][0]
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
