@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.gateway import route, run_gateway
+from tests.gateway import OPS_TOKEN, bearer, route, run_gateway
 from tests.integration.test_access_log import Written
 from tests.servers import parse_response, raw_http
 from tests.websocket_upstream import run_websocket_upstream
@@ -177,19 +177,19 @@ async def test_metrics_and_the_access_log_count_each_connection():
     written = Written()
     async with (
         run_websocket_upstream() as up,
-        run_gateway(route("ws", "/ws", up.url), access_write=written) as gw,
+        run_gateway(route("ws", "/ws", up.url), access_write=written, metrics_token=OPS_TOKEN) as gw,
         httpx.AsyncClient() as client,
     ):
         async with connect(ws_url(gw, "/ws/echo?token=s3cr3t")) as ws:
             for message in ("one", b"two!"):
                 await ws.send(message)
                 await ws.recv()
-            during = (await client.get(f"{gw.url}/_gatehouse/metrics")).text
+            during = (await client.get(f"{gw.url}/_gatehouse/metrics", headers=bearer())).text
             await ws.close(4000, "done")
         with anyio.fail_after(5):
             while "close_code" not in written.text:
                 await anyio.sleep(0.05)
-        after = (await client.get(f"{gw.url}/_gatehouse/metrics")).text
+        after = (await client.get(f"{gw.url}/_gatehouse/metrics", headers=bearer())).text
     assert 'gatehouse_websocket_connections{route="ws"} 1.0' in during
     assert 'gatehouse_websocket_connections{route="ws"} 0.0' in after
     for direction in ("to_upstream", "to_client"):
