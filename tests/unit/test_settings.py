@@ -165,3 +165,24 @@ def test_access_log_off_written_bare_in_yaml_turns_the_access_log_off(tmp_path):
     path = tmp_path / "gatehouse.yaml"
     path.write_text("access_log: off\n", encoding="utf-8")
     assert load_settings(path).access_log == "off"
+
+
+def test_websocket_limits_are_inherited_refused_without_get_and_turned_off_per_route(monkeypatch):
+    monkeypatch.setenv("GATEHOUSE_WEBSOCKET__IDLE_TIMEOUT", "60")
+    routes = [
+        ROUTE,
+        {**ROUTE, "name": "own", "prefix": "/own", "websocket": {"max_message_bytes": 4096}},
+        {**ROUTE, "name": "off", "prefix": "/off", "websocket": False},
+        {**ROUTE, "name": "posts", "prefix": "/posts", "methods": ["POST"]},
+    ]
+    settings = Settings(routes=routes)
+    inherited, own, off, posts = (settings.policies_for(route)[0].websocket for route in settings.routes)
+    assert inherited is not None and inherited.idle_timeout == 60 and inherited.max_message_bytes == 1024 * 1024
+    assert inherited.compression is False
+    assert own is not None and own.max_message_bytes == 4096 and own.idle_timeout == 300
+    assert off is None and posts is None
+
+
+def test_a_websocket_message_limit_over_the_server_cap_names_the_route_and_field():
+    with pytest.raises(ConfigError, match=r"routes\[0\] 'users' -> websocket.max_message_bytes"):
+        Settings(routes=[{**ROUTE, "websocket": {"max_message_bytes": 17 * 1024 * 1024}}])
