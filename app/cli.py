@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from app.config.settings import ConfigError, Settings, load_settings
+from app.serving.signals import SUPERVISOR_PID
 from app.serving.uvicorn_server import ReloadingServer, configure_logging, server_config, server_options, settle_heap
 
 
@@ -44,6 +45,7 @@ def serve(args: argparse.Namespace) -> None:
         # workers one by one, and each reads the config file anew; POST /reload sends that SIGHUP.
         metrics_dir = tempfile.mkdtemp(prefix="gatehouse-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        os.environ[SUPERVISOR_PID] = str(os.getpid())  # POST /reload in a worker signals this process
         atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
         uvicorn.run(
             "app.main:worker_app",

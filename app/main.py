@@ -15,7 +15,7 @@ from app.config.settings import Settings, load_settings
 from app.observability.lines import Sink
 from app.observability.tracing import Tracer
 from app.serving.ops_listener import serve_ops
-from app.serving.signals import drain_worker_on_signals, reload_all_workers
+from app.serving.signals import drain_worker_on_signals, reload_all_workers, under_supervisor
 from app.serving.uvicorn_server import settle_heap
 
 __all__ = ["create_app", "worker_app"]
@@ -35,7 +35,8 @@ def worker_app() -> Any:
     settings = load_settings()
     app = create_app(settings)
     drain_worker_on_signals(app.state.drain, settings.drain_delay)
-    app.state.reloader.fan_out = reload_all_workers
+    if under_supervisor():
+        app.state.reloader.fan_out = reload_all_workers
     settle_heap()
     return app
 

@@ -65,6 +65,15 @@ def drain_worker_on_signals(drain: Drain, delay: float) -> None:
             signal.signal(signum, drain_first(previous, drain, delay))
 
 
+# Set by ``gatehouse serve --workers N`` to its own pid, for its workers to find it.
+SUPERVISOR_PID = "GATEHOUSE_SUPERVISOR_PID"
+
+
+def under_supervisor() -> bool:
+    """Is this process a worker of ``gatehouse serve --workers N`` (and not, say, of a shell that ran uvicorn)?"""
+    return os.environ.get(SUPERVISOR_PID) == str(os.getppid())
+
+
 def reload_all_workers() -> None:
     """From a ``--workers`` process: ask the supervisor (our parent) to restart every worker with the new config."""
     os.kill(os.getppid(), signal.SIGHUP)

@@ -95,7 +95,7 @@ async def test_metrics_are_summed_over_workers(upstream, tmp_path):
     config = tmp_path / "gatehouse.yaml"
     ops = f"http://127.0.0.1:{free_port()}"  # every worker binds the ops listener (SO_REUSEPORT)
     write_config(config, server.url, "a", ops_listen=ops.removeprefix("http://"))
-    async with serve(tmp_path, config, "--workers", "2") as (url, _proc):
+    async with serve(tmp_path, config, "--workers", "2", start_timeout=60) as (url, _proc):
         # A new connection per request, so both workers take some of them.
         for _ in range(30):
             async with httpx.AsyncClient(timeout=5) as client:
