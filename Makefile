@@ -38,6 +38,7 @@ lint: install
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.proxy $(BENCH_ARGS)
+	$(BIN)/python -m bench.scaling $(SCALING_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -173,5 +173,16 @@ def memory_kib(pid: int) -> dict[str, int]:
     return values
 
 
+def rss_mib(pids: Sequence[int]) -> float:
+    """Resident memory of ``pids`` together, in MiB (0 for processes that are gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            total += memory_kib(pid).get("VmRSS", 0)
+        except OSError:
+            continue
+    return round(total / 1024, 1)
+
+
 def python_command(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]

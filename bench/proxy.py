@@ -41,6 +41,7 @@ from bench.procs import (
     process_tree,
     python_command,
     python_env,
+    rss_mib,
     start,
     stop,
     wait_ready,
@@ -159,6 +160,9 @@ class Bench:
             elapsed = time.monotonic() - started
             cpu = round(100 * (cpu_seconds(pids) - cpu_before) / elapsed, 1) if server else None
             row = {"target": target, "response": response, "url": url, **result.as_dict()}
+            # Requests per CPU-second of the proxy: steadier than req/s when other work shares the machine.
+            row["req_per_cpu_s"] = round(result.requests_per_sec * 100 / cpu) if cpu else None
+            row["rss_after_mib"] = rss_mib(pids) if server else None
             row["check_failures"] = [f for f in failures if f.startswith(response)]
             row["flagged"] = bool(result.error_count or row["check_failures"] or not result.requests)
             row["server_cpu_percent"] = cpu
@@ -292,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         bench.close()
-    ratios = report.ratios(outcome["throughput"])
+    ratios = report.all_ratios(outcome["throughput"])
     print()
     print(report.throughput_table(outcome["throughput"]))
     print()

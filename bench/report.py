@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-RATIO_BASES = ("gatehouse-httpcore", "fastapi-proxy-lib", "aiohttp", "nginx", "direct")
+RATIO_BASES = ("gatehouse-httpcore", "fastapi-proxy-lib", "aiohttp", "nginx", "direct", "gatehouse")
 # ``gatehouse@REV`` targets (``--baseline``) are ratio bases too: after / before.
 
 
@@ -16,7 +16,7 @@ def _ms(value: float | None) -> str:
 
 def throughput_table(rows: list[dict[str, Any]]) -> str:
     header = f"{'target':<18} {'response':<8} {'req/s':>10} {'MiB/s':>8} {'p50':>9} {'p99':>9} "
-    header += f"{'errors':>7} {'cpu%':>5}  notes"
+    header += f"{'errors':>7} {'cpu%':>5} {'req/cpu-s':>9} {'RSS MiB':>7}  notes"
     lines = [header, "-" * len(header)]
     for row in rows:
         notes = []
@@ -24,10 +24,12 @@ def throughput_table(rows: list[dict[str, Any]]) -> str:
             notes.append(", ".join(f"{k}={v}" for k, v in row["errors"].items()))
         notes.extend(row["check_failures"])
         cpu = row.get("server_cpu_percent")
+        per_cpu, rss = row.get("req_per_cpu_s"), row.get("rss_after_mib")
         lines.append(
             f"{row['target']:<18} {row['response']:<8} {row['requests_per_sec']:>10,.0f} "
             f"{row['transfer_per_sec_mib']:>8,.0f} {_ms(row['p50_ms']):>9} {_ms(row['p99_ms']):>9} "
-            f"{row['error_count']:>7} {'-' if cpu is None else f'{cpu:.0f}':>5}  "
+            f"{row['error_count']:>7} {'-' if cpu is None else f'{cpu:.0f}':>5} "
+            f"{'-' if per_cpu is None else f'{per_cpu:,}':>9} {'-' if rss is None else f'{rss:.0f}':>7}  "
             + ("FLAGGED: " + "; ".join(notes) if row["flagged"] else "")
         )
     return "\n".join(lines)
@@ -45,16 +47,29 @@ def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def ratios(rows: list[dict[str, Any]], subject: str = "gatehouse") -> dict[str, dict[str, float]]:
-    """``{"gatehouse/aiohttp": {"small": 1.7, "1mib": 1.1}, ...}`` for req/s, where both ran."""
-    rps = {(row["target"], row["response"]): row["requests_per_sec"] for row in rows}
+def ratios(
+    rows: list[dict[str, Any]], subject: str = "gatehouse", key: str = "requests_per_sec", suffix: str = ""
+) -> dict[str, dict[str, float]]:
+    """``{"gatehouse/aiohttp": {"small": 1.7, "1mib": 1.1}, ...}`` for ``key`` (req/s), where both ran."""
+    rps = {(row["target"], row["response"]): row.get(key) for row in rows}
     out: dict[str, dict[str, float]] = {}
-    bases = [*RATIO_BASES, *sorted({target for target, _ in rps if target.startswith(subject + "@")})]
+    bases = [*RATIO_BASES, *sorted({target for target, _ in rps if target.startswith("gatehouse@")})]
     for base in bases:
+        if base == subject:
+            continue
         for (target, response), value in rps.items():
             other = rps.get((base, response))
-            if target == subject and other:
-                out.setdefault(f"{subject}/{base}", {})[response] = round(value / other, 3)
+            if target == subject and other and value:
+                out.setdefault(f"{subject}/{base}{suffix}", {})[response] = round(value / other, 3)
+    return out
+
+
+def all_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Gatehouse (defaults, then ``access_log: off``) over every reference, by req/s and by req per CPU-second."""
+    out: dict[str, dict[str, float]] = {}
+    for subject in ("gatehouse", "gatehouse-nolog"):
+        out |= ratios(rows, subject)
+        out |= ratios(rows, subject, "req_per_cpu_s", " per cpu-s")
     return out
 
 
@@ -64,7 +79,7 @@ def ratios_text(values: dict[str, dict[str, float]]) -> str:
     lines = ["req/s ratios:"]
     for name, by_response in values.items():
         parts = ", ".join(f"{response} {ratio:.2f}x" for response, ratio in by_response.items())
-        lines.append(f"  {name:<30} {parts}")
+        lines.append(f"  {name:<42} {parts}")
     return "\n".join(lines)
 
 

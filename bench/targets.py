@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -29,11 +30,24 @@ class Launch:
 Launcher = Callable[[Path, int, str, dict[str, str]], Launch]
 
 
-def gatehouse(workdir: Path, port: int, upstream: str, _tools: dict[str, str], transport: str = "aiohttp") -> Launch:
+def gatehouse(
+    workdir: Path,
+    port: int,
+    upstream: str,
+    _tools: dict[str, str],
+    transport: str = "aiohttp",
+    settings: dict[str, Any] | None = None,
+    workers: int = 1,
+) -> Launch:
+    """``gatehouse serve`` with one route ``/`` to ``upstream``; ``settings`` are added to (or replace) the file's."""
     config = workdir / f"gatehouse-{port}.yaml"
-    settings = {"upstream_transport": transport, "routes": [{"name": "bench", "prefix": "/", "upstream": upstream}]}
-    config.write_text(yaml.safe_dump(settings, sort_keys=False))
-    args = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    document: dict[str, Any] = {
+        "upstream_transport": transport,
+        "routes": [{"name": "bench", "prefix": "/", "upstream": upstream}],
+    }
+    document.update(settings or {})
+    config.write_text(yaml.safe_dump(document, sort_keys=False))
+    args = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     return Launch(python_command("app.cli", *args), python=True)
 
 
@@ -45,6 +59,11 @@ def gatehouse_from(tree: Path) -> Launcher:
         return Launch(command, python=True, source=tree)
 
     return launch
+
+
+def gatehouse_nolog(workdir: Path, port: int, upstream: str, tools: dict[str, str]) -> Launch:
+    """Gatehouse with ``access_log: off``: what the access log costs."""
+    return gatehouse(workdir, port, upstream, tools, settings={"access_log": "off"})
 
 
 def gatehouse_httpcore(workdir: Path, port: int, upstream: str, tools: dict[str, str]) -> Launch:
@@ -74,6 +93,7 @@ def aiohttp_proxy(_workdir: Path, port: int, upstream: str, _tools: dict[str, st
 # "direct" has no launcher: wrk talks to the upstream itself.
 LAUNCHERS: dict[str, Launcher] = {
     "gatehouse": gatehouse,
+    "gatehouse-nolog": gatehouse_nolog,
     "gatehouse-httpcore": gatehouse_httpcore,
     "nginx": nginx_proxy,
     "fastapi-proxy-lib": fastapi_proxy_lib,

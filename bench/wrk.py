@@ -59,8 +59,18 @@ def parse(output: str) -> WrkResult:
     return result
 
 
-def run(wrk: str, url: str, *, duration: int, connections: int, cores: Cores, latency: bool = True) -> WrkResult:
-    command = [wrk, "-t1", f"-c{connections}", f"-d{duration}s"] + (["--latency"] if latency else []) + [url]
+def run(
+    wrk: str,
+    url: str,
+    *,
+    duration: int,
+    connections: int,
+    cores: Cores,
+    latency: bool = True,
+    headers: tuple[str, ...] = (),
+) -> WrkResult:
+    command = [wrk, "-t1", f"-c{connections}", f"-d{duration}s"] + (["--latency"] if latency else [])
+    command += [arg for header in headers for arg in ("-H", header)] + [url]
     completed = subprocess.run(cores.wrap(command, cores.client), capture_output=True, text=True, timeout=duration + 60)
     if completed.returncode != 0:
         raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr.strip()}")
