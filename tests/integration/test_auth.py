@@ -125,17 +125,17 @@ def _none_alg_token():
 @pytest.mark.parametrize(
     ("authorization", "description"),
     [
-        (None, None),
-        ("Basic YTpi", None),
-        ("Bearer not-a-jwt", "malformed token"),
-        ("Bearer " + hs_token(exp=int(time.time()) - 120), "token expired"),
-        ("Bearer " + hs_token(aud="someone-else"), "invalid token"),
-        ("Bearer " + hs_token(iss="https://evil.test"), "invalid token"),
-        ("Bearer " + hs_token(nbf=int(time.time()) + 600), "invalid token"),
-        ("Bearer " + hs_token(exp=None), "invalid token"),
-        ("Bearer " + _other_secret_token(), "invalid token"),
-        ("Bearer " + _none_alg_token(), "algorithm not accepted"),
-        ("Bearer " + RSA.sign(claims()), "algorithm not accepted"),
+        (lambda: None, None),
+        (lambda: "Basic YTpi", None),
+        (lambda: "Bearer not-a-jwt", "malformed token"),
+        (lambda: "Bearer " + hs_token(exp=int(time.time()) - 120), "token expired"),
+        (lambda: "Bearer " + hs_token(aud="someone-else"), "invalid token"),
+        (lambda: "Bearer " + hs_token(iss="https://evil.test"), "invalid token"),
+        (lambda: "Bearer " + hs_token(nbf=int(time.time()) + 600), "invalid token"),
+        (lambda: "Bearer " + hs_token(exp=None), "invalid token"),
+        (lambda: "Bearer " + _other_secret_token(), "invalid token"),
+        (lambda: "Bearer " + _none_alg_token(), "algorithm not accepted"),
+        (lambda: "Bearer " + RSA.sign(claims()), "algorithm not accepted"),
     ],
     ids=[
         "missing",
@@ -154,8 +154,10 @@ def _none_alg_token():
 async def test_bad_jwt_is_401_with_a_bearer_challenge_and_never_reaches_the_upstream(
     upstream, authorization, description
 ):
+    # Tokens are made when the test runs: made at collection, a long suite lets them expire.
     server, stats = upstream
-    headers = {"authorization": authorization} if authorization else {}
+    value = authorization()
+    headers = {"authorization": value} if value else {}
     async with run_gateway(jwt_route(server.url)) as gw, httpx.AsyncClient(base_url=gw.url) as client:
         response = await client.get("/api/echo/x", headers=headers)
     assert_refused(response, 401, 'Bearer realm="gatehouse"')
