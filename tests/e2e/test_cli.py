@@ -28,7 +28,7 @@ import yaml
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 20.0  # seconds for a server to answer
+START_TIMEOUT = 60.0  # seconds for a server to answer: a sanity bound, generous for a loaded 2-core machine
 STOP_TIMEOUT = 20.0  # seconds for a process to exit after SIGTERM
 HEALTHZ = "/_gatehouse/healthz"
 
