@@ -82,6 +82,7 @@ class Event(BaseModel):
     id: int
     endpoint: str
     provider_event_id: str | None
+    event_type: str | None
     received_at: str
     deliveries: int
 
@@ -95,6 +96,8 @@ class Delivery(BaseModel):
     event_id: int
     endpoint: str
     target: str
+    provider_event_id: str | None
+    event_type: str | None
     status: DeliveryStatus
     attempts: int
     next_attempt_at: str | None

@@ -1,7 +1,8 @@
 """The webhook ops API under ``{ops_prefix}/webhooks``: inspect events and deliveries, replay.
 
 Every endpoint requires the admin bearer token (``AdminDep``). Timestamps are
-ISO 8601 in UTC; lists are newest first and paged with ``before=<last id>``.
+ISO 8601 in UTC; lists are newest first, paged with ``before=<last id>``, and
+filtered by the query parameters each declares (any other is a 422).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import AfterValidator
 
 from app.assembly.ops import OPS_REFUSED, StateDep, require_admin
 from app.assembly.ops_access import ops_access
@@ -52,6 +54,17 @@ router = APIRouter(
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("give a time zone, e.g. 2030-01-01T12:00:00Z")
+    return value
+
+
+# A time range: ISO 8601 with a zone; since inclusive, until exclusive.
+Since = Annotated[datetime | None, Query(description="ISO 8601 with zone; inclusive"), AfterValidator(_aware)]
+Until = Annotated[datetime | None, Query(description="ISO 8601 with zone; exclusive"), AfterValidator(_aware)]
+
+
 def _webhooks(state: Any) -> Webhooks:
     webhooks: Webhooks | None = state["webhooks"]
     if webhooks is None:
@@ -73,6 +86,8 @@ def _delivery(delivery: Delivery) -> dict[str, Any]:
         "event_id": delivery.event_id,
         "endpoint": delivery.endpoint,
         "target": delivery.target,
+        "provider_event_id": delivery.provider_event_id,
+        "event_type": delivery.event_type,
         "status": delivery.status,
         "attempts": delivery.attempts,
         "next_attempt_at": _iso(delivery.next_attempt_at),
@@ -89,10 +104,25 @@ def _store_failed(exc: StoreError) -> HTTPException:
 
 @router.get("/events", response_model=Events)
 async def list_events(
-    state: StateDep, endpoint: str | None = None, limit: Limit = 50, before: int | None = None
+    state: StateDep,
+    endpoint: str | None = None,
+    provider_event_id: str | None = None,
+    event_type: str | None = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Limit = 50,
+    before: int | None = None,
 ) -> dict[str, Any]:
     try:
-        events = await _webhooks(state).store.list_events(endpoint=endpoint, limit=limit, before_id=before)
+        events = await _webhooks(state).store.list_events(
+            endpoint=endpoint,
+            provider_event_id=provider_event_id,
+            event_type=event_type,
+            since=since,
+            until=until,
+            limit=limit,
+            before_id=before,
+        )
     except StoreError as exc:
         raise _store_failed(exc) from None
     return {
@@ -101,6 +131,7 @@ async def list_events(
                 "id": e.id,
                 "endpoint": e.endpoint,
                 "provider_event_id": e.provider_event_id,
+                "event_type": e.event_type,
                 "received_at": _iso(e.received_at),
                 "deliveries": e.deliveries,
             }
@@ -114,12 +145,25 @@ async def list_deliveries(
     state: StateDep,
     status: DeliveryStatus | None = None,
     endpoint: str | None = None,
+    target: str | None = None,
+    provider_event_id: str | None = None,
+    event_type: str | None = None,
+    since: Since = None,
+    until: Until = None,
     limit: Limit = 50,
     before: int | None = None,
 ) -> dict[str, Any]:
     try:
         found = await _webhooks(state).store.list_deliveries(
-            status=status, endpoint=endpoint, limit=limit, before_id=before
+            status=status,
+            endpoint=endpoint,
+            target=target,
+            provider_event_id=provider_event_id,
+            event_type=event_type,
+            since=since,
+            until=until,
+            limit=limit,
+            before_id=before,
         )
     except StoreError as exc:
         raise _store_failed(exc) from None

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import Select, and_, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.webhooks.database import translate_errors, utc_now
@@ -28,6 +28,13 @@ from app.webhooks.records import Attempt, Delivery, DeliveryStatus, EventSummary
 from app.webhooks.tables import attempts, deliveries, events
 
 Clock = Callable[[], datetime]
+
+
+def _with_event(query: Select[Any]) -> Select[Any]:
+    """``query`` on deliveries, plus each one's event's provider id and type."""
+    return query.add_columns(events.c.provider_event_id, events.c.event_type).join(
+        events, events.c.id == deliveries.c.event_id
+    )
 
 
 class DeliveryQueries:
@@ -73,13 +80,23 @@ class DeliveryQueries:
     # --- operations ----------------------------------------------------------
 
     async def list_events(
-        self, *, endpoint: str | None = None, limit: int = 100, before_id: int | None = None
+        self,
+        *,
+        endpoint: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+        provider_event_id: str | None = None,
+        event_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[EventSummary]:
-        """Newest first; page with ``before_id`` = the last id seen."""
+        """Newest first, filtered by each argument given (``since`` inclusive, ``until`` exclusive,
+        on ``received_at``); page with ``before_id`` = the last id seen."""
         query = select(
             events.c.id,
             events.c.endpoint,
             events.c.provider_event_id,
+            events.c.event_type,
             events.c.received_at,
             func.length(events.c.body).label("body_size"),
             select(func.count())
@@ -88,14 +105,25 @@ class DeliveryQueries:
             .scalar_subquery()
             .label("delivery_count"),
         )
-        if endpoint is not None:
-            query = query.where(events.c.endpoint == endpoint)
+        for column, value in [
+            (events.c.endpoint, endpoint),
+            (events.c.provider_event_id, provider_event_id),
+            (events.c.event_type, event_type),
+        ]:
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(events.c.received_at >= since)
+        if until is not None:
+            query = query.where(events.c.received_at < until)
         if before_id is not None:
             query = query.where(events.c.id < before_id)
         async with self._transaction() as conn:
             rows = await conn.execute(query.order_by(events.c.id.desc()).limit(limit))
             return [
-                EventSummary(r.id, r.endpoint, r.provider_event_id, r.received_at, r.body_size, r.delivery_count)
+                EventSummary(
+                    r.id, r.endpoint, r.provider_event_id, r.received_at, r.body_size, r.delivery_count, r.event_type
+                )
                 for r in rows
             ]
 
@@ -114,13 +142,28 @@ class DeliveryQueries:
         endpoint: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        target: str | None = None,
+        provider_event_id: str | None = None,
+        event_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[Delivery]:
-        """Newest first, filtered by status and endpoint; page with ``before_id``."""
-        query = select(deliveries)
-        if status is not None:
-            query = query.where(deliveries.c.status == status)
-        if endpoint is not None:
-            query = query.where(deliveries.c.endpoint == endpoint)
+        """Newest first, each with its event's provider id and type, filtered by each argument
+        given (``since`` inclusive, ``until`` exclusive, on ``created_at``); page with ``before_id``."""
+        query = _with_event(select(deliveries))
+        for column, value in [
+            (deliveries.c.status, status),
+            (deliveries.c.endpoint, endpoint),
+            (deliveries.c.target, target),
+            (events.c.provider_event_id, provider_event_id),
+            (events.c.event_type, event_type),
+        ]:
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(deliveries.c.created_at >= since)
+        if until is not None:
+            query = query.where(deliveries.c.created_at < until)
         if before_id is not None:
             query = query.where(deliveries.c.id < before_id)
         async with self._transaction() as conn:
@@ -129,7 +172,8 @@ class DeliveryQueries:
 
     async def get_delivery_with_attempts(self, delivery_id: int) -> tuple[Delivery, list[Attempt]] | None:
         async with self._transaction() as conn:
-            row = (await conn.execute(select(deliveries).where(deliveries.c.id == delivery_id))).first()
+            query = _with_event(select(deliveries)).where(deliveries.c.id == delivery_id)
+            row = (await conn.execute(query)).first()
             if row is None:
                 return None
             rows = await conn.execute(

@@ -60,6 +60,7 @@ class EventSummary:
     received_at: datetime
     body_size: int
     deliveries: int = 0
+    event_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,13 @@ class Delivery:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+    # Of its event, when the query joined it (lists and details do).
+    provider_event_id: str | None = None
+    event_type: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Delivery:
+        joined = row._mapping
         return cls(
             id=row.id,
             event_id=row.event_id,
@@ -104,6 +109,8 @@ class Delivery:
             last_error=row.last_error,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            provider_event_id=joined.get("provider_event_id"),
+            event_type=joined.get("event_type"),
         )
 
 

@@ -47,6 +47,9 @@ async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream, t
                 accepted = await post_signed(client, f"{gw.url}/hooks/billing", "msg_1", {"n": 1})
                 delivery_id = await first_delivery_id(gw, accepted.json()["event_id"])
                 await wait_status(gw, delivery_id, "dead")  # the first attempt and one retry, both 500
+                second = await post_signed(client, f"{gw.url}/hooks/billing", "msg_2", {"type": "invoice.paid"})
+                second_id = await first_delivery_id(gw, second.json()["event_id"])
+                await wait_status(gw, second_id, "dead")
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 context = await browser.new_context()
@@ -76,6 +79,23 @@ async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream, t
                 await dead.locator("td.delivered").wait_for()
                 after_replay_buttons = await dead.locator("button.replay").count()
 
+                # Find an event by the provider's id: only its deliveries are listed.
+                await page.fill("#provider-event-id", "msg_2")
+                await page.dispatch_event("#provider-event-id", "change")
+                await page.locator(f'tr[data-delivery="{second_id}"]').wait_for()
+                await page.wait_for_function("document.querySelectorAll('#deliveries tbody tr').length === 1")
+                found = page.locator(f'tr[data-delivery="{second_id}"]')
+                found_cells = [
+                    await found.locator(f".{name}").inner_text()
+                    for name in ("provider-event-id", "event-type", "target")
+                ]
+                await page.fill("#provider-event-id", "msg_unknown")
+                await page.dispatch_event("#provider-event-id", "change")
+                await page.wait_for_function(
+                    "document.getElementById('webhooks-note').textContent.includes('msg_unknown')"
+                )
+                not_found_rows = await page.locator("#deliveries tbody tr").count()
+
                 await page.goto(f"{bare.url}/_gatehouse/?interval=200")  # the public port: the token first
                 await page.wait_for_function("document.body.dataset.loaded === 'true'")
                 bare_before_token = await page.locator("#routes-note").inner_text()
@@ -96,7 +116,9 @@ async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream, t
     assert down_errors == "connect: 1"
     assert before_token == "Enter the admin token to see webhook deliveries."
     assert len(dead_attempts) == 2 and all(": 500 in " in line for line in dead_attempts)
-    assert len(target.received) == 3 and after_replay_buttons == 0  # two 500s, then the replay delivered
+    assert len(target.received) == 5 and after_replay_buttons == 0  # 2 x two 500s, then the replay delivered
+    assert found_cells == ["msg_2", "invoice.paid", "svc"]
+    assert not_found_rows == 0
     # On the public port nothing shows before the token; without webhooks the panel says so.
     assert bare_before_token == "Enter the admin token to see routes and upstreams."
     assert bare_rows_before_token == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +268,9 @@ async def test_ops_api_lists_events_and_deliveries_in_the_agreed_shapes(tmp_path
                 await target.wait_for(3)
                 events = (await client.get("/_gatehouse/webhooks/events", params={"limit": 2})).json()["events"]
                 assert [e["provider_event_id"] for e in events] == ["msg_2", "msg_1"]
-                assert set(events[0]) == {"id", "endpoint", "provider_event_id", "received_at", "deliveries"}
+                assert set(events[0]) == {
+                    "id", "endpoint", "provider_event_id", "event_type", "received_at", "deliveries",
+                }  # fmt: skip
                 assert events[0]["deliveries"] == 1 and events[0]["endpoint"] == "std"
                 older = await client.get("/_gatehouse/webhooks/events", params={"before": events[1]["id"]})
                 assert [e["provider_event_id"] for e in older.json()["events"]] == ["msg_0"]
@@ -275,8 +278,8 @@ async def test_ops_api_lists_events_and_deliveries_in_the_agreed_shapes(tmp_path
                     await wait_status(gw, delivery_id, "delivered")
                 listed = (await client.get("/_gatehouse/webhooks/deliveries", params={"endpoint": "std"})).json()
                 assert set(listed["deliveries"][0]) == {
-                    "id", "event_id", "endpoint", "target", "status", "attempts",
-                    "next_attempt_at", "last_status", "last_error", "updated_at",
+                    "id", "event_id", "endpoint", "target", "provider_event_id", "event_type", "status",
+                    "attempts", "next_attempt_at", "last_status", "last_error", "updated_at",
                 }  # fmt: skip
                 assert {d["status"] for d in listed["deliveries"]} == {"delivered"}
                 missing = await client.get("/_gatehouse/webhooks/deliveries/999999")
@@ -285,6 +288,50 @@ async def test_ops_api_lists_events_and_deliveries_in_the_agreed_shapes(tmp_path
                 assert (await client.post("/_gatehouse/webhooks/deliveries/999999/replay")).status_code == 404
                 bad = await client.get("/_gatehouse/webhooks/deliveries", params={"status": "lost"})
                 assert bad.status_code == 422
+
+
+async def test_delivery_and_event_lists_filter_by_provider_id_type_status_target_and_time(tmp_path):
+    down = "http://127.0.0.1:9/down"  # refused: its deliveries go dead at once
+    target = RecordingTarget()
+    async with run_uvicorn(target) as svc:
+        hook = endpoint("std", "/hooks/in", svc.url, retry={"schedule": []})
+        hook["deliver_to"].append({"name": "down", "url": down, "event_types": ["invoice.*"]})
+        async with run_gateway(webhooks=[hook], webhook_store=store_url(tmp_path), **FAST) as gw:
+            async with httpx.AsyncClient(base_url=gw.url + "/_gatehouse/webhooks", headers=ADMIN) as client:
+                before = time.time()
+                for n, kind in enumerate(["invoice.paid", "user.created", "invoice.voided"]):
+                    await post_signed(client, gw.url + "/hooks/in", f"msg_{n}", {"n": n, "type": kind})
+                await target.wait_for(3)
+                for d in await gw.state["webhooks"].store.list_deliveries():  # type: ignore[union-attr]
+                    await wait_status(gw, d.id, "delivered" if d.target == "svc" else "dead")
+
+                async def listed(path: str, **params: Any) -> list[dict[str, Any]]:
+                    response = await client.get(path, params=params)
+                    assert response.status_code == 200, response.text
+                    return response.json()[path.strip("/")]
+
+                one = await listed("/deliveries", provider_event_id="msg_0")
+                assert {(d["target"], d["provider_event_id"], d["event_type"]) for d in one} == {
+                    ("svc", "msg_0", "invoice.paid"),
+                    ("down", "msg_0", "invoice.paid"),
+                }
+                dead = await listed("/deliveries", status="dead")
+                assert sorted(d["provider_event_id"] for d in dead) == ["msg_0", "msg_2"]
+                assert {d["target"] for d in dead} == {"down"}
+                users = await listed("/deliveries", event_type="user.created", target="svc")
+                assert [d["provider_event_id"] for d in users] == ["msg_1"]
+                assert await listed("/deliveries", target="down", event_type="user.created") == []
+                since = datetime.fromtimestamp(before - 60, UTC).isoformat()
+                until = datetime.fromtimestamp(before - 30, UTC).isoformat()
+                assert len(await listed("/deliveries", since=since)) == 5
+                assert await listed("/deliveries", since=since, until=until) == []
+                events = await listed("/events", event_type="invoice.voided")
+                assert [(e["provider_event_id"], e["deliveries"]) for e in events] == [("msg_2", 2)]
+                assert [e["event_type"] for e in await listed("/events", provider_event_id="msg_1")] == ["user.created"]
+                # Unknown parameters (events has no status) and zone-less times are refused.
+                assert (await client.get("/events", params={"status": "dead"})).status_code == 422
+                naive = await client.get("/deliveries", params={"since": "2030-01-01T00:00:00"})
+                assert naive.status_code == 422
 
 
 async def test_a_misspelt_query_parameter_is_refused_not_silently_ignored(tmp_path):
