@@ -52,6 +52,7 @@ router = APIRouter(
 )
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
+Before = Annotated[int | None, Query(ge=1, le=2**63 - 1)]  # an id: beyond a 64-bit integer no store holds it
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -111,7 +112,7 @@ async def list_events(
     since: Since = None,
     until: Until = None,
     limit: Limit = 50,
-    before: int | None = None,
+    before: Before = None,
 ) -> dict[str, Any]:
     try:
         events = await _webhooks(state).store.list_events(
@@ -151,7 +152,7 @@ async def list_deliveries(
     since: Since = None,
     until: Until = None,
     limit: Limit = 50,
-    before: int | None = None,
+    before: Before = None,
 ) -> dict[str, Any]:
     try:
         found = await _webhooks(state).store.list_deliveries(
