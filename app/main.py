@@ -1,7 +1,10 @@
 """``app.main:app``: Gatehouse as an ASGI app for any server; ``create_app`` for tests and embedding.
 
-``app`` is built on first access, so importing this module reads no settings.
-``worker_app`` is the factory each ``gatehouse serve --workers N`` process runs.
+``app`` is built on first access, so importing this module reads no settings. It
+is wrapped in ``ServerAdoption`` (``app.serving.any_server``): under plain uvicorn
+or gunicorn's uvicorn worker it turns uvicorn's proxy headers off and drains on
+SIGTERM, as ``gatehouse serve`` does. ``worker_app`` is the factory each
+``gatehouse serve --workers N`` process runs.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from app.assembly import factory
 from app.config.settings import Settings, load_settings
 from app.observability.lines import Sink
 from app.observability.tracing import Tracer
+from app.serving.any_server import ServerAdoption
 from app.serving.ops_listener import serve_ops
 from app.serving.signals import drain_worker_on_signals, reload_all_workers, under_supervisor
 from app.serving.uvicorn_server import settle_heap
 
 __all__ = ["create_app", "worker_app"]
 
-_app: FastAPI | None = None
+_app: ServerAdoption | None = None
 
 
 def create_app(
@@ -45,6 +49,7 @@ def __getattr__(name: str) -> Any:
     global _app
     if name == "app":
         if _app is None:
-            _app = create_app()
+            built = create_app()
+            _app = ServerAdoption(built, built.state.drain)
         return _app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
