@@ -52,7 +52,7 @@ def write_files(www: Path) -> None:
         huge.truncate(HUGE_SIZE)  # sparse: costs no disk
 
 
-def _main_block(prefix: Path, name: str, http_body: str) -> str:
+def main_block(prefix: Path, name: str, http_body: str) -> str:
     # `user root;` lets the workers read the 0700 temp dir; it only applies when started as root.
     user = "user root;\n" if os.geteuid() == 0 else ""
     temps = []
@@ -86,7 +86,7 @@ def upstream_config(prefix: Path, port: int, www: Path) -> Path:
         root {www};
     }}"""
     path = prefix / "upstream.conf"
-    path.write_text(_main_block(prefix, "upstream", body))
+    path.write_text(main_block(prefix, "upstream", body))
     return path
 
 
@@ -110,7 +110,7 @@ def reverse_proxy_config(prefix: Path, port: int, upstream_port: int, keepalive:
         }}
     }}"""
     path = prefix / "reverse-proxy.conf"
-    path.write_text(_main_block(prefix, "reverse-proxy", body))
+    path.write_text(main_block(prefix, "reverse-proxy", body))
     return path
 
 

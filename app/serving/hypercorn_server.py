@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import hypercorn.config
+import hypercorn.events
+import hypercorn.protocol
 import hypercorn.protocol.h2
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.utils import wrap_app
@@ -52,11 +54,8 @@ class FlowControlledStreamBuffer(hypercorn.protocol.h2.StreamBuffer):
     buffer is below the low-water mark, so a stream holds at most two frames.
 
     A ``send`` held longer than ``send_timeout`` (``timeout.write``) gives the
-    stream up: hypercorn does not release a held ``send`` when the connection
-    closes, so without it the exchange (and its upstream connection) would
-    wait forever. hypercorn looks the class up in its module
-    when a stream opens, which is where it is installed: the one patch Gatehouse
-    makes to a dependency, removable once hypercorn fixes both.
+    stream up, so a client that keeps a connection open and never reads cannot
+    hold the exchange (and its upstream connection) for longer than that.
     """
 
     send_timeout = 30.0
@@ -89,7 +88,29 @@ class FlowControlledStreamBuffer(hypercorn.protocol.h2.StreamBuffer):
         return data
 
 
+class ClosingH2Protocol(hypercorn.protocol.h2.H2Protocol):
+    """hypercorn's HTTP/2 protocol, releasing every stream's pending ``send`` when the connection closes.
+
+    hypercorn 0.18 stops its sending task on close but leaves the streams'
+    buffers as they are, so an app waiting for its last body bytes to go out
+    waits for ever. A client that drops a connection with responses in flight
+    (h2load at the end of a run; a browser leaving a page) then held one
+    upstream connection per stream until the pool ran dry: after two h2load
+    runs every request got 503.
+    """
+
+    async def handle(self, event: hypercorn.events.Event) -> None:
+        await super().handle(event)
+        if isinstance(event, hypercorn.events.Closed):
+            for buffer in list(self.stream_buffers.values()):
+                await buffer.close()
+
+
+# hypercorn looks both classes up in its modules when a connection or a stream opens, which is
+# where they are installed: the one patch Gatehouse makes to a dependency (hypercorn is pinned
+# below 0.19), to remove once hypercorn fixes both (tests/integration/test_http2_clients.py).
 hypercorn.protocol.h2.StreamBuffer = FlowControlledStreamBuffer  # type: ignore[misc]
+hypercorn.protocol.H2Protocol = ClosingH2Protocol  # type: ignore[attr-defined]
 
 
 class HypercornConfig(hypercorn.config.Config):

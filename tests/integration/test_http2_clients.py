@@ -186,3 +186,33 @@ def _rss() -> int:
     """This process's resident memory, in bytes."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_a_connection_dropped_with_responses_in_flight_frees_their_upstream_connections(upstream):
+    """hypercorn 0.18 kept such exchanges waiting for ever; after 10 of them the route's pool was empty."""
+    up, _ = upstream
+    limits = {"max_connections": 10}
+    async with run_gateway(route("api", "/api", up.url), http_server="hypercorn", limits=limits) as gw:
+        for _ in range(3):
+            sock = socket.create_connection((LOOPBACK, gw.port))
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})  # nothing may be sent back
+            authority = f"{LOOPBACK}:{gw.port}"
+            for _ in range(10):
+                headers = [(":method", "GET"), (":path", "/api/echo"), (":scheme", "http"), (":authority", authority)]
+                conn.send_headers(conn.get_next_available_stream_id(), headers, end_stream=True)
+            await loop.sock_sendall(sock, conn.data_to_send())
+            responses = 0
+            with anyio.move_on_after(5):
+                while responses < 10 and (data := await loop.sock_recv(sock, 65536)):
+                    responses += sum(isinstance(e, h2.events.ResponseReceived) for e in conn.receive_data(data))
+            assert responses == 10  # headers out, bodies held by the closed window
+            sock.close()
+            with anyio.fail_after(5):
+                while gw.connections_in_use():
+                    await anyio.sleep(0.02)
+        async with httpx.AsyncClient(http1=False, http2=True) as client:
+            assert (await client.get(f"{gw.url}/api/echo")).status_code == 200
