@@ -6,10 +6,11 @@ Paths decide what it does, so one server serves every test:
 - ``/close/CODE``: closes at once with CODE and the reason ``bye CODE``;
 - ``/push/N/SIZE``: sends N binary messages of SIZE bytes as fast as the client reads, then closes 1000;
 - ``/refuse/STATUS``: refuses the handshake with STATUS and a JSON body;
-- ``/headers``: sends the handshake's request headers as one JSON text message, then echoes.
+- ``/headers``: sends the handshake's request headers as one JSON text message, then echoes;
+- ``/ping``: pings the client with ``from upstream`` (and waits for a pong), then echoes.
 
 It selects the first subprotocol it supports (``chat.v2``, ``chat.v1``) and records
-each handshake (path, headers) in ``handshakes``.
+each handshake (path, headers) in ``handshakes``, and every ping it receives in ``pings``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
 from tests.servers import LOOPBACK
@@ -44,6 +46,8 @@ class WebSocketUpstream:
     closes: list[tuple[int | None, str | None]] = field(default_factory=list)  # close frames it received
     open_connections: int = 0
     pushed: int = 0  # messages /push/ has sent so far
+    pings: list[bytes] = field(default_factory=list)
+    pongs: list[float] = field(default_factory=list)  # round trips of the pings /ping sent
 
 
 @contextlib.asynccontextmanager
@@ -59,6 +63,12 @@ async def run_websocket_upstream(**options: Any) -> AsyncIterator[WebSocketUpstr
             headers["WWW-Authenticate"] = 'Bearer realm="upstream"'
             return Response(status, HTTPStatus(status).phrase, headers, body)
         return None
+
+    class Recording(ServerConnection):
+        def process_event(self, event: Any) -> None:
+            super().process_event(event)
+            if isinstance(event, Frame) and event.opcode is Opcode.PING:
+                upstream.pings.append(bytes(event.data))
 
     async def handler(ws: ServerConnection) -> None:
         upstream.open_connections += 1
@@ -76,6 +86,9 @@ async def run_websocket_upstream(**options: Any) -> AsyncIterator[WebSocketUpstr
                     upstream.pushed += 1
                 await ws.close(1000, "pushed")
                 return
+            if path.startswith("/ping"):
+                pong = await ws.ping(b"from upstream")
+                upstream.pongs.append(await asyncio.wait_for(pong, 5))
             if path.startswith("/headers"):
                 assert ws.request is not None
                 await ws.send(json.dumps({k.lower(): v for k, v in ws.request.headers.raw_items()}))
@@ -93,6 +106,7 @@ async def run_websocket_upstream(**options: Any) -> AsyncIterator[WebSocketUpstr
         0,
         process_request=process_request,
         select_subprotocol=_first_supported,
+        create_connection=Recording,
         **options,
     ) as server:
         port = server.sockets[0].getsockname()[1]

@@ -42,7 +42,7 @@ from app.proxy.clientaddr import client_address, is_trusted
 from app.proxy.exchange import Exchange
 from app.proxy.headers import upstream_request_headers
 from app.proxy.urls import normalise_path, upstream_target
-from app.proxy.websocket import RelayOutcome, relay
+from app.proxy.websocket import PING_EXTENSION, RelayOutcome, relay
 from app.resilience.websocket import connect_upstream, relay_limits
 from app.wire import HOP_BY_HOP
 
@@ -195,7 +195,15 @@ class WebSocketGateway:
             )
             ended.accepted = True
             ended.status = 101
-            ended.outcome = await relay(receive, send, upstream.connection, relay_limits(spec), metrics, self._closing)
+            ended.outcome = await relay(
+                receive,
+                send,
+                upstream.connection,
+                relay_limits(spec),
+                metrics,
+                self._closing,
+                client_pings=PING_EXTENSION in scope.get("extensions", {}),
+            )
         finally:
             metrics.open.dec()
             upstream.release()

@@ -17,11 +17,14 @@ client to receive as it was.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.frames import Frame, Opcode
 from websockets.typing import Subprotocol
 
 from app.errors import UpstreamError, UpstreamTimeout
@@ -32,6 +35,27 @@ MAX_QUEUE = 16
 # Keepalive towards the upstream: a vanished upstream is noticed within about 40 s.
 PING_INTERVAL = 20.0
 CLOSE_TIMEOUT = 5.0
+
+
+class UpstreamConnection(ClientConnection):
+    """A ``ClientConnection`` that also reports the upstream's pings (the library answers them itself).
+
+    Pings that arrive before ``on_ping`` is set (right after the handshake) wait in ``early_pings``.
+    """
+
+    on_ping: Callable[[bytes], None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.early_pings: deque[bytes] = deque(maxlen=16)
+
+    def process_event(self, event: Any) -> None:
+        super().process_event(event)
+        if isinstance(event, Frame) and event.opcode is Opcode.PING:
+            if self.on_ping is not None:
+                self.on_ping(bytes(event.data))
+            else:
+                self.early_pings.append(bytes(event.data))
 
 
 class HandshakeRefused(Exception):
@@ -60,7 +84,7 @@ async def open_websocket(
     connect_timeout: float,
     max_message_bytes: int,
     compression: bool,
-) -> ClientConnection:
+) -> UpstreamConnection:
     """Open a WebSocket to ``url``, sending ``headers`` (no Host, no Sec-WebSocket-*) with the handshake.
 
     Raises ``HandshakeRefused`` (the upstream said no), ``UpstreamTimeout`` (no
@@ -70,8 +94,9 @@ async def open_websocket(
     secure = url.startswith("wss:")
     context: ssl.SSLContext | None = ssl_context(verify, http2=False, client_cert=client_cert) if secure else None
     try:
-        return await connect(
+        connection = await connect(
             url,
+            create_connection=UpstreamConnection,
             additional_headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers],
             subprotocols=[Subprotocol(s) for s in subprotocols] or None,
             compression="deflate" if compression else None,
@@ -85,6 +110,8 @@ async def open_websocket(
             max_queue=MAX_QUEUE,
             ssl=context,
         )
+        assert isinstance(connection, UpstreamConnection)
+        return connection
     except InvalidStatus as exc:
         response = exc.response
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.raw_items()]

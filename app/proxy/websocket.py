@@ -10,12 +10,21 @@ Gatehouse's hands, plus the upstream client's ``max_queue``.
 Whichever side ends first decides the close the other side gets: a close
 frame's code and reason are passed on as they were; a vanished upstream gives
 the client 1011; a message over ``max_message_bytes`` 1009 both ways; idleness,
-the lifetime limit and shutdown 1001 both ways. Ping and pong are answered on
-each hop (ASGI does not carry them), so each side's keepalive checks its own hop.
+the lifetime limit and shutdown 1001 both ways.
+
+Pings are relayed both ways and pongs answered on each hop: each side gets its
+pong at once from Gatehouse (so its keepalive checks its own hop), and the
+other side also receives the ping. ASGI carries no pings, so the client's side
+needs the server's ``gatehouse.websocket.ping`` extension (Gatehouse's uvicorn
+protocol offers it): a receive event and a send event of that type, with
+``bytes``. Pings do not count as activity for ``idle_timeout``: both libraries
+send keepalive pings every 20 s, which would keep every idle socket open.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,11 +32,16 @@ from typing import Any
 
 import anyio
 from starlette.types import Receive, Send
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConcurrencyError, ConnectionClosed
 from websockets.frames import EXTERNAL_CLOSE_CODES
 
 from app.observability.metrics import WebSocketMetrics
+from app.outbound.websocket import UpstreamConnection
+
+# The ASGI extension (and event type) for ping frames; see the module docstring.
+PING_EXTENSION = "gatehouse.websocket.ping"
+# Pings from the upstream waiting to go to the client; more are dropped (a ping is only a probe).
+MAX_PENDING_PINGS = 16
 
 NORMAL = 1000
 GOING_AWAY = 1001
@@ -80,12 +94,17 @@ def _size(payload: str | bytes) -> int:
 async def relay(
     receive: Receive,
     send: Send,
-    upstream: ClientConnection,
+    upstream: UpstreamConnection,
     limits: RelayLimits,
     metrics: WebSocketMetrics,
     shutdown: Callable[[], Awaitable[None]],
+    *,
+    client_pings: bool = False,
 ) -> RelayOutcome:
-    """Relay until either side closes, a limit is reached, or ``shutdown()`` returns; close both sides."""
+    """Relay until either side closes, a limit is reached, or ``shutdown()`` returns; close both sides.
+
+    ``client_pings``: the server offers ``PING_EXTENSION``, so pings are relayed both ways.
+    """
     outcome = RelayOutcome()
     started = last_activity = time.monotonic()
     ending: _Ending | None = None
@@ -123,6 +142,9 @@ async def relay(
                     outcome.bytes["to_upstream"] += size
                     to_upstream_messages.inc()
                     to_upstream_bytes.inc(size)
+                elif kind == PING_EXTENSION:
+                    with contextlib.suppress(ConcurrencyError, ConnectionClosed):  # same payload in flight; closing
+                        await upstream.ping(message["bytes"])
                 elif kind == "websocket.disconnect":
                     code = message.get("code", NORMAL)
                     reason = message.get("reason") or ""
@@ -170,11 +192,26 @@ async def relay(
             await shutdown()
             end(_gateway_close("the gateway is shutting down"))
 
+        async def pings_to_client() -> None:
+            while True:
+                payload = await pings.get()
+                try:
+                    await send({"type": PING_EXTENSION, "bytes": payload})
+                except OSError:
+                    return
+
+        pings: asyncio.Queue[bytes] = asyncio.Queue(MAX_PENDING_PINGS)
+        if client_pings:
+            upstream.on_ping = lambda payload: None if pings.full() else pings.put_nowait(payload)
+            while upstream.early_pings:
+                upstream.on_ping(upstream.early_pings.popleft())
+            tasks.start_soon(pings_to_client)
         tasks.start_soon(client_to_upstream)
         tasks.start_soon(upstream_to_client)
         tasks.start_soon(watchdog)
         tasks.start_soon(on_shutdown)
 
+    upstream.on_ping = None
     assert ending is not None
     outcome.ended_by = ending.ended_by
     if ending.to_client is not None:

@@ -12,11 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from websockets.asyncio.client import ClientConnection
-
 from app.config.websocket import WebSocketSettings
 from app.errors import UpstreamError
-from app.outbound.websocket import HandshakeRefused, open_websocket, websocket_url
+from app.outbound.websocket import HandshakeRefused, UpstreamConnection, open_websocket, websocket_url
 from app.proxy.routing import CompiledRoute
 from app.proxy.websocket import RelayLimits
 from app.resilience.endpoint import FAILURE_STATUSES
@@ -35,7 +33,7 @@ def relay_limits(spec: WebSocketSettings) -> RelayLimits:
 class UpstreamWebSocket:
     """An open upstream connection; ``release`` must run once it has closed."""
 
-    connection: ClientConnection
+    connection: UpstreamConnection
     origin: str
     release: Callable[[], None]
 
@@ -50,7 +48,7 @@ async def connect_upstream(
 ) -> UpstreamWebSocket:
     """Open the upstream side for ``route`` (``target``: path and query); raises gateway errors or refusals."""
 
-    async def open_to(origin: str) -> ClientConnection:
+    async def open_to(origin: str) -> UpstreamConnection:
         return await open_websocket(
             websocket_url(origin, target),
             headers=headers,

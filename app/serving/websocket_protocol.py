@@ -10,31 +10,63 @@ uvicorn's websockets-based protocol, changed in two places:
 - after a refusal sent with ``websocket.http.response`` the handshake counts as
   complete, so uvicorn does not log "returned without completing handshake";
 - a malformed handshake (no ``Sec-WebSocket-Key``, a bad version, ...) is refused
-  with 400 and a problem+json body, like every other refusal, and logged.
+  with 400 and a problem+json body, like every other refusal, and logged;
+- pings reach the app, and the app can send them, through the
+  ``gatehouse.websocket.ping`` extension (``app.proxy.websocket``): the client
+  still gets its pong from here at once. At most ``MAX_QUEUED_PINGS`` wait for
+  the app; a flood beyond that is answered but not passed on.
 """
 
 from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
 from app.errors import BadRequest, render_problem
+from app.proxy.websocket import PING_EXTENSION
 
 log = logging.getLogger("gatehouse.proxy")
 
+MAX_QUEUED_PINGS = 16
+
 
 class GatehouseWebSocketProtocol(WebSocketsSansIOProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        parsed = self.conn.events_received
+
+        def events_received() -> list[Any]:
+            events = parsed()
+            for event in events:
+                if isinstance(event, Frame) and event.opcode is Opcode.PING:
+                    self.ping_to_app(bytes(event.data))
+            return events
+
+        self.conn.events_received = events_received  # type: ignore[method-assign]
+
+    def ping_to_app(self, payload: bytes) -> None:
+        if self.handshake_complete and not self.close_sent and self.queue.qsize() < MAX_QUEUED_PINGS:
+            self.queue.put_nowait({"type": PING_EXTENSION, "bytes": payload})  # type: ignore[typeddict-item]
+
     def shutdown(self) -> None:
         if self.handshake_complete and not self.close_sent and not self.disconnected and self.initial_response is None:
             return  # the relay closes it with 1001 after shutdown_grace
         super().shutdown()
 
     async def send(self, message: ASGISendEvent) -> None:
+        if message["type"] == PING_EXTENSION:
+            payload: Any = message.get("bytes")
+            if self.handshake_complete and not self.close_sent and not self.transport.is_closing():
+                self.conn.send_ping(bytes(payload))
+                self.transport.write(b"".join(self.conn.data_to_send()))
+            return
         await super().send(message)
         if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True
@@ -46,6 +78,8 @@ class GatehouseWebSocketProtocol(WebSocketsSansIOProtocol):
         # uvicorn's handler accepts once more; hand it the answer already made.
         self.conn.accept = lambda request: response  # type: ignore[method-assign]  # noqa: ARG005
         super().handle_connect(event)
+        if response.status_code == 101:
+            self.scope["extensions"][PING_EXTENSION] = {}  # the app task has not started yet
 
 
 def _problem_response(refusal: Response, path: str) -> Response:

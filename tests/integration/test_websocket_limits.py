@@ -70,7 +70,7 @@ async def test_idle_and_old_connections_are_closed_with_1001():
             async with connect(ws_url(gw, "/idle/echo")) as ws:
                 started = anyio.current_time()
                 assert await closed_with(ws) == (1001, "idle timeout")
-                assert 0.4 < anyio.current_time() - started < 3
+                assert 0.4 < anyio.current_time() - started < 10  # generous: 2 cores shared by many
             async with connect(ws_url(gw, "/old/echo")) as ws:
                 started = anyio.current_time()
                 with pytest.raises(ConnectionClosed) as closed:
@@ -81,7 +81,7 @@ async def test_idle_and_old_connections_are_closed_with_1001():
                 assert closed.value.rcvd is not None
                 assert closed.value.rcvd.code == 1001
                 assert closed.value.rcvd.reason == "connection lifetime limit reached"
-                assert 0.9 < anyio.current_time() - started < 4
+                assert 0.9 < anyio.current_time() - started < 12
             with anyio.fail_after(5):
                 while up.open_connections:
                     await anyio.sleep(0.02)
