@@ -6,6 +6,7 @@ only adapts Starlette's ``HTTPException`` and FastAPI's validation errors to it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from http import HTTPStatus
 
@@ -15,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import PROBLEM_CONTENT_TYPE, problem_body
 from app.wire import sane_request_id
+
+log = logging.getLogger("gatehouse.ops")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -30,8 +33,16 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return problem_response(request, 422, detail, None)
 
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        # A bug, not the caller's doing: the log gets the traceback, the client a problem without it.
+        log.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+        return problem_response(
+            request, 500, "The ops endpoint failed unexpectedly; the error is in the log.", None, slug="internal"
+        )
+
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected_error)
 
 
 def problem_response(

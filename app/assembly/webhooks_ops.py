@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
 
@@ -52,7 +52,10 @@ router = APIRouter(
 )
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Before = Annotated[int | None, Query(ge=1, le=2**63 - 1)]  # an id: beyond a 64-bit integer no store holds it
+# Ids are 64-bit integers in the store (BIGINT, SQLite INTEGER): a larger one made the driver raise (500).
+MAX_ID = 2**63 - 1
+Before = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+DeliveryId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -172,7 +175,7 @@ async def list_deliveries(
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryDetail)
-async def get_delivery(state: StateDep, delivery_id: int) -> dict[str, Any]:
+async def get_delivery(state: StateDep, delivery_id: DeliveryId) -> dict[str, Any]:
     try:
         found = await _webhooks(state).store.get_delivery_with_attempts(delivery_id)
     except StoreError as exc:
@@ -200,7 +203,7 @@ async def get_delivery(state: StateDep, delivery_id: int) -> dict[str, Any]:
     response_model=Replayed,
     responses={409: problem("The delivery is being attempted right now.")},
 )
-async def replay_delivery(state: StateDep, delivery_id: int) -> Any:
+async def replay_delivery(state: StateDep, delivery_id: DeliveryId) -> Any:
     webhooks = _webhooks(state)
     try:
         result = await webhooks.store.replay(delivery_id)
