@@ -31,13 +31,14 @@ from websockets.http11 import Request, Response
 
 from app.errors import BadRequest, render_problem
 from app.proxy.websocket import PING_EXTENSION
+from app.serving.tls_protocol import WebSocketClientCertificateMixin
 
 log = logging.getLogger("gatehouse.proxy")
 
 MAX_QUEUED_PINGS = 16
 
 
-class GatehouseWebSocketProtocol(WebSocketsSansIOProtocol):
+class GatehouseWebSocketProtocol(WebSocketClientCertificateMixin, WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         parsed = self.conn.events_received

@@ -151,3 +151,28 @@ async def test_a_route_presents_its_client_certificate_to_an_upstream_that_requi
     assert ok.status_code == 200
     assert refused.status_code == 502
     assert stats.requests["/echo"] == 1
+
+
+async def test_mtls_auth_covers_websocket_handshakes(ca):
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    from tests.websocket_upstream import run_websocket_upstream
+
+    clients = TestCA(ca.directory, name="clients")
+    alice = clients.issue("alice@example.com", common_name="alice", name="alice")
+    tls = tls_settings(ca, client_ca_file=str(clients.ca_pem), client_cert="optional")
+    auth = {"type": "mtls", "identity_header": "X-Client"}
+    with anyio.fail_after(20):
+        async with run_websocket_upstream() as up, run_gateway(route("ws", "/ws", up.url, auth=auth), tls=tls) as gw:
+            url = gw.url.replace("https://", "wss://") + "/ws/echo"
+            async with connect(url, ssl=ca.client_context(alice)) as ws:
+                await ws.send("hi")
+                assert await ws.recv() == "hi"
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url, ssl=ca.client_context()):
+                    pass
+    assert refused.value.response.status_code == 403
+    _, headers = up.handshakes[0]
+    assert headers["x-client"] == "CN=alice,OU=clients,O=Gatehouse"
+    assert len(up.handshakes) == 1
