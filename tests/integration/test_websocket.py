@@ -187,3 +187,33 @@ async def test_pings_are_relayed_both_ways_and_each_hop_answers_its_own():
                 assert ws.pings == [b"from upstream"]
     assert up.pings == [b"from the client"]  # the upstream client's own keepalive pings come every 20 s
     assert len(up.pongs) == 1  # the upstream's ping was answered (by the gateway's hop)
+
+
+async def test_websockets_are_proxied_under_hypercorn_too():
+    with anyio.fail_after(30):
+        async with (
+            run_websocket_upstream() as up,
+            run_gateway(
+                route("ws", "/ws", up.url, cors={"allow_origins": ["http://app.test"]}), http_server="hypercorn"
+            ) as gw,
+        ):
+            async with connect(ws_url(gw, "/ws/echo"), subprotocols=["chat.v2"], origin="http://app.test") as ws:
+                assert ws.subprotocol == "chat.v2"
+                await ws.send(b"over hypercorn")
+                assert await ws.recv() == b"over hypercorn"
+                await ws.close(4003, "bye")
+            async with connect(ws_url(gw, "/ws/close/4001"), origin="http://app.test") as ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4001, "bye 4001")
+            for path, origin, status in (("/ws/echo", "http://evil.test", 403), ("/ws/refuse/401", None, 401)):
+                with pytest.raises(InvalidStatus) as refused:
+                    async with connect(ws_url(gw, path), origin=origin):
+                        pass
+                assert refused.value.response.status_code == status
+            with anyio.fail_after(5):
+                while len(up.closes) < 1:
+                    await anyio.sleep(0.02)
+    # hypercorn reports every client close to the app as 1006, without its code: the upstream hears 1001.
+    assert up.closes[0] == (1001, "client went away")
