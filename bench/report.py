@@ -36,14 +36,19 @@ def throughput_table(rows: list[dict[str, Any]]) -> str:
 
 
 def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (target, response), the round with the median req/s (the lower middle of an even count)."""
+    """Per (target, response), the round with the median req/s (the lower middle of an even count).
+
+    Its ``req_per_cpu_s`` is the median over the rounds of that figure on its own.
+    """
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["target"], row["response"]), []).append(row)
     out = []
     for group in groups.values():
         ordered = sorted(group, key=lambda row: row["requests_per_sec"])
-        out.append({**ordered[(len(ordered) - 1) // 2], "rounds": len(ordered)})
+        per_cpu = sorted(row["req_per_cpu_s"] for row in group if row.get("req_per_cpu_s"))
+        median = {"req_per_cpu_s": per_cpu[(len(per_cpu) - 1) // 2]} if per_cpu else {}
+        out.append({**ordered[(len(ordered) - 1) // 2], **median, "rounds": len(ordered)})
     return out
 
 

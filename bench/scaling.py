@@ -139,13 +139,16 @@ def measure(bench: Bench, case: Case, upstream: str) -> dict[str, Any]:
 
 
 def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per case, the round with the median req/s, carrying the median req per CPU-second of all rounds."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["case"], []).append(row)
     out = []
     for group in groups.values():
         ordered = sorted(group, key=lambda row: row["requests_per_sec"])
-        out.append({**ordered[(len(ordered) - 1) // 2], "rounds": len(ordered)})
+        per_cpu = sorted(row["req_per_cpu_s"] for row in group if row["req_per_cpu_s"])
+        median = {"req_per_cpu_s": per_cpu[(len(per_cpu) - 1) // 2]} if per_cpu else {}
+        out.append({**ordered[(len(ordered) - 1) // 2], **median, "rounds": len(ordered)})
     return out
 
 
