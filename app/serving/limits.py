@@ -81,7 +81,10 @@ class ConnectionLimits(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.in_header_block = True
-        self.start_header_clock()
+        if self.header_deadline is None:  # start_header_clock, inlined: this runs for every request
+            self.header_deadline = self.loop.time() + self.header_timeout
+        if self.header_timer is None:
+            self.header_timer = self.loop.call_at(self.header_deadline, self.header_clock_rang)
 
     def on_headers_complete(self) -> None:
         self.in_header_block = False
