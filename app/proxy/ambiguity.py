@@ -17,7 +17,7 @@ known not to make (``ignore_path_readings``).
 
 Everything that depends on the route table is built once, per table; a plain
 path (ASCII, no ``%``, ``\\``, ``;``, capital letter or segment ending in ``.``)
-skips all of this after one regular-expression search.
+skips all of this after a few substring tests (``reads_one_way``).
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ from app.errors import AmbiguousPath
 # The order readings combine in: NFKC can make a '\', ';' or '.', so it goes first.
 READINGS: tuple[Reading, ...] = ("unicode", "backslash", "semicolon", "trailing", "case")
 
-# A path with none of these reads the same every way: the common case costs one search.
-HAZARD = re.compile(r"[%\\;A-Z]|\.(?:/|$)")
 _ENCODED_SLASH = re.compile(r"%(?:2F|5C)", re.IGNORECASE)
 _TRAILING = re.compile(r"[. ](?:[/\\]|$)")
 _DOTS = (".", "..")
@@ -102,6 +100,20 @@ def _resolved(segments: Segments) -> Segments | None:
     return out
 
 
+def reads_one_way(path: str) -> bool:
+    """Whether every reading of a canonical path is the path itself: no ``%``, ``\\``, ``;``,
+    capital letter or segment ending in ``.``. This runs per request, so plain ``in``
+    tests (about half the cost of one regular-expression search)."""
+    return (
+        "%" not in path
+        and "\\" not in path
+        and ";" not in path
+        and "./" not in path
+        and path[-1] != "."
+        and path.lower() == path
+    )
+
+
 def decode_slashes(path: str) -> str:
     """``path`` with ``%2F``, ``%5C`` and ``\\`` read as ``/`` (repeated slashes merged)."""
     decoded = _ENCODED_SLASH.sub("/", path).replace("\\", "/")
@@ -121,7 +133,7 @@ class PathReadings:
         Raises ``AmbiguousPath`` if a reading an upstream may make selects
         another prefix (or none) or climbs above the root.
         """
-        if HAZARD.search(path) is None:
+        if reads_one_way(path):
             return path
         if encoded_slashes == "reject" and _ENCODED_SLASH.search(path) is not None:
             raise AmbiguousPath("The path has an encoded slash or backslash (%2F, %5C); upstreams read it differently.")

@@ -15,7 +15,7 @@ from app.config.routes import EdgePolicy, EncodedSlashes, Reading, Resilience, R
 from app.config.settings import Settings
 from app.config.upstream import Upstream, parse_upstream
 from app.errors import BadRequest
-from app.proxy.ambiguity import HAZARD, PathReadings
+from app.proxy.ambiguity import PathReadings, reads_one_way
 from app.proxy.headers import HeaderPlan
 from app.proxy.urls import NormalisedPath, climbs_out
 
@@ -176,7 +176,7 @@ class RouteTable:
             start = self.match("/" + "/".join(path.raw_segments))
             if start is not None and climbs_out(path.raw_segments, start.prefix):
                 raise BadRequest(f"Dot segments in the path would leave the route {start.name!r}.")
-        if route is None or HAZARD.search(path.path) is None:
+        if route is None or reads_one_way(path.path):
             return route, path.path
         forwarded = self._readings.check(
             path.path,

@@ -1,7 +1,7 @@
 import pytest
 
 from app.errors import AmbiguousPath
-from app.proxy.ambiguity import PathReadings, decode_slashes
+from app.proxy.ambiguity import PathReadings, decode_slashes, reads_one_way
 
 READINGS = PathReadings(["/svc", "/svc/admin", "/api", "/Api2", "/"])
 NONE: frozenset = frozenset()
@@ -75,3 +75,20 @@ def test_ignored_readings_are_not_checked():
 
 def test_decode_slashes_merges_repeats():
     assert decode_slashes("/a%2F%2Fb\\\\c") == "/a/b/c"
+
+
+@pytest.mark.parametrize(
+    ("path", "plain"),
+    [
+        ("/demo/small.json", True),
+        ("/", True),
+        ("/a/b%2Fc", False),
+        ("/a\\b", False),
+        ("/a;b", False),
+        ("/a/B", False),
+        ("/a./b", False),
+        ("/a.", False),
+    ],
+)
+def test_only_paths_with_a_possible_second_reading_leave_the_fast_path(path, plain):
+    assert reads_one_way(path) is plain
