@@ -26,6 +26,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
@@ -94,6 +95,8 @@ async def run_websocket_upstream(**options: Any) -> AsyncIterator[WebSocketUpstr
                 await ws.send(json.dumps({k.lower(): v for k, v in ws.request.headers.raw_items()}))
             async for message in ws:
                 await ws.send(message)
+        except ConnectionClosed:
+            pass  # a close with an error code ends the loop by raising; the code is recorded below
         finally:
             upstream.open_connections -= 1
             closed = ws.protocol.close_rcvd

@@ -173,7 +173,7 @@ class WebSocketGateway:
             return
         except HandshakeRefused as refused:
             ended.status = refused.status
-            ended.upstream = ended.upstream or "refused"
+            ended.upstream = refused.origin
             await _deny(send, refused.status, _answer_headers(refused.headers), refused.body)
             return
         ended.upstream = upstream.origin
@@ -247,7 +247,7 @@ class WebSocketGateway:
             bytes_in=outcome.bytes["to_upstream"] if outcome else 0,
             bytes_out=outcome.bytes["to_client"] if outcome else 0,
             duration=duration,
-            upstream=ended.upstream if ended.upstream != "refused" else None,
+            upstream=ended.upstream,
             upstream_duration=None,
             client=f"{client[0]}:{client[1]}" if client else "",
             close_code=outcome.close_code if outcome is not None else None,

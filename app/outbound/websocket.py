@@ -66,6 +66,7 @@ class HandshakeRefused(Exception):
         self.status = status
         self.headers = headers
         self.body = body
+        self.origin: str | None = None  # the upstream that refused, for the access log
 
 
 def websocket_url(origin: str, target: bytes) -> str:

@@ -49,16 +49,20 @@ async def connect_upstream(
     """Open the upstream side for ``route`` (``target``: path and query); raises gateway errors or refusals."""
 
     async def open_to(origin: str) -> UpstreamConnection:
-        return await open_websocket(
-            websocket_url(origin, target),
-            headers=headers,
-            subprotocols=subprotocols,
-            verify=route.verify,
-            client_cert=route.client_cert,
-            connect_timeout=route.timeouts.connect,
-            max_message_bytes=spec.max_message_bytes,
-            compression=spec.compression,
-        )
+        try:
+            return await open_websocket(
+                websocket_url(origin, target),
+                headers=headers,
+                subprotocols=subprotocols,
+                verify=route.verify,
+                client_cert=route.client_cert,
+                connect_timeout=route.timeouts.connect,
+                max_message_bytes=spec.max_message_bytes,
+                compression=spec.compression,
+            )
+        except HandshakeRefused as refused:
+            refused.origin = origin
+            raise
 
     if pool is None:
         origin = route.upstream.origin

@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.gateway import OPS_TOKEN, bearer, route, run_gateway
 from tests.integration.test_access_log import Written
@@ -189,13 +189,20 @@ async def test_metrics_and_the_access_log_count_each_connection():
         with anyio.fail_after(5):
             while "close_code" not in written.text:
                 await anyio.sleep(0.05)
+        with pytest.raises(InvalidStatus):
+            async with connect(ws_url(gw, "/ws/refuse/403")):
+                pass
+        with anyio.fail_after(5):
+            while written.text.count('"route":"ws"') < 2:
+                await anyio.sleep(0.05)
         after = (await client.get(f"{gw.url}/_gatehouse/metrics", headers=bearer())).text
     assert 'gatehouse_websocket_connections{route="ws"} 1.0' in during
     assert 'gatehouse_websocket_connections{route="ws"} 0.0' in after
     for direction in ("to_upstream", "to_client"):
         assert f'gatehouse_websocket_messages_total{{direction="{direction}",route="ws"}} 2.0' in after
         assert f'gatehouse_websocket_bytes_total{{direction="{direction}",route="ws"}} 7.0' in after
-    (line,) = [entry for entry in written.json() if entry["route"] == "ws"]
+    line, refused = [entry for entry in written.json() if entry["route"] == "ws"]
+    assert refused["status"] == 403 and refused["upstream"] == up.url and "close_code" not in refused
     assert line["status"] == 101 and line["close_code"] == 4000
     assert line["bytes_in"] == 7 and line["bytes_out"] == 7
     assert line["path"] == "/ws/echo?token=[REDACTED]"
