@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from app.assembly.ops import OPS_REFUSED, StateDep, require_admin
 from app.assembly.ops_access import ops_access
@@ -64,9 +64,34 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+def _not_a_number(value: object) -> object:
+    # pydantic reads a number as Unix time: ``since=2024`` would be 1970-01-01T00:33:44Z and match everything.
+    if isinstance(value, int | float) or (isinstance(value, str) and _is_number(value)):
+        raise ValueError("give an ISO 8601 time with a zone, e.g. 2030-01-01T12:00:00Z, not a number")
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 # A time range: ISO 8601 with a zone; since inclusive, until exclusive.
-Since = Annotated[datetime | None, Query(description="ISO 8601 with zone; inclusive"), AfterValidator(_aware)]
-Until = Annotated[datetime | None, Query(description="ISO 8601 with zone; exclusive"), AfterValidator(_aware)]
+Since = Annotated[
+    datetime | None,
+    Query(description="ISO 8601 with zone; inclusive"),
+    BeforeValidator(_not_a_number),
+    AfterValidator(_aware),
+]
+Until = Annotated[
+    datetime | None,
+    Query(description="ISO 8601 with zone; exclusive"),
+    BeforeValidator(_not_a_number),
+    AfterValidator(_aware),
+]
 
 
 def _webhooks(state: Any) -> Webhooks:

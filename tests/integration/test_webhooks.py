@@ -334,6 +334,21 @@ async def test_delivery_and_event_lists_filter_by_provider_id_type_status_target
                 assert naive.status_code == 422
 
 
+@pytest.mark.parametrize("value", ["-185714", "2.220446049250313e-16", "2024", "1735689600"])
+async def test_a_number_for_since_or_until_is_refused_not_read_as_unix_time(tmp_path, value):
+    # Found by schemathesis: ``?since=2024`` was read as 2024 seconds after 1970, so the filter
+    # silently matched everything; the parameters take ISO 8601 with a zone, nothing else.
+    hook = endpoint("std", "/hooks/in", "http://127.0.0.1:9/unused")
+    async with run_gateway(webhooks=[hook], webhook_store=store_url(tmp_path), **FAST) as gw:
+        async with httpx.AsyncClient(base_url=gw.url + "/_gatehouse/webhooks", headers=ADMIN) as client:
+            since = await client.get("/events", params={"since": value})
+            until = await client.get("/deliveries", params={"until": value})
+            iso = await client.get("/deliveries", params={"since": "2030-01-01T00:00:00Z"})
+    assert (since.status_code, until.status_code, iso.status_code) == (422, 422, 200)
+    assert since.headers["content-type"] == "application/problem+json"
+    assert "ISO 8601" in since.json()["detail"]
+
+
 async def test_a_misspelt_query_parameter_is_refused_not_silently_ignored(tmp_path):
     # Found by schemathesis: ``?stauts=dead`` listed every delivery, as if no filter had been asked for,
     # and an operator about to replay "the dead ones" would not know.
