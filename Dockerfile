@@ -1,5 +1,5 @@
 # Gatehouse image: `docker build -t gatehouse .` then
-# `docker run -p 8000:8000 -v $PWD/my.yaml:/etc/gatehouse/gatehouse.yaml:ro gatehouse`.
+# `docker run -p 8000:8000 -v $PWD/my.yaml:/etc/gatehouse/gatehouse.yaml:ro -v gatehouse-data:/var/lib/gatehouse gatehouse`.
 
 # --- builder: a wheel of the app, installed into a venv the final stage copies ---
 FROM python:3.11-slim AS builder
@@ -28,10 +28,17 @@ RUN groupadd --system --gid 10001 gatehouse \
        --home-dir /nonexistent --shell /usr/sbin/nologin gatehouse
 
 COPY --from=builder /opt/venv /opt/venv
-WORKDIR /srv/gatehouse
-COPY examples/ ./examples/
+COPY examples/ /srv/gatehouse/examples/
+ENV PYTHONPATH=/srv/gatehouse
 # A default config so the image starts as is; mount your own over it.
 COPY examples/gatehouse.yaml /etc/gatehouse/gatehouse.yaml
+
+# The working directory holds the default SQLite webhook store (./gatehouse-webhooks.db): a declared
+# volume the app user owns, so the store is writable and outlives the container. Mount a named
+# volume or a host directory (owned by uid 10001) there, or set webhook_store to PostgreSQL.
+RUN mkdir -p /var/lib/gatehouse && chown 10001:10001 /var/lib/gatehouse
+WORKDIR /var/lib/gatehouse
+VOLUME ["/var/lib/gatehouse"]
 
 USER 10001:10001
 EXPOSE 8000
