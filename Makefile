@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.proxy $(BENCH_ARGS)
 	$(BIN)/python -m bench.scaling $(SCALING_ARGS)
+	$(BIN)/python -m bench.webhooks $(WEBHOOK_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,9 @@ process with one Standard Webhooks endpoint and a retry schedule of ``[]``
    delivered: deliveries per second through the dispatcher.
 
     python -m bench.webhooks [--events 2000] [--concurrency 32] [--only sqlite,postgres]
+                             [--dispatch-concurrency 100] [--dispatch-batch 200]
+
+Ack latency is each webhook's time from request to 202, as the sender saw it (p50, p99).
 
 PostgreSQL is the local cluster at ``--postgres`` (default the tests' URL); a
 database of its own is created and dropped. Everything stays on 127.0.0.1.
@@ -52,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=2000, help="webhooks per store (default 2000)")
     parser.add_argument("--concurrency", type=int, default=32, help="senders in parallel (default 32)")
     parser.add_argument("--only", default="sqlite,postgres", help="stores: sqlite,postgres")
+    parser.add_argument("--dispatch-concurrency", type=int, default=100, help="webhook_dispatch_concurrency (100)")
+    parser.add_argument("--dispatch-batch", type=int, default=200, help="webhook_dispatch_batch (200)")
     parser.add_argument("--postgres", default=POSTGRES_URL, help="a database on the cluster to create one next to")
     return parser.parse_args(argv)
 
@@ -109,16 +114,25 @@ async def _count(store: DeliveryStore, status: str, limit: int) -> int:
     return len(await store.list_deliveries(status=status, limit=limit))  # type: ignore[arg-type]
 
 
-async def _wait_count(store: DeliveryStore, status: str, n: int, timeout: float = 300.0) -> None:
+async def _wait_count(
+    store: DeliveryStore, status: str, n: int, timeout: float = 300.0, *, or_dead: bool = False
+) -> int:
+    """Wait until ``n`` deliveries are ``status`` (with ``or_dead``: finished either way); how many are ``status``."""
     deadline = time.monotonic() + timeout
-    while await _count(store, status, n + 1) < n:
+    while True:
+        done = await _count(store, status, n + 1)
+        finished = done + (await _count(store, "dead", n + 1) if or_dead else 0)
+        if finished >= n:
+            return done
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {await _count(store, status, n + 1)} of {n} deliveries {status} after {timeout}s")
+            raise RuntimeError(f"only {done} of {n} deliveries {status} after {timeout}s")
         await asyncio.sleep(0.05)
 
 
-async def _send(url: str, events: int, concurrency: int) -> float:
+async def _send(url: str, events: int, concurrency: int) -> tuple[float, list[float]]:
+    """POST the webhooks; returns the wall time and each one's time to acknowledge (seconds)."""
     todo = iter(range(events))
+    latencies: list[float] = []
     bodies = {
         n: json_body({"n": n, "type": "invoice.paid", "data": {"id": f"in_{n}", "amount": 1999}}) for n in range(events)
     }
@@ -126,7 +140,9 @@ async def _send(url: str, events: int, concurrency: int) -> float:
     async def sender(client: httpx.AsyncClient) -> None:
         for n in todo:
             body = bodies[n]
+            sent = time.perf_counter()
             response = await client.post(url, content=body, headers=standard_headers(f"msg_{n}", body))
+            latencies.append(time.perf_counter() - sent)
             if response.status_code != 202:
                 raise RuntimeError(f"webhook {n}: {response.status_code} {response.text}")
 
@@ -134,7 +150,12 @@ async def _send(url: str, events: int, concurrency: int) -> float:
     async with httpx.AsyncClient(trust_env=False, timeout=30.0, limits=limits) as client:
         started = time.perf_counter()
         await asyncio.gather(*(sender(client) for _ in range(concurrency)))
-        return time.perf_counter() - started
+        return time.perf_counter() - started, latencies
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -144,6 +165,8 @@ async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: 
         "admin_token": ADMIN_TOKEN,
         "webhook_store": store_url,
         "webhook_dispatch_interval": 0.2,
+        "webhook_dispatch_concurrency": args.dispatch_concurrency,
+        "webhook_dispatch_batch": args.dispatch_batch,
         "webhooks": [
             {
                 "name": "bench",
@@ -162,7 +185,7 @@ async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: 
         await _wait_ok(base + "/_gatehouse/healthz", proc, tmp / f"{name}-gatehouse.log")
         store = await DeliveryStore.open(store_url)
         try:
-            intake_s = await _send(base + "/hooks/bench", args.events, args.concurrency)
+            intake_s, latencies = await _send(base + "/hooks/bench", args.events, args.concurrency)
             await _wait_count(store, "dead", args.events)  # each immediate attempt found the target down
             sink = [sys.executable, "-m", "bench.sink_upstream", "--port", str(target_port)]
             with _process(sink, tmp / f"{name}-sink.log") as sink_proc:
@@ -175,8 +198,10 @@ async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: 
                     )
                     if replay.json() != {"replayed": args.events}:
                         raise RuntimeError(f"replay-dead answered {replay.status_code} {replay.text}")
-                    await _wait_count(store, "delivered", args.events)
+                    delivered = await _wait_count(store, "delivered", args.events, or_dead=True)
                     delivery_s = time.perf_counter() - started
+                    if delivered < args.events:  # an attempt timed out on a loaded machine: say so
+                        print(f"{name}: {args.events - delivered} of {args.events} deliveries failed", file=sys.stderr)
         finally:
             await store.aclose()
     return {
@@ -184,6 +209,8 @@ async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: 
         "events": args.events,
         "concurrency": args.concurrency,
         "intake_per_s": args.events / intake_s,
+        "ack_p50_ms": _percentile(latencies, 0.50) * 1000,
+        "ack_p99_ms": _percentile(latencies, 0.99) * 1000,
         "delivery_per_s": args.events / delivery_s,
     }
 
@@ -206,11 +233,16 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = asyncio.run(run(args))
-    print(f"{'store':<10} {'events':>7} {'conc':>5} {'intake/s':>10} {'delivery/s':>11}")
+    print(
+        f"settings: webhook_dispatch_concurrency={args.dispatch_concurrency} "
+        f"webhook_dispatch_batch={args.dispatch_batch} webhook_dispatch_interval=0.2, one worker, "
+        "SQLite WAL synchronous=FULL; every webhook committed before its 202"
+    )
+    print(f"{'store':<10} {'events':>7} {'conc':>5} {'intake/s':>10} {'ack p50':>9} {'ack p99':>9} {'delivery/s':>11}")
     for r in results:
         print(
-            f"{r['store']:<10} {r['events']:>7} {r['concurrency']:>5} "
-            f"{r['intake_per_s']:>10.0f} {r['delivery_per_s']:>11.0f}"
+            f"{r['store']:<10} {r['events']:>7} {r['concurrency']:>5} {r['intake_per_s']:>10.0f} "
+            f"{r['ack_p50_ms']:>7.1f}ms {r['ack_p99_ms']:>7.1f}ms {r['delivery_per_s']:>11.0f}"
         )
     return 0
 
