@@ -42,7 +42,7 @@ from app.proxy.clientaddr import client_address, is_trusted
 from app.proxy.exchange import Exchange
 from app.proxy.headers import upstream_request_headers
 from app.proxy.urls import normalise_path, upstream_target
-from app.proxy.websocket import PING_EXTENSION, RelayOutcome, relay
+from app.proxy.websocket import LIMIT_EXTENSION, PING_EXTENSION, RelayOutcome, relay
 from app.resilience.websocket import connect_upstream, relay_limits
 from app.wire import HOP_BY_HOP
 
@@ -195,6 +195,8 @@ class WebSocketGateway:
             )
             ended.accepted = True
             ended.status = 101
+            if LIMIT_EXTENSION in scope.get("extensions", {}):
+                await send({"type": LIMIT_EXTENSION, "max_message_bytes": spec.max_message_bytes})
             ended.outcome = await relay(
                 receive,
                 send,

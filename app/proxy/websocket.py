@@ -40,6 +40,9 @@ from app.outbound.websocket import UpstreamConnection
 
 # The ASGI extension (and event type) for ping frames; see the module docstring.
 PING_EXTENSION = "gatehouse.websocket.ping"
+# The ASGI extension (and send event type, with ``max_message_bytes``) that lowers the server's frame
+# parser limit to the route's, so a larger frame is refused before it is buffered.
+LIMIT_EXTENSION = "gatehouse.websocket.max_message_bytes"
 # Pings from the upstream waiting to go to the client; more are dropped (a ping is only a probe).
 MAX_PENDING_PINGS = 16
 

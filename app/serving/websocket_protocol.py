@@ -11,6 +11,8 @@ uvicorn's websockets-based protocol, changed in two places:
   complete, so uvicorn does not log "returned without completing handshake";
 - a malformed handshake (no ``Sec-WebSocket-Key``, a bad version, ...) is refused
   with 400 and a problem+json body, like every other refusal, and logged;
+- the app may lower the frame parser's message limit (``gatehouse.websocket.max_message_bytes``),
+  so a frame over a route's ``max_message_bytes`` is refused (1009) before it is buffered;
 - pings reach the app, and the app can send them, through the
   ``gatehouse.websocket.ping`` extension (``app.proxy.websocket``): the client
   still gets its pong from here at once. At most ``MAX_QUEUED_PINGS`` wait for
@@ -30,7 +32,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
 from app.errors import BadRequest, render_problem
-from app.proxy.websocket import PING_EXTENSION
+from app.proxy.websocket import LIMIT_EXTENSION, PING_EXTENSION
 from app.serving.tls_protocol import WebSocketClientCertificateMixin
 
 log = logging.getLogger("gatehouse.proxy")
@@ -62,6 +64,11 @@ class GatehouseWebSocketProtocol(WebSocketClientCertificateMixin, WebSocketsSans
         super().shutdown()
 
     async def send(self, message: ASGISendEvent) -> None:
+        if message["type"] == LIMIT_EXTENSION:
+            limit: Any = message.get("max_message_bytes")
+            # websockets 16 split ``max_size`` into message and fragment limits.
+            setattr(self.conn, "max_message_size" if hasattr(self.conn, "max_message_size") else "max_size", limit)
+            return
         if message["type"] == PING_EXTENSION:
             payload: Any = message.get("bytes")
             if self.handshake_complete and not self.close_sent and not self.transport.is_closing():
@@ -81,6 +88,7 @@ class GatehouseWebSocketProtocol(WebSocketClientCertificateMixin, WebSocketsSans
         super().handle_connect(event)
         if response.status_code == 101:
             self.scope["extensions"][PING_EXTENSION] = {}  # the app task has not started yet
+            self.scope["extensions"][LIMIT_EXTENSION] = {}
 
 
 def _problem_response(refusal: Response, path: str) -> Response:

@@ -48,14 +48,14 @@ async def test_a_message_over_the_limit_closes_both_sides_with_1009():
             async with connect(ws_url(gw, "/ws/echo")) as ws:
                 await ws.send(b"a" * 1024)  # at the limit: relayed
                 assert await ws.recv() == b"a" * 1024
-                await ws.send("é" * 513)  # 1026 bytes of UTF-8
-                assert await closed_with(ws) == (1009, "message too big")
+                await ws.send("é" * 513)  # 1026 bytes of UTF-8: the server's frame parser refuses it
+                assert await closed_with(ws) == (1009, "frame with 1026 bytes exceeds limit of 1024 bytes")
             async with connect(ws_url(gw, "/ws/push/1/2048"), max_size=None) as ws:
                 assert await closed_with(ws) == (1009, "message too big")
             with anyio.fail_after(5):
                 while up.open_connections:
                     await anyio.sleep(0.02)
-    assert up.closes[0] == (1009, "message too big")
+    assert up.closes[0] == (1009, "frame with 1026 bytes exceeds limit of 1024 bytes")
 
 
 async def test_idle_and_old_connections_are_closed_with_1001():
@@ -155,16 +155,21 @@ async def test_an_upgrade_to_another_protocol_is_never_passed_on(upstream):
     assert "upgrade" not in json.loads(plain.body)["headers"].__str__().lower()
 
 
-async def test_a_frame_over_the_server_limit_is_refused_before_its_payload_arrives():
-    async with run_websocket_upstream() as up, run_gateway(route("ws", "/ws", up.url)) as gw:
+@pytest.mark.parametrize(
+    ("limits", "announced"),
+    [({}, 64 * 1024 * 1024), ({"max_message_bytes": 1024}, 2048)],
+    ids=["server cap", "route limit"],
+)
+async def test_a_frame_over_the_limit_is_refused_before_its_payload_arrives(limits, announced):
+    async with run_websocket_upstream() as up, run_gateway(route("ws", "/ws", up.url, websocket=limits)) as gw:
         with anyio.fail_after(10):
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
             try:
                 writer.write(HANDSHAKE)
                 head = await reader.readuntil(b"\r\n\r\n")
                 assert head.startswith(b"HTTP/1.1 101")
-                # A binary frame announcing 64 MiB; only its header is ever sent.
-                writer.write(b"\x82\xff" + struct.pack("!Q", 64 * 1024 * 1024) + os.urandom(4))
+                # A binary frame announcing more than allowed; only its header is ever sent.
+                writer.write(b"\x82\xff" + struct.pack("!Q", announced) + os.urandom(4))
                 await writer.drain()
                 frame = await reader.readexactly(4)
             finally:
