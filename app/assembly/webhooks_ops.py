@@ -26,7 +26,7 @@ from app.assembly.ops_schema import (
     Replayed,
     problem,
 )
-from app.webhooks.database import StoreError
+from app.webhooks.failures import StoreError
 from app.webhooks.records import Delivery, DeliveryStatus, ReplayResult
 from app.webhooks.runtime import Webhooks
 

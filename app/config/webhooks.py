@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -21,12 +21,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
 
 from app.config.base import ConfigModel
 from app.config.edge import UpstreamAuth
 from app.config.names import HeaderValues, Name, header_name, plain_path
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 DEFAULT_WEBHOOK_STORE = "sqlite+aiosqlite:///./gatehouse-webhooks.db"
 DEFAULT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -295,6 +296,9 @@ class WebhookEndpoint(ConfigModel):
 
 def store_url(url: str) -> URL:
     """The async-driver URL for a ``webhook_store`` setting (``postgresql://``, ``sqlite:///``)."""
+    # Imported here, not at the top: SQLAlchemy (~11 MiB) is loaded only when a store is used or configured.
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "postgres"):
@@ -307,6 +311,11 @@ def store_url(url: str) -> URL:
 
 
 def _valid_store_url(value: str) -> str:
+    if value == DEFAULT_WEBHOOK_STORE:
+        # Known valid; checking it would import SQLAlchemy in every process, webhooks or not.
+        return value
+    from sqlalchemy.exc import ArgumentError
+
     try:
         store_url(value)
     except ArgumentError:

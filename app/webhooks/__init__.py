@@ -1,7 +1,8 @@
 """Webhook relay: verify → persist → acknowledge → deliver in the background.
 
 Pure: ``signatures`` (the verifiers), ``schedule`` (the retry policy),
-``records`` (what the store hands out). I/O: ``database`` (the SQLAlchemy
+``records`` (what the store hands out), ``failures`` (the store's errors, no
+SQLAlchemy). I/O: ``database`` (the SQLAlchemy
 engine and error translation), ``tables`` (schema and migrations), ``store``
 and ``queries`` (the durable delivery store), ``intake`` (the ASGI endpoint),
 ``delivery`` (the dispatcher), ``runtime`` (what the lifespan opens).

@@ -24,16 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
 from app.config.webhooks import store_url
+from app.webhooks.failures import StoreError as StoreError
+from app.webhooks.failures import StoreUnavailable as StoreUnavailable
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-class StoreError(Exception):
-    """The webhook store failed; the message never holds a password."""
-
-
-class StoreUnavailable(StoreError):
-    """The database could not be reached, was locked or timed out: try again later."""
 
 
 def utc_now() -> datetime:

@@ -31,8 +31,8 @@ from app.errors import (
     send_problem,
 )
 from app.observability.metrics import Metrics
-from app.webhooks.database import StoreError
 from app.webhooks.event_types import event_type, takes
+from app.webhooks.failures import StoreError
 from app.webhooks.records import NewEvent
 from app.webhooks.signatures import SignatureError, Verifier, build_verifier, provider_event_id
 from app.wire import HOP_BY_HOP, header_value, sane_request_id

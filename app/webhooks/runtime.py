@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx
@@ -19,9 +20,11 @@ import httpx
 from app.config.settings import Settings
 from app.observability.metrics import Metrics
 from app.outbound.clients import make_client
-from app.webhooks.batching import StoreWriter
-from app.webhooks.delivery import Dispatcher, prune_forever
-from app.webhooks.store import DeliveryStore
+
+if TYPE_CHECKING:
+    from app.webhooks.batching import StoreWriter
+    from app.webhooks.delivery import Dispatcher
+    from app.webhooks.store import DeliveryStore
 
 log = logging.getLogger("gatehouse.webhooks")
 
@@ -42,6 +45,11 @@ async def open_webhooks(settings: Settings, metrics: Metrics | None = None) -> A
     if not settings.webhooks:
         yield None
         return
+    # Imported here: the store pulls in SQLAlchemy (~11 MiB), which a gateway without webhooks never needs.
+    from app.webhooks.batching import StoreWriter
+    from app.webhooks.delivery import Dispatcher, prune_forever
+    from app.webhooks.store import DeliveryStore
+
     store = await DeliveryStore.open(settings.webhook_store)
     concurrency = settings.webhook_dispatch_concurrency
     # Each attempt sets its own timeout (the target's); this default only bounds a call that sets none.

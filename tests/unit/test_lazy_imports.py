@@ -1,0 +1,60 @@
+"""A gateway without webhook endpoints never imports SQLAlchemy (~11 MiB of RSS).
+
+Checked in a fresh interpreter: this process has imported everything the other
+tests use, so its ``sys.modules`` says nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LAZY = ("sqlalchemy", "aiosqlite", "asyncpg", "app.webhooks.store", "app.webhooks.database")
+
+PROBE = """
+import json, sys
+import anyio
+import app.main
+from app.config.settings import Settings
+
+settings = Settings(config=sys.argv[1], {extra})
+gateway = app.main.create_app(settings)
+
+async def start_and_stop() -> None:
+    async with gateway.router.lifespan_context(gateway):
+        pass
+
+anyio.run(start_and_stop)
+print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in {names} or name in {names})))
+"""
+
+
+def loaded_after_start(tmp_path: Path, extra: str = "") -> list[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GATEHOUSE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    code = PROBE.format(extra=extra, names=repr(set(LAZY)))
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "examples" / "gatehouse.yaml")],
+        cwd=tmp_path,  # no .env of the checkout
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded: list[str] = json.loads(done.stdout.splitlines()[-1])
+    return loaded
+
+
+def test_no_webhooks_no_sqlalchemy(tmp_path: Path) -> None:
+    assert loaded_after_start(tmp_path) == []
+
+
+def test_a_configured_store_is_still_checked_at_start_up(tmp_path: Path) -> None:
+    # The probe itself: with a non-default webhook_store the URL is validated, so SQLAlchemy loads.
+    loaded = loaded_after_start(tmp_path, extra=f"webhook_store='sqlite:///{tmp_path}/hooks.db'")
+    assert "sqlalchemy" in loaded
