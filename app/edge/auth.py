@@ -23,7 +23,6 @@ import httpx
 
 from app.config.edge import ApiKeyAuth, BasicAuth, InboundAuth, JwtAuth, MtlsAuth
 from app.config.hashing import key_digest, parse_key_hash, parse_password_hash, verify_password
-from app.edge.tokens import JwtVerifier
 from app.errors import Forbidden, Unauthorized
 from app.outbound.urls import exact_url, path_and_query
 from app.proxy.exchange import Exchange, Handler
@@ -157,6 +156,9 @@ def build_verifier(spec: InboundAuth, http: Callable[[], httpx.AsyncClient]) -> 
     if isinstance(spec, ApiKeyAuth):
         return ApiKeyVerifier(spec)
     if isinstance(spec, JwtAuth):
+        # Imported here: PyJWT and ``cryptography`` are loaded only when a route uses JWT auth.
+        from app.edge.tokens import JwtVerifier
+
         return JwtVerifier(spec, http)
     return BasicVerifier(spec)
 

@@ -1,4 +1,4 @@
-"""A gateway without webhook endpoints never imports SQLAlchemy (~11 MiB of RSS).
+"""A gateway without webhook endpoints or JWT auth never imports SQLAlchemy, PyJWT or ``cryptography``.
 
 Checked in a fresh interpreter: this process has imported everything the other
 tests use, so its ``sys.modules`` says nothing.
@@ -13,7 +13,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-LAZY = ("sqlalchemy", "aiosqlite", "asyncpg", "app.webhooks.store", "app.webhooks.database")
+LAZY = (
+    "sqlalchemy",
+    "aiosqlite",
+    "asyncpg",
+    "app.webhooks.store",
+    "app.webhooks.database",
+    "jwt",
+    "cryptography",
+    "app.edge.tokens",
+)
 
 PROBE = """
 import json, sys

@@ -12,7 +12,8 @@ import pytest
 
 from app.config.hashing import hash_api_key, hash_password
 from app.config.settings import Settings
-from app.edge.auth import AuthFilter, BasicVerifier, JwtVerifier, build_verifier
+from app.edge.auth import AuthFilter, BasicVerifier, build_verifier
+from app.edge.tokens import JwtVerifier
 from app.errors import Forbidden, Unauthorized, UpstreamError
 from app.outbound.clients import make_client
 from app.outbound.urls import exact_url
