@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-from sqlalchemy import Select, and_, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.webhooks.database import translate_errors, utc_now
@@ -28,6 +28,28 @@ from app.webhooks.records import Attempt, Delivery, DeliveryStatus, EventSummary
 from app.webhooks.tables import attempts, deliveries, events
 
 Clock = Callable[[], datetime]
+
+
+def _filtered(
+    query: Select[Any],
+    equal: list[tuple[ColumnElement[Any], object]],
+    window: tuple[ColumnElement[Any], datetime | None, datetime | None],
+    page: tuple[ColumnElement[Any], int | None],
+) -> Select[Any]:
+    """``query`` narrowed by each filter given: columns equal to a value, a time window
+    (``since`` inclusive, ``until`` exclusive) and a page (ids below the last one seen)."""
+    for column, value in equal:
+        if value is not None:
+            query = query.where(column == value)
+    column, since, until = window
+    if since is not None:
+        query = query.where(column >= since)
+    if until is not None:
+        query = query.where(column < until)
+    ids, before_id = page
+    if before_id is not None:
+        query = query.where(ids < before_id)
+    return query
 
 
 def _with_event(query: Select[Any]) -> Select[Any]:
@@ -105,19 +127,16 @@ class DeliveryQueries:
             .scalar_subquery()
             .label("delivery_count"),
         )
-        for column, value in [
-            (events.c.endpoint, endpoint),
-            (events.c.provider_event_id, provider_event_id),
-            (events.c.event_type, event_type),
-        ]:
-            if value is not None:
-                query = query.where(column == value)
-        if since is not None:
-            query = query.where(events.c.received_at >= since)
-        if until is not None:
-            query = query.where(events.c.received_at < until)
-        if before_id is not None:
-            query = query.where(events.c.id < before_id)
+        query = _filtered(
+            query,
+            [
+                (events.c.endpoint, endpoint),
+                (events.c.provider_event_id, provider_event_id),
+                (events.c.event_type, event_type),
+            ],
+            (events.c.received_at, since, until),
+            (events.c.id, before_id),
+        )
         async with self._transaction() as conn:
             rows = await conn.execute(query.order_by(events.c.id.desc()).limit(limit))
             return [
@@ -151,21 +170,18 @@ class DeliveryQueries:
         """Newest first, each with its event's provider id and type, filtered by each argument
         given (``since`` inclusive, ``until`` exclusive, on ``created_at``); page with ``before_id``."""
         query = _with_event(select(deliveries))
-        for column, value in [
-            (deliveries.c.status, status),
-            (deliveries.c.endpoint, endpoint),
-            (deliveries.c.target, target),
-            (events.c.provider_event_id, provider_event_id),
-            (events.c.event_type, event_type),
-        ]:
-            if value is not None:
-                query = query.where(column == value)
-        if since is not None:
-            query = query.where(deliveries.c.created_at >= since)
-        if until is not None:
-            query = query.where(deliveries.c.created_at < until)
-        if before_id is not None:
-            query = query.where(deliveries.c.id < before_id)
+        query = _filtered(
+            query,
+            [
+                (deliveries.c.status, status),
+                (deliveries.c.endpoint, endpoint),
+                (deliveries.c.target, target),
+                (events.c.provider_event_id, provider_event_id),
+                (events.c.event_type, event_type),
+            ],
+            (deliveries.c.created_at, since, until),
+            (deliveries.c.id, before_id),
+        )
         async with self._transaction() as conn:
             rows = await conn.execute(query.order_by(deliveries.c.id.desc()).limit(limit))
             return [Delivery.from_row(row) for row in rows]
