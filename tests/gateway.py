@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import orjson
 from fastapi import FastAPI
 
 from app.assembly.lifespan import State
@@ -118,3 +119,20 @@ async def _run_hypercorn(app: Any, built: Settings) -> AsyncIterator[RunningGate
                     raise TimeoutError(f"hypercorn on port {port} did not shut down")
             if not task.cancelled():
                 task.result()
+
+
+class Written:
+    """An access-log sink for ``create_app(access_write=...)``: every batch, as written."""
+
+    def __init__(self) -> None:
+        self.batches: list[bytes] = []
+
+    def __call__(self, data: bytes) -> None:
+        self.batches.append(data)
+
+    @property
+    def text(self) -> str:
+        return b"".join(self.batches).decode()
+
+    def json(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.text.splitlines()]

@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import anyio
 import httpx
-import orjson
 import pytest
 
-from tests.gateway import route, run_gateway
+from tests.gateway import Written, route, run_gateway
 
 pytestmark = pytest.mark.anyio
 
 SECRETS = ("Bearer abc.def.ghi", "abc.def.ghi", "c00kie-value", "s3cr3t-token")
-
-
-class Written:
-    """The access log's sink: every batch, as written."""
-
-    def __init__(self) -> None:
-        self.batches: list[bytes] = []
-
-    def __call__(self, data: bytes) -> None:
-        self.batches.append(data)
-
-    @property
-    def text(self) -> str:
-        return b"".join(self.batches).decode()
-
-    def json(self) -> list[dict]:
-        return [orjson.loads(line) for line in self.text.splitlines()]
 
 
 async def test_each_proxied_request_logs_one_json_line_with_its_facts(upstream):

@@ -13,25 +13,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
-import orjson
 import pytest
 
-from tests.gateway import RunningGateway, route, run_gateway
+from tests.gateway import RunningGateway, Written, route, run_gateway
 
 pytestmark = pytest.mark.anyio
 
 ALICE, MALLORY = "127.0.0.2", "127.0.0.3"
-
-
-class Written:
-    def __init__(self) -> None:
-        self.batches: list[bytes] = []
-
-    def __call__(self, data: bytes) -> None:
-        self.batches.append(data)
-
-    def lines(self) -> list[dict]:
-        return [orjson.loads(line) for line in b"".join(self.batches).splitlines()]
 
 
 @contextlib.asynccontextmanager
@@ -80,7 +68,7 @@ async def test_rate_limits_allow_ips_and_the_access_log_use_the_client_behind_th
     assert mallory_as_alice.headers["content-type"] == "application/problem+json"
     assert denied.status_code == 403 and direct.status_code == 403
     assert stats.requests["/echo"] == 5  # 2 + 2 limited, 1 alice-only: nothing refused got through
-    clients = [(line["route"], line["status"], line["client"]) for line in written.lines()]
+    clients = [(line["route"], line["status"], line["client"]) for line in written.json()]
     assert clients[:3] == [("limited", 200, ALICE), ("limited", 200, ALICE), ("limited", 429, ALICE)]
     assert ("alice-only", 403, MALLORY) in clients
     assert clients[-1][0:2] == ("alice-only", 403) and clients[-1][2].startswith(MALLORY + ":")

@@ -5,24 +5,12 @@ from __future__ import annotations
 import json
 import logging
 
-import orjson
 import pytest
 
-from tests.gateway import route, run_gateway
+from tests.gateway import Written, route, run_gateway
 from tests.servers import LOOPBACK, parse_response, raw_http
 
 pytestmark = pytest.mark.anyio
-
-
-class Written:
-    def __init__(self) -> None:
-        self.batches: list[bytes] = []
-
-    def __call__(self, data: bytes) -> None:
-        self.batches.append(data)
-
-    def lines(self) -> list[dict]:
-        return [orjson.loads(line) for line in b"".join(self.batches).splitlines()]
 
 
 def request(target: bytes, *fields: bytes) -> bytes:
@@ -42,7 +30,7 @@ async def test_the_gateways_own_errors_carry_one_id_everywhere(upstream, caplog)
     ]
     async with run_gateway(route("api", "/api", server.url), access_write=written) as gw:
         responses = [parse_response(await raw_http(LOOPBACK, gw.port, data)) for data, _ in targets]
-    logged = [line["request_id"] for line in written.lines()]
+    logged = [line["request_id"] for line in written.json()]
     own = [record.request_id for record in caplog.records if record.name == "gatehouse.proxy"]
     assert len(logged) == len(own) == len(targets)
     for (_, status), response, in_access_log, in_own_log in zip(targets, responses, logged, own, strict=True):
@@ -63,7 +51,7 @@ async def test_a_proxied_request_has_one_id_at_the_client_the_upstream_and_the_l
         upstream_ids = [v for k, v in json.loads(response.body)["headers"] if k == "x-request-id"]
         assert upstream_ids == [header.decode()]
     assert sane.header_values(b"x-request-id") == [b"abc-123"]
-    assert [line["request_id"] for line in written.lines()] == [
+    assert [line["request_id"] for line in written.json()] == [
         sane.header_values(b"x-request-id")[0].decode(),
         insane.header_values(b"x-request-id")[0].decode(),
     ]
