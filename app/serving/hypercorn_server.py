@@ -5,7 +5,9 @@ for HTTP/2 because it sends response trailers through ASGI (the
 ``http.response.trailers`` extension), which gRPC needs for ``grpc-status``; it
 is pure Python, so it runs in Gatehouse's own event loop, where the drain flag,
 SIGHUP reload and the reloading TLS context plug in as they do under uvicorn.
-Its classes are subclassed here, never patched; the version is pinned below 0.19.
+Its classes are subclassed here and installed where hypercorn looks them up
+(three fixes, each explained on its class and proven by a test, to go when
+hypercorn fixes it); the version is pinned below 0.19.
 
 hypercorn has no header timeout or connection cap of its own (the ``server:``
 block is enforced by the uvicorn protocol); it closes idle keep-alive
@@ -26,8 +28,15 @@ import hypercorn.config
 import hypercorn.events
 import hypercorn.protocol
 import hypercorn.protocol.h2
+import hypercorn.protocol.h11
+import hypercorn.protocol.ws_stream
 from hypercorn.asyncio.run import worker_serve
+from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.ws_stream import FrameTooLargeError
 from hypercorn.utils import wrap_app
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection, Message, Ping
+from wsproto.frame_protocol import CloseReason
 
 from app.assembly.drain import Drain
 from app.assembly.reload import Reloader
@@ -106,11 +115,57 @@ class ClosingH2Protocol(hypercorn.protocol.h2.H2Protocol):
                 await buffer.close()
 
 
-# hypercorn looks both classes up in its modules when a connection or a stream opens, which is
+class WebSocketStream(hypercorn.protocol.ws_stream.WSStream):
+    """hypercorn's WebSocket stream, telling the app the client's close code and reason.
+
+    hypercorn 0.18 answers a client's close frame and then reports the end of
+    the stream to the app as ``websocket.disconnect`` with 1006 (abnormal
+    closure) and no reason, whatever the frame said, so the relay could only
+    tell the upstream 1001 "client went away" (uvicorn reports the frame's code
+    and reason). Here the close frame is kept as it is read, and the disconnect
+    carries its code and reason; a stream that ends without one is still 1006.
+    """
+
+    close_received: CloseConnection | None = None
+
+    async def handle(self, event: hypercorn.protocol.events.Event) -> None:
+        close = self.close_received
+        if isinstance(event, StreamClosed) and close is not None and not self.closed and self.app_put is not None:
+            self.closed = True
+            await self.app_put({"type": "websocket.disconnect", "code": close.code, "reason": close.reason or ""})
+            return
+        await super().handle(event)
+
+    async def _handle_events(self) -> None:
+        # hypercorn 0.18's loop, with the close frame kept for ``handle``.
+        for event in self.connection.events():
+            if isinstance(event, Message):
+                try:
+                    self.buffer.extend(event)
+                except FrameTooLargeError:
+                    await self._send_wsproto_event(CloseConnection(code=CloseReason.MESSAGE_TOO_BIG))
+                    break
+                if event.message_finished:
+                    assert self.app_put is not None
+                    await self.app_put(self.buffer.to_message())
+                    self.buffer.clear()
+            elif isinstance(event, Ping):
+                await self._send_wsproto_event(event.response())
+            elif isinstance(event, CloseConnection):
+                self.close_received = self.close_received or event
+                if self.connection.state == ConnectionState.REMOTE_CLOSING:
+                    await self._send_wsproto_event(event.response())
+                await self.send(StreamClosed(stream_id=self.stream_id))
+
+
+# hypercorn looks these classes up in its modules when a connection or a stream opens, which is
 # where they are installed: the one patch Gatehouse makes to a dependency (hypercorn is pinned
-# below 0.19), to remove once hypercorn fixes both (tests/integration/test_http2_clients.py).
+# below 0.19), to remove once hypercorn fixes them (tests/integration/test_http2_clients.py for
+# the first two, tests/integration/test_websocket.py for the WebSocket stream).
 hypercorn.protocol.h2.StreamBuffer = FlowControlledStreamBuffer  # type: ignore[misc]
 hypercorn.protocol.H2Protocol = ClosingH2Protocol  # type: ignore[attr-defined]
+hypercorn.protocol.h11.WSStream = WebSocketStream  # type: ignore[attr-defined]
+hypercorn.protocol.h2.WSStream = WebSocketStream  # type: ignore[attr-defined]
 
 
 class HypercornConfig(hypercorn.config.Config):

@@ -41,9 +41,10 @@ async def test_text_and_binary_messages_are_relayed_with_the_negotiated_subproto
     assert headers["host"] == f"127.0.0.1:{up.port}"
 
 
-async def test_close_codes_and_reasons_pass_both_ways():
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+async def test_close_codes_and_reasons_pass_both_ways(server):
     with anyio.fail_after(20):
-        async with run_websocket_upstream() as up, run_gateway(route("ws", "/ws", up.url)) as gw:
+        async with run_websocket_upstream() as up, run_gateway(route("ws", "/ws", up.url), http_server=server) as gw:
             async with connect(ws_url(gw, "/ws/close/4001")) as ws:
                 with pytest.raises(ConnectionClosed) as closed:
                     await ws.recv()
@@ -54,10 +55,13 @@ async def test_close_codes_and_reasons_pass_both_ways():
                 await ws.send("x")
                 await ws.recv()
                 await ws.close(4002, "client done")
+            async with connect(ws_url(gw, "/ws/echo")) as ws:
+                await ws.close()  # the default close: 1000, no reason
             with anyio.fail_after(5):
-                while len(up.closes) < 2:
+                while len(up.closes) < 3:
                     await anyio.sleep(0.02)
     assert up.closes[1] == (4002, "client done")
+    assert up.closes[2] == (1000, "")
 
 
 async def test_an_upstream_refusal_reaches_the_client_with_its_status_and_body():
@@ -215,5 +219,4 @@ async def test_websockets_are_proxied_under_hypercorn_too():
             with anyio.fail_after(5):
                 while len(up.closes) < 1:
                     await anyio.sleep(0.02)
-    # hypercorn reports every client close to the app as 1006, without its code: the upstream hears 1001.
-    assert up.closes[0] == (1001, "client went away")
+    assert up.closes[0] == (4003, "bye")
