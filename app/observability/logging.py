@@ -104,6 +104,8 @@ def logging_config(settings: Settings, *, root: bool) -> dict[str, Any]:
             "uvicorn.access": {"handlers": ["stderr"], "level": level, "propagate": False},
             # httpx logs every request at INFO; per-request lines belong to the access log.
             "httpx": {"level": "WARNING"},
+            # alembic logs its plug-ins and dialect at INFO on every start; the store logs what it migrated.
+            "alembic": {"level": "WARNING"},
         },
     }
     if root:

@@ -32,9 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.webhooks.bulk import claimable, finish_deliveries, insert_events, lease, load_claimed
 from app.webhooks.database import StoreError, StoreUnavailable, create_store_engine, utc_now
+from app.webhooks.migrations import migrate
 from app.webhooks.queries import Clock, DeliveryQueries
 from app.webhooks.records import AttemptResult, Claim, ClaimedDelivery, Finish, NewEvent, RecordedEvent
-from app.webhooks.tables import SchemaTooNew, deliveries, migrate
+from app.webhooks.tables import deliveries
 
 __all__ = ["DeliveryStore", "StoreError", "StoreUnavailable"]
 
@@ -67,7 +68,10 @@ class DeliveryStore(DeliveryQueries):
         connect_timeout: float = 5.0,
         command_timeout: float = 30.0,
     ) -> Self:
-        """Connect and migrate. ``schema`` (Postgres only) holds the tables; it is created if missing."""
+        """Connect and migrate (``app.webhooks.migrations``); ``SchemaTooNew`` if a newer Gatehouse migrated it.
+
+        ``schema`` (Postgres only) holds the tables; it is created if missing.
+        """
         engine = create_store_engine(
             url,
             schema=schema,
@@ -78,10 +82,7 @@ class DeliveryStore(DeliveryQueries):
         store = cls(engine, clock=clock)
         try:
             async with store._transaction() as conn:
-                try:
-                    await migrate(conn, schema=schema)
-                except SchemaTooNew as exc:
-                    raise StoreError(str(exc)) from exc
+                await migrate(conn, schema=schema)
         except BaseException:
             await store.aclose()
             raise

@@ -1,8 +1,7 @@
 """DeliveryStore against real databases: a SQLite file in tmp_path and the local PostgreSQL.
 
-Every test runs on both backends. Postgres tests are never skipped: if the
-server is down the session fixture starts the local cluster, and fails if it
-cannot. Each Postgres test gets a schema of its own, dropped afterwards.
+Every test runs on both backends (``backend`` and ``database`` in conftest.py).
+Migrations have their own file, test_webhook_migrations.py.
 """
 
 import asyncio
@@ -12,18 +11,17 @@ import sqlite3
 import sys
 import threading
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert
 
-from app.webhooks.database import StoreError, StoreUnavailable, create_store_engine, utc_now
+from app.webhooks.database import StoreUnavailable, utc_now
+from app.webhooks.migrations import current_revisions, head_revision
 from app.webhooks.records import AttemptResult, Claim, NewEvent, ReplayResult
 from app.webhooks.store import DeliveryStore
-from app.webhooks.tables import SCHEMA_VERSION, schema_version
 
 pytestmark = pytest.mark.anyio
 
@@ -42,31 +40,9 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request) -> str:
-    return request.param
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture
-async def database(backend, tmp_path, request):
-    """(url, schema) of an empty database for this test; the Postgres schema is dropped after."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'webhooks.db'}", None
-        return
-    url = request.getfixturevalue("postgres_url")
-    schema = f"gh_test_{uuid.uuid4().hex[:12]}"
-    yield url, schema
-    engine = create_store_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture
@@ -409,44 +385,13 @@ async def test_count_due_and_oldest_due_age(store, clock):
 # --- schema and durability ----------------------------------------------------------
 
 
-async def test_reopening_keeps_data_and_schema_version(open_store, store):
+async def test_reopening_keeps_data_and_the_schema_revision(open_store, store):
     recorded = await record(store)
     await store.aclose()
     reopened = await open_store()
     assert (await reopened.get_event(recorded.event_id)).body == BODY
     async with reopened.engine.connect() as conn:
-        assert (await conn.execute(select(schema_version.c.version))).scalars().all() == [SCHEMA_VERSION]
-
-
-async def test_a_version_1_store_is_upgraded_in_place_keeping_its_events(open_store, store):
-    first = await record(store, "evt_v1")
-    async with store.engine.begin() as conn:  # back to version 1: no event_type, no provider id index
-        await conn.exec_driver_sql("DROP INDEX ix_webhook_events_provider_event_id")
-        await conn.exec_driver_sql("ALTER TABLE webhook_events DROP COLUMN event_type")
-        await conn.execute(update(schema_version).values(version=1))
-    await store.aclose()
-    upgraded = await open_store()
-    async with upgraded.engine.begin() as conn:
-        assert (await conn.execute(select(schema_version.c.version))).scalars().all() == [SCHEMA_VERSION]
-    assert (await upgraded.get_event(first.event_id)).body == BODY
-    again = await upgraded.record_event("github", "evt_v1", [], b"repeat", ["orders"])
-    assert again.duplicate is True
-
-
-async def test_a_newer_schema_version_is_refused(open_store, store):
-    async with store.engine.begin() as conn:
-        await conn.execute(update(schema_version).values(version=SCHEMA_VERSION + 1))
-    with pytest.raises(StoreError, match="newer|knows"):
-        await open_store()
-
-
-async def test_stores_starting_together_migrate_once(open_store):
-    async with anyio.create_task_group() as tg:
-        for _ in range(4):
-            tg.start_soon(open_store)
-    store = await open_store()
-    async with store.engine.connect() as conn:
-        assert (await conn.execute(select(schema_version.c.version))).scalars().all() == [SCHEMA_VERSION]
+        assert await conn.run_sync(current_revisions) == (head_revision(),)
 
 
 async def test_sqlite_runs_in_wal_with_full_sync(backend, store):
