@@ -1,4 +1,5 @@
-"""A gateway without webhook endpoints or JWT auth never imports SQLAlchemy, PyJWT or ``cryptography``.
+"""A started gateway imports only what its configuration uses: without webhook endpoints no SQLAlchemy,
+without JWT auth no PyJWT or ``cryptography``, never httpx's command-line client (rich, pygments).
 
 Checked in a fresh interpreter: this process has imported everything the other
 tests use, so its ``sys.modules`` says nothing.
@@ -6,6 +7,7 @@ tests use, so its ``sys.modules`` says nothing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,6 +24,9 @@ LAZY = (
     "jwt",
     "cryptography",
     "app.edge.tokens",
+    "httpx._main",
+    "rich",
+    "pygments",
 )
 
 PROBE = """
@@ -38,7 +43,10 @@ async def start_and_stop() -> None:
         pass
 
 anyio.run(start_and_stop)
-print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in {names} or name in {names})))
+print(json.dumps(sorted(
+    name for name, module in sys.modules.items()
+    if module is not None and (name.split(".")[0] in {names} or name in {names})
+)))
 """
 
 
@@ -61,6 +69,19 @@ def loaded_after_start(tmp_path: Path, extra: str = "") -> list[str]:
 
 def test_no_webhooks_no_sqlalchemy(tmp_path: Path) -> None:
     assert loaded_after_start(tmp_path) == []
+
+
+def test_httpx_cli_dependencies_are_installed_here() -> None:
+    # Without them the first test could not see httpx's CLI being imported: schemathesis (dev) brings them.
+    assert importlib.util.find_spec("rich") is not None
+    assert importlib.util.find_spec("pygments") is not None
+
+
+def test_httpx_still_imports_with_its_cli_left_out() -> None:
+    code = "import app, httpx; print(httpx.main.__module__, httpx.AsyncClient.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["httpx", "AsyncClient"]  # httpx's own stand-in main, not httpx._main's
 
 
 def test_a_configured_store_is_still_checked_at_start_up(tmp_path: Path) -> None:
