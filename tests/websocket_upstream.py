@@ -7,10 +7,14 @@ Paths decide what it does, so one server serves every test:
 - ``/push/N/SIZE``: sends N binary messages of SIZE bytes as fast as the client reads, then closes 1000;
 - ``/refuse/STATUS``: refuses the handshake with STATUS and a JSON body;
 - ``/headers``: sends the handshake's request headers as one JSON text message, then echoes;
-- ``/ping``: pings the client with ``from upstream`` (and waits for a pong), then echoes.
+- ``/ping``: pings the client with ``from upstream`` (without waiting for the pong), then echoes;
+- ``/pong``: sends an unsolicited pong, ``from upstream``, then echoes;
+- ``/flood/N``: sends N pings (``f0``, ``f1``, ...) in one write, then the text ``after the flood``, then echoes.
 
-It selects the first subprotocol it supports (``chat.v2``, ``chat.v1``) and records
-each handshake (path, headers) in ``handshakes``, and every ping it receives in ``pings``.
+With ``withhold`` in the query it answers no ping (``withhold_pongs``): a pong the
+client then gets did not come from here. It selects the first subprotocol it supports
+(``chat.v2``, ``chat.v1``) and records each handshake (path, headers) in ``handshakes``,
+and every ping and pong it receives, in order, in ``pings`` and ``pongs``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import Protocol
 
 from tests.servers import LOOPBACK
 
@@ -48,15 +53,30 @@ class WebSocketUpstream:
     open_connections: int = 0
     pushed: int = 0  # messages /push/ has sent so far
     pings: list[bytes] = field(default_factory=list)
-    pongs: list[float] = field(default_factory=list)  # round trips of the pings /ping sent
+    pongs: list[bytes] = field(default_factory=list)
+
+
+def withhold_pongs(protocol: Protocol) -> None:
+    """Make a ``websockets`` connection leave pings unanswered (the library answers each as it parses it)."""
+    answer = protocol.recv_frame
+
+    def recv_frame(frame: Frame) -> None:
+        if frame.opcode is Opcode.PING:
+            protocol.events.append(frame)  # what recv_frame does with a ping, less the pong
+        else:
+            answer(frame)
+
+    protocol.recv_frame = recv_frame  # type: ignore[method-assign]
 
 
 @contextlib.asynccontextmanager
 async def run_websocket_upstream(**options: Any) -> AsyncIterator[WebSocketUpstream]:
     upstream = WebSocketUpstream(url="", port=0)
 
-    def process_request(_connection: ServerConnection, request: Request) -> Response | None:
+    def process_request(connection: ServerConnection, request: Request) -> Response | None:
         upstream.handshakes.append((request.path, {k.lower(): v for k, v in request.headers.raw_items()}))
+        if "withhold" in request.path.partition("?")[2]:
+            withhold_pongs(connection.protocol)
         if request.path.startswith("/refuse/"):
             status = int(request.path.split("/")[2])
             body = json.dumps({"refused": status}).encode()
@@ -70,6 +90,8 @@ async def run_websocket_upstream(**options: Any) -> AsyncIterator[WebSocketUpstr
             super().process_event(event)
             if isinstance(event, Frame) and event.opcode is Opcode.PING:
                 upstream.pings.append(bytes(event.data))
+            elif isinstance(event, Frame) and event.opcode is Opcode.PONG:
+                upstream.pongs.append(bytes(event.data))
 
     async def handler(ws: ServerConnection) -> None:
         upstream.open_connections += 1
@@ -88,8 +110,14 @@ async def run_websocket_upstream(**options: Any) -> AsyncIterator[WebSocketUpstr
                 await ws.close(1000, "pushed")
                 return
             if path.startswith("/ping"):
-                pong = await ws.ping(b"from upstream")
-                upstream.pongs.append(await asyncio.wait_for(pong, 5))
+                await ws.ping(b"from upstream")
+            if path.startswith("/pong"):
+                await ws.pong(b"from upstream")
+            if path.startswith("/flood/"):
+                for i in range(int(path.partition("?")[0].split("/")[2])):
+                    ws.protocol.send_ping(b"f%d" % i)
+                ws.transport.write(b"".join(ws.protocol.data_to_send()))
+                await ws.send("after the flood")
             if path.startswith("/headers"):
                 assert ws.request is not None
                 await ws.send(json.dumps({k.lower(): v for k, v in ws.request.headers.raw_items()}))

@@ -42,7 +42,7 @@ from app.proxy.clientaddr import client_address, is_trusted
 from app.proxy.exchange import Exchange
 from app.proxy.headers import upstream_request_headers
 from app.proxy.urls import normalise_path, upstream_target
-from app.proxy.websocket import LIMIT_EXTENSION, PING_EXTENSION, RelayOutcome, relay
+from app.proxy.websocket import LIMIT_EXTENSION, PING_EXTENSION, RELAY_CONTROL, RelayOutcome, relay
 from app.resilience.websocket import connect_upstream, relay_limits
 from app.wire import HOP_BY_HOP
 
@@ -157,6 +157,8 @@ class WebSocketGateway:
             headers = [(k, v) for k, v in exchange.headers if k not in _HANDSHAKE_ONLY]
             if exchange.upstream_auth is not None:
                 headers = await _with_upstream_auth(exchange, headers)
+            # Pings and pongs are relayed end to end where the server can carry them (app.proxy.websocket).
+            relay_control = PING_EXTENSION in scope.get("extensions", {})
             upstream = await connect_upstream(
                 route,
                 spec,
@@ -164,6 +166,7 @@ class WebSocketGateway:
                 target,
                 headers,
                 scope.get("subprotocols") or (),
+                relay_control=relay_control,
             )
         except GatewayError as exc:
             ended.status = exc.status
@@ -180,6 +183,8 @@ class WebSocketGateway:
         metrics = generation.websocket_metrics[route.name]
         metrics.open.inc()
         try:
+            if relay_control:
+                await send({"type": RELAY_CONTROL})  # before the accept: no ping is answered by the server
             answer = upstream.connection.response
             await send(
                 {
@@ -204,7 +209,6 @@ class WebSocketGateway:
                 relay_limits(spec),
                 metrics,
                 self._closing,
-                client_pings=PING_EXTENSION in scope.get("extensions", {}),
             )
         finally:
             metrics.open.dec()

@@ -16,15 +16,16 @@ client to receive as it was.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol
 from websockets.typing import Subprotocol
 
 from app.errors import UpstreamError, UpstreamTimeout
@@ -35,27 +36,68 @@ MAX_QUEUE = 16
 # Keepalive towards the upstream: a vanished upstream is noticed within about 40 s.
 PING_INTERVAL = 20.0
 CLOSE_TIMEOUT = 5.0
+# Pings and pongs from the upstream waiting for the relay; more are dropped (a flood is not buffered).
+MAX_PENDING_CONTROL = 16
+
+
+def withhold_pongs(protocol: Protocol) -> None:
+    """Make ``websockets``' sans-I/O ``protocol`` leave pings unanswered, so a relay can pass them on.
+
+    The library answers every ping itself as it parses it (``Protocol.recv_frame``)
+    and has no setting to stop it; a relay must let the pong come from the far side.
+    The ping is still reported as an event, as the library reports it.
+    """
+    answer = protocol.recv_frame
+
+    def recv_frame(frame: Frame) -> None:
+        if frame.opcode is Opcode.PING:
+            protocol.events.append(frame)  # what recv_frame does with a ping, less the pong it sends first
+        else:
+            answer(frame)
+
+    protocol.recv_frame = recv_frame  # type: ignore[method-assign]
 
 
 class UpstreamConnection(ClientConnection):
-    """A ``ClientConnection`` that also reports the upstream's pings (the library answers them itself).
+    """The upstream side of one WebSocket; the library answers its pings, as a plain client's.
 
-    Pings that arrive before ``on_ping`` is set (right after the handshake) wait in ``early_pings``.
+    ``RelayingUpstreamConnection`` leaves them to the relay instead.
     """
 
-    on_ping: Callable[[bytes], None] | None = None
+
+class RelayingUpstreamConnection(UpstreamConnection):
+    """An upstream connection that relays control frames: the upstream's pings and pongs go to ``control``.
+
+    Its pings are not answered here (the client answers them, through the relay),
+    and pongs answering this connection's own keepalive pings stay here. At most
+    ``MAX_PENDING_CONTROL`` frames wait in ``control``; more are dropped, so a
+    flood of pings costs nothing but the reads: the upstream that floods gets
+    fewer pongs back.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.early_pings: deque[bytes] = deque(maxlen=16)
+        withhold_pongs(self.protocol)
+        self.control: asyncio.Queue[tuple[Opcode, bytes]] = asyncio.Queue(MAX_PENDING_CONTROL)
+        self.dropped_control = 0
 
     def process_event(self, event: Any) -> None:
-        super().process_event(event)
-        if isinstance(event, Frame) and event.opcode is Opcode.PING:
-            if self.on_ping is not None:
-                self.on_ping(bytes(event.data))
+        if isinstance(event, Frame) and (
+            event.opcode is Opcode.PING or (event.opcode is Opcode.PONG and bytes(event.data) not in self.pending_pings)
+        ):
+            if self.control.full():
+                self.dropped_control += 1
             else:
-                self.early_pings.append(bytes(event.data))
+                self.control.put_nowait((event.opcode, bytes(event.data)))
+        super().process_event(event)
+
+    async def send_control(self, opcode: Opcode, payload: bytes) -> None:
+        """Send a ping or pong frame with ``payload``; a ping sent here waits for no pong."""
+        async with self.send_context():  # waits for the socket to drain, as ``send`` does
+            if opcode is Opcode.PING:
+                self.protocol.send_ping(payload)
+            else:
+                self.protocol.send_pong(payload)
 
 
 class HandshakeRefused(Exception):
@@ -85,8 +127,12 @@ async def open_websocket(
     connect_timeout: float,
     max_message_bytes: int,
     compression: bool,
+    relay_control: bool = False,
 ) -> UpstreamConnection:
     """Open a WebSocket to ``url``, sending ``headers`` (no Host, no Sec-WebSocket-*) with the handshake.
+
+    ``relay_control``: the client's side can carry pings and pongs, so this
+    connection relays them (``RelayingUpstreamConnection``) instead of answering.
 
     Raises ``HandshakeRefused`` (the upstream said no), ``UpstreamTimeout`` (no
     answer within ``connect_timeout``) or ``UpstreamError`` (unreachable, or an
@@ -97,7 +143,7 @@ async def open_websocket(
     try:
         connection = await connect(
             url,
-            create_connection=UpstreamConnection,
+            create_connection=RelayingUpstreamConnection if relay_control else UpstreamConnection,
             additional_headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers],
             subprotocols=[Subprotocol(s) for s in subprotocols] or None,
             compression="deflate" if compression else None,

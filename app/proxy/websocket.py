@@ -12,13 +12,32 @@ frame's code and reason are passed on as they were; a vanished upstream gives
 the client 1011; a message over ``max_message_bytes`` 1009 both ways; idleness,
 the lifetime limit and shutdown 1001 both ways.
 
-Pings are relayed both ways and pongs answered on each hop: each side gets its
-pong at once from Gatehouse (so its keepalive checks its own hop), and the
-other side also receives the ping. ASGI carries no pings, so the client's side
-needs the server's ``gatehouse.websocket.ping`` extension (Gatehouse's uvicorn
-protocol offers it): a receive event and a send event of that type, with
-``bytes``. Pings do not count as activity for ``idle_timeout``: both libraries
-send keepalive pings every 20 s, which would keep every idle socket open.
+Pings and pongs are relayed end to end, as nginx relays them: a client's ping
+goes to the upstream and the upstream's pong, with the same payload, comes back
+to the client; an upstream's ping goes to the client and the client's pong goes
+back; unsolicited pongs pass too. Gatehouse answers no ping it relays, so each
+side's keepalive checks the whole path. Gatehouse's own keepalive pings (the
+server's to the client, the upstream client's to the upstream, every 20 s) are
+answered on their hop and their pongs are not relayed.
+
+ASGI carries no pings, so this needs the server's ``gatehouse.websocket.ping``
+extension (Gatehouse's uvicorn protocol and its hypercorn stream offer it):
+
+- the app takes it by sending ``{"type": "gatehouse.websocket.ping.relay"}``
+  (before ``websocket.accept``); from then on the server answers no ping;
+- the server passes each ping and pong frame as a receive event of type
+  ``gatehouse.websocket.ping`` or ``gatehouse.websocket.pong``, with ``bytes``
+  (its own keepalive's pongs excepted);
+- the app sends ping and pong frames with send events of those types.
+
+Without the extension (the app under a server Gatehouse did not configure)
+nothing is relayed: the server answers the client's pings and the upstream
+client answers the upstream's, as two separate hops. Pings do not count as
+activity for ``idle_timeout``: keepalive pings would keep every idle socket open.
+
+Control frames are bounded like messages: one at a time per direction is in
+the relay's hands; at most ``MAX_PENDING_CONTROL`` from the upstream wait (more
+are dropped), and the servers queue at most as many from the client.
 """
 
 from __future__ import annotations
@@ -32,19 +51,21 @@ from typing import Any
 
 import anyio
 from starlette.types import Receive, Send
-from websockets.exceptions import ConcurrencyError, ConnectionClosed
-from websockets.frames import EXTERNAL_CLOSE_CODES
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import EXTERNAL_CLOSE_CODES, Opcode
 
 from app.observability.metrics import WebSocketMetrics
-from app.outbound.websocket import UpstreamConnection
+from app.outbound.websocket import RelayingUpstreamConnection, UpstreamConnection
 
-# The ASGI extension (and event type) for ping frames; see the module docstring.
+# The ASGI extension (and event type) for ping frames, the event type for pong frames, and the
+# event that takes the extension (the server stops answering pings); see the module docstring.
 PING_EXTENSION = "gatehouse.websocket.ping"
+PONG_EVENT = "gatehouse.websocket.pong"
+RELAY_CONTROL = "gatehouse.websocket.ping.relay"
+CONTROL_EVENTS = {Opcode.PING: PING_EXTENSION, Opcode.PONG: PONG_EVENT}
 # The ASGI extension (and send event type, with ``max_message_bytes``) that lowers the server's frame
 # parser limit to the route's, so a larger frame is refused before it is buffered.
 LIMIT_EXTENSION = "gatehouse.websocket.max_message_bytes"
-# Pings from the upstream waiting to go to the client; more are dropped (a ping is only a probe).
-MAX_PENDING_PINGS = 16
 
 NORMAL = 1000
 GOING_AWAY = 1001
@@ -101,12 +122,11 @@ async def relay(
     limits: RelayLimits,
     metrics: WebSocketMetrics,
     shutdown: Callable[[], Awaitable[None]],
-    *,
-    client_pings: bool = False,
 ) -> RelayOutcome:
     """Relay until either side closes, a limit is reached, or ``shutdown()`` returns; close both sides.
 
-    ``client_pings``: the server offers ``PING_EXTENSION``, so pings are relayed both ways.
+    Pings and pongs are relayed when ``upstream`` is a ``RelayingUpstreamConnection``
+    (opened so because the server offers ``PING_EXTENSION``, taken before the accept).
     """
     outcome = RelayOutcome()
     started = last_activity = time.monotonic()
@@ -145,9 +165,12 @@ async def relay(
                     outcome.bytes["to_upstream"] += size
                     to_upstream_messages.inc()
                     to_upstream_bytes.inc(size)
-                elif kind == PING_EXTENSION:
-                    with contextlib.suppress(ConcurrencyError, ConnectionClosed):  # same payload in flight; closing
-                        await upstream.ping(message["bytes"])
+                elif kind == PING_EXTENSION or kind == PONG_EVENT:
+                    if isinstance(upstream, RelayingUpstreamConnection):
+                        with contextlib.suppress(ConnectionClosed):  # the other pump reports the close
+                            await upstream.send_control(
+                                Opcode.PING if kind == PING_EXTENSION else Opcode.PONG, message["bytes"]
+                            )
                 elif kind == "websocket.disconnect":
                     code = message.get("code", NORMAL)
                     reason = message.get("reason") or ""
@@ -195,26 +218,21 @@ async def relay(
             await shutdown()
             end(_gateway_close("the gateway is shutting down"))
 
-        async def pings_to_client() -> None:
+        async def control_to_client(control: asyncio.Queue[tuple[Opcode, bytes]]) -> None:
             while True:
-                payload = await pings.get()
+                opcode, payload = await control.get()
                 try:
-                    await send({"type": PING_EXTENSION, "bytes": payload})
+                    await send({"type": CONTROL_EVENTS[opcode], "bytes": payload})
                 except OSError:
                     return
 
-        pings: asyncio.Queue[bytes] = asyncio.Queue(MAX_PENDING_PINGS)
-        if client_pings:
-            upstream.on_ping = lambda payload: None if pings.full() else pings.put_nowait(payload)
-            while upstream.early_pings:
-                upstream.on_ping(upstream.early_pings.popleft())
-            tasks.start_soon(pings_to_client)
+        if isinstance(upstream, RelayingUpstreamConnection):
+            tasks.start_soon(control_to_client, upstream.control)
         tasks.start_soon(client_to_upstream)
         tasks.start_soon(upstream_to_client)
         tasks.start_soon(watchdog)
         tasks.start_soon(on_shutdown)
 
-    upstream.on_ping = None
     assert ending is not None
     outcome.ended_by = ending.ended_by
     if ending.to_client is not None:

@@ -45,8 +45,13 @@ async def connect_upstream(
     target: bytes,
     headers: Sequence[tuple[bytes, bytes]],
     subprotocols: Sequence[str],
+    *,
+    relay_control: bool = False,
 ) -> UpstreamWebSocket:
-    """Open the upstream side for ``route`` (``target``: path and query); raises gateway errors or refusals."""
+    """Open the upstream side for ``route`` (``target``: path and query); raises gateway errors or refusals.
+
+    ``relay_control``: the client's side carries pings and pongs (``open_websocket``).
+    """
 
     async def open_to(origin: str) -> UpstreamConnection:
         try:
@@ -59,6 +64,7 @@ async def connect_upstream(
                 connect_timeout=route.timeouts.connect,
                 max_message_bytes=spec.max_message_bytes,
                 compression=spec.compression,
+                relay_control=relay_control,
             )
         except HandshakeRefused as refused:
             refused.origin = origin

@@ -31,17 +31,18 @@ import hypercorn.protocol.h2
 import hypercorn.protocol.h11
 import hypercorn.protocol.ws_stream
 from hypercorn.asyncio.run import worker_serve
-from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.events import Request, StreamClosed
 from hypercorn.protocol.ws_stream import FrameTooLargeError
 from hypercorn.utils import wrap_app
 from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection, Message, Ping
+from wsproto.events import CloseConnection, Message, Ping, Pong
 from wsproto.frame_protocol import CloseReason
 
 from app.assembly.drain import Drain
 from app.assembly.reload import Reloader
 from app.config.settings import Settings
 from app.config.tls import TlsSettings
+from app.proxy.websocket import PING_EXTENSION, PONG_EVENT, RELAY_CONTROL
 from app.serving.tls import CONNECTION_TLS, CertificateReloader
 
 ALPN = ("h2", "http/1.1")
@@ -116,17 +117,26 @@ class ClosingH2Protocol(hypercorn.protocol.h2.H2Protocol):
 
 
 class WebSocketStream(hypercorn.protocol.ws_stream.WSStream):
-    """hypercorn's WebSocket stream, telling the app the client's close code and reason.
+    """hypercorn's WebSocket stream, telling the app the client's close code and reason, and relaying pings.
 
-    hypercorn 0.18 answers a client's close frame and then reports the end of
-    the stream to the app as ``websocket.disconnect`` with 1006 (abnormal
+    The fix: hypercorn 0.18 answers a client's close frame and then reports the
+    end of the stream to the app as ``websocket.disconnect`` with 1006 (abnormal
     closure) and no reason, whatever the frame said, so the relay could only
     tell the upstream 1001 "client went away" (uvicorn reports the frame's code
     and reason). Here the close frame is kept as it is read, and the disconnect
     carries its code and reason; a stream that ends without one is still 1006.
+
+    The extension: ASGI has no pings; this stream offers Gatehouse's
+    ``gatehouse.websocket.ping`` (``app.proxy.websocket``), as its uvicorn
+    protocol does. Once the app has taken it, pings are not answered here and
+    pings and pongs go to the app; a flood is bounded by hypercorn's queue to
+    the app (``max_app_queue_size``, 10), which stops reading while it is full.
+    hypercorn sends no keepalive pings of its own unless
+    ``websocket_ping_interval`` is set, which Gatehouse does not do.
     """
 
     close_received: CloseConnection | None = None
+    relays_control = False
 
     async def handle(self, event: hypercorn.protocol.events.Event) -> None:
         close = self.close_received
@@ -135,9 +145,23 @@ class WebSocketStream(hypercorn.protocol.ws_stream.WSStream):
             await self.app_put({"type": "websocket.disconnect", "code": close.code, "reason": close.reason or ""})
             return
         await super().handle(event)
+        if isinstance(event, Request) and self.app_put is not None:
+            extensions: Any = self.scope["extensions"]  # the app's task is created, not yet started
+            extensions[PING_EXTENSION] = {}
+
+    async def app_send(self, message: Any) -> None:
+        kind = message["type"] if message is not None else None
+        if kind == RELAY_CONTROL:
+            self.relays_control = True
+        elif kind == PING_EXTENSION or kind == PONG_EVENT:
+            if self.state == hypercorn.protocol.ws_stream.ASGIWebsocketState.CONNECTED and not self.closed:
+                payload = bytes(message["bytes"])
+                await self._send_wsproto_event(Ping(payload) if kind == PING_EXTENSION else Pong(payload))
+        else:
+            await super().app_send(message)
 
     async def _handle_events(self) -> None:
-        # hypercorn 0.18's loop, with the close frame kept for ``handle``.
+        # hypercorn 0.18's loop, with the close frame kept for ``handle`` and pings and pongs relayed.
         for event in self.connection.events():
             if isinstance(event, Message):
                 try:
@@ -149,6 +173,10 @@ class WebSocketStream(hypercorn.protocol.ws_stream.WSStream):
                     assert self.app_put is not None
                     await self.app_put(self.buffer.to_message())
                     self.buffer.clear()
+            elif isinstance(event, (Ping, Pong)) and self.relays_control:
+                assert self.app_put is not None
+                kind = PING_EXTENSION if isinstance(event, Ping) else PONG_EVENT
+                await self.app_put({"type": kind, "bytes": bytes(event.payload)})
             elif isinstance(event, Ping):
                 await self._send_wsproto_event(event.response())
             elif isinstance(event, CloseConnection):

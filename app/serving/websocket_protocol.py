@@ -13,10 +13,14 @@ uvicorn's websockets-based protocol, changed in two places:
   with 400 and a problem+json body, like every other refusal, and logged;
 - the app may lower the frame parser's message limit (``gatehouse.websocket.max_message_bytes``),
   so a frame over a route's ``max_message_bytes`` is refused (1009) before it is buffered;
-- pings reach the app, and the app can send them, through the
-  ``gatehouse.websocket.ping`` extension (``app.proxy.websocket``): the client
-  still gets its pong from here at once. At most ``MAX_QUEUED_PINGS`` wait for
-  the app; a flood beyond that is answered but not passed on.
+- pings and pongs are relayed through the ``gatehouse.websocket.ping``
+  extension (``app.proxy.websocket``): once the app has taken it, a client's
+  ping is not answered here but passed to the app, as are its pongs (except
+  those answering uvicorn's own keepalive pings), and the app sends ping and
+  pong frames. Like a message, a control frame passed on pauses reading until
+  the app has read it, and at most ``MAX_QUEUED_CONTROL`` wait: the rest of a
+  flood read at once is dropped (unanswered). An app that does not take the
+  extension gets the usual behaviour: pings answered here, nothing passed on.
 """
 
 from __future__ import annotations
@@ -32,31 +36,49 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
 from app.errors import BadRequest, render_problem
-from app.proxy.websocket import LIMIT_EXTENSION, PING_EXTENSION
+from app.outbound.websocket import withhold_pongs
+from app.proxy.websocket import LIMIT_EXTENSION, PING_EXTENSION, PONG_EVENT, RELAY_CONTROL
 from app.serving.tls_protocol import WebSocketClientCertificateMixin
 
 log = logging.getLogger("gatehouse.proxy")
 
-MAX_QUEUED_PINGS = 16
+MAX_QUEUED_CONTROL = 16
 
 
 class GatehouseWebSocketProtocol(WebSocketClientCertificateMixin, WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.relays_control = False  # the app took the ping extension
+        self.queued_control = 0
         parsed = self.conn.events_received
 
         def events_received() -> list[Any]:
             events = parsed()
-            for event in events:
-                if isinstance(event, Frame) and event.opcode is Opcode.PING:
-                    self.ping_to_app(bytes(event.data))
+            if self.relays_control:
+                for event in events:
+                    if isinstance(event, Frame) and event.opcode is Opcode.PING:
+                        self.control_to_app(PING_EXTENSION, bytes(event.data))
+                    elif isinstance(event, Frame) and event.opcode is Opcode.PONG:
+                        if bytes(event.data) != self.pending_ping_payload:  # not uvicorn's keepalive's
+                            self.control_to_app(PONG_EVENT, bytes(event.data))
             return events
 
         self.conn.events_received = events_received  # type: ignore[method-assign]
 
-    def ping_to_app(self, payload: bytes) -> None:
-        if self.handshake_complete and not self.close_sent and self.queue.qsize() < MAX_QUEUED_PINGS:
-            self.queue.put_nowait({"type": PING_EXTENSION, "bytes": payload})  # type: ignore[typeddict-item]
+    def control_to_app(self, kind: str, payload: bytes) -> None:
+        if not self.handshake_complete or self.close_sent or self.queued_control >= MAX_QUEUED_CONTROL:
+            return
+        self.queued_control += 1
+        self.queue.put_nowait({"type": kind, "bytes": payload})  # type: ignore[typeddict-item]
+        if not self.read_paused:  # as for a message: read on once the app has taken it
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    async def receive(self) -> Any:
+        message = await super().receive()
+        if message["type"] in (PING_EXTENSION, PONG_EVENT):
+            self.queued_control -= 1
+        return message
 
     def shutdown(self) -> None:
         if self.handshake_complete and not self.close_sent and not self.disconnected and self.initial_response is None:
@@ -69,10 +91,19 @@ class GatehouseWebSocketProtocol(WebSocketClientCertificateMixin, WebSocketsSans
             # websockets 16 split ``max_size`` into message and fragment limits.
             setattr(self.conn, "max_message_size" if hasattr(self.conn, "max_message_size") else "max_size", limit)
             return
-        if message["type"] == PING_EXTENSION:
+        if message["type"] == RELAY_CONTROL:
+            if not self.relays_control:
+                self.relays_control = True
+                withhold_pongs(self.conn)
+            return
+        if message["type"] in (PING_EXTENSION, PONG_EVENT):
+            await self.writable.wait()
             payload: Any = message.get("bytes")
             if self.handshake_complete and not self.close_sent and not self.transport.is_closing():
-                self.conn.send_ping(bytes(payload))
+                if message["type"] == PING_EXTENSION:
+                    self.conn.send_ping(bytes(payload))
+                else:
+                    self.conn.send_pong(bytes(payload))
                 self.transport.write(b"".join(self.conn.data_to_send()))
             return
         await super().send(message)
