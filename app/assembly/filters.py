@@ -29,7 +29,6 @@ from app.edge.auth import AuthFilter, build_verifier
 from app.edge.cors import CorsFilter
 from app.edge.credentials import UpstreamAuthFilter
 from app.edge.origins import OriginPolicy, WebSocketOriginFilter
-from app.edge.ratelimit import RateLimitFilter
 from app.edge.resources import EdgeResources
 from app.outbound.auth import build_upstream_auth
 from app.proxy.exchange import Filter, FilterFactory
@@ -58,6 +57,8 @@ def route_filters(edge: EdgeResources, pools: RoutePools, *, websocket: bool = F
         spec = route.edge.rate_limit
         if spec is None or spec.key in _BY_IDENTITY:
             return None
+        from app.edge.ratelimit import RateLimitFilter  # here: ``limits`` only for routes with a rate limit
+
         return RateLimitFilter(route.name, spec, lambda: edge.rate_limits)
 
     def auth(route: CompiledRoute) -> Filter | None:
@@ -68,6 +69,8 @@ def route_filters(edge: EdgeResources, pools: RoutePools, *, websocket: bool = F
         spec = route.edge.rate_limit
         if spec is None or spec.key not in _BY_IDENTITY:
             return None
+        from app.edge.ratelimit import RateLimitFilter
+
         return RateLimitFilter(route.name, spec, lambda: edge.rate_limits)
 
     def upstream_credentials(route: CompiledRoute) -> Filter | None:

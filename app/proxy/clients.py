@@ -19,7 +19,6 @@ import httpx
 
 from app.config.routes import PoolLimits
 from app.outbound.clients import make_client, ssl_context
-from app.outbound.http2 import HTTP2Transport
 from app.outbound.transport import AiohttpTransport
 from app.proxy.routing import CompiledRoute
 
@@ -77,6 +76,8 @@ class UpstreamClients:
     def _transport(self, key: ClientKey, scheme: str) -> httpx.AsyncBaseTransport:
         https = scheme == "https"
         if key.http2:
+            from app.outbound.http2 import HTTP2Transport  # here: h2 and hpack only for HTTP/2 routes
+
             # h2 over TLS is negotiated by ALPN; cleartext h2c uses prior knowledge.
             return HTTP2Transport(
                 https=https,

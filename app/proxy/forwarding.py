@@ -21,7 +21,6 @@ from starlette.types import Receive, Send
 
 from app.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from app.outbound.fastpath import build_request, release
-from app.outbound.http2 import response_trailers
 from app.proxy.body import ClientDisconnected
 from app.proxy.exchange import Exchange
 from app.proxy.headers import client_response_headers
@@ -236,6 +235,8 @@ async def _send_trailers(
     """The upstream's trailers (``grpc-status``...), when the client takes them; none if the transport kept none."""
     if not exchange.trailers:
         return
+    from app.outbound.http2 import response_trailers  # here: h2 loads only when a client takes trailers
+
     trailers = response_trailers(response)
     fields = held + (trailers() if trailers is not None else [])
     await send({"type": "http.response.trailers", "headers": fields, "more_trailers": False})

@@ -1,5 +1,8 @@
 """A started gateway imports only what its configuration uses: without webhook endpoints no SQLAlchemy,
-without JWT auth no PyJWT or ``cryptography``, never httpx's command-line client (rich, pygments).
+without JWT auth no PyJWT or ``cryptography``, without an HTTP/2 route no h2, without auth no httpcore
+(the edge's client), without a rate limit no ``limits``; never httpx's command-line client (rich, pygments).
+What the configuration does use is loaded at start-up, not on the first request
+(the rate-limit storage: tests/unit/edge/test_resources.py).
 
 Checked in a fresh interpreter: this process has imported everything the other
 tests use, so its ``sys.modules`` says nothing.
@@ -24,6 +27,12 @@ LAZY = (
     "jwt",
     "cryptography",
     "app.edge.tokens",
+    "h2",
+    "hpack",
+    "httpcore",
+    "app.outbound.http2",
+    "limits",
+    "app.edge.ratelimit",
     "httpx._main",
     "rich",
     "pygments",
@@ -88,3 +97,15 @@ def test_a_configured_store_is_still_checked_at_start_up(tmp_path: Path) -> None
     # The probe itself: with a non-default webhook_store the URL is validated, so SQLAlchemy loads.
     loaded = loaded_after_start(tmp_path, extra=f"webhook_store='sqlite:///{tmp_path}/hooks.db'")
     assert "sqlalchemy" in loaded
+
+
+def test_an_http2_route_loads_h2_at_start_up(tmp_path: Path) -> None:
+    route = "{'name': 'h2c', 'prefix': '/', 'upstream': 'http://127.0.0.1:9', 'http2': True}"
+    loaded = loaded_after_start(tmp_path, extra=f"routes=[{route}]")
+    assert {"h2", "app.outbound.http2"} <= set(loaded)
+
+
+def test_auth_builds_the_edge_client_at_start_up(tmp_path: Path) -> None:
+    auth = "{'type': 'api_key', 'keys': {'ci': 'sha256:' + '0' * 64}}"
+    loaded = loaded_after_start(tmp_path, extra=f"auth={auth}")
+    assert "httpcore" in loaded
