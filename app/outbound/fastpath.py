@@ -28,6 +28,7 @@ works around one httpx 0.28 behaviour, is pinned by
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -45,7 +46,7 @@ def release(response: httpx.Response) -> None:
         response.stream = _SPENT
 
 
-def raw_headers(raw: list[tuple[bytes, bytes]]) -> httpx.Headers:
+def raw_headers(raw: Iterable[tuple[bytes, bytes]]) -> httpx.Headers:
     """``httpx.Headers`` over ``raw`` as it is: names already lower-case, values bytes; nothing re-encoded.
 
     Sets the private ``_list`` that ``Headers.__init__`` would build, as

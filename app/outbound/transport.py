@@ -20,44 +20,59 @@ and no request is resent behind the gateway's back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from functools import lru_cache
 from typing import Literal
 
 import aiohttp
 import httpx
 from multidict import CIMultiDict
-from yarl import URL
+
+from app.outbound.fastpath import raw_headers
+from app.outbound.urls import yarl_url
 
 # aiohttp adds these unless told not to; a proxy must not.
 _SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 
 
-@contextlib.contextmanager
-def map_aiohttp_errors(*, reading: bool = False) -> Iterator[None]:
-    """Translate aiohttp's exceptions to the httpx ones that say the same thing."""
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise httpx.ConnectTimeout(str(exc) or "timed out connecting to the upstream") from exc
-    except aiohttp.SocketTimeoutError as exc:
-        raise httpx.ReadTimeout(str(exc) or "timed out reading from the upstream") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise httpx.ConnectError(str(exc)) from exc
-    except aiohttp.ServerDisconnectedError as exc:
-        raise httpx.RemoteProtocolError(str(exc) or "upstream closed the connection") from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise httpx.ReadError(str(exc) or "upstream response body was cut short") from exc
-    except aiohttp.ClientResponseError as exc:
-        raise httpx.RemoteProtocolError(str(exc) or "invalid response from the upstream") from exc
-    except (aiohttp.ClientOSError, aiohttp.ClientConnectionError) as exc:
-        error = httpx.ReadError if reading else httpx.WriteError
-        raise error(str(exc) or "connection to the upstream failed") from exc
-    except aiohttp.ClientError as exc:
-        raise httpx.TransportError(str(exc) or type(exc).__name__) from exc
-    except TimeoutError as exc:
-        raise httpx.ReadTimeout("timed out waiting for the upstream") from exc
+class map_aiohttp_errors:  # noqa: N801 (used as a function: ``with map_aiohttp_errors(): ...``)
+    """Translate aiohttp's exceptions to the httpx ones that say the same thing.
+
+    A class, not ``@contextlib.contextmanager``: it is entered twice per request,
+    and a generator-based context manager costs a generator and two extra frames each time.
+    """
+
+    __slots__ = ("_reading",)
+
+    def __init__(self, *, reading: bool = False) -> None:
+        self._reading = reading
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            raise httpx.ConnectTimeout(str(exc) or "timed out connecting to the upstream") from exc
+        if isinstance(exc, aiohttp.SocketTimeoutError):
+            raise httpx.ReadTimeout(str(exc) or "timed out reading from the upstream") from exc
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            raise httpx.ConnectError(str(exc)) from exc
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            raise httpx.RemoteProtocolError(str(exc) or "upstream closed the connection") from exc
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            raise httpx.ReadError(str(exc) or "upstream response body was cut short") from exc
+        if isinstance(exc, aiohttp.ClientResponseError):
+            raise httpx.RemoteProtocolError(str(exc) or "invalid response from the upstream") from exc
+        if isinstance(exc, (aiohttp.ClientOSError, aiohttp.ClientConnectionError)):
+            error = httpx.ReadError if self._reading else httpx.WriteError
+            raise error(str(exc) or "connection to the upstream failed") from exc
+        if isinstance(exc, aiohttp.ClientError):
+            raise httpx.TransportError(str(exc) or type(exc).__name__) from exc
+        if isinstance(exc, TimeoutError):
+            raise httpx.ReadTimeout("timed out waiting for the upstream") from exc
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -126,7 +141,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             session = self._session = self._open_session()
         timeouts = request.extensions.get("timeout", {})
         await self._acquire_slot(timeouts.get("pool"))
-        headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw)
+        # A list, not a generator: CIMultiDict builds from it in C. aiohttp keeps a CIMultiDict as given.
+        headers = CIMultiDict([(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw])
         # httpx frames the body itself; aiohttp re-frames from the headers it is given.
         chunked = headers.pop("Transfer-Encoding", None) is not None
         body: AsyncIterator[bytes] | None = None
@@ -136,24 +152,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             with map_aiohttp_errors():
                 response = await session.request(
                     request.method,
-                    URL(str(request.url), encoded=True),
+                    yarl_url(request.url),
                     headers=headers,
                     data=body,
                     chunked=True if chunked else None,
                     allow_redirects=False,
                     compress=None,
-                    timeout=aiohttp.ClientTimeout(
-                        total=None,
-                        sock_connect=timeouts.get("connect"),
-                        sock_read=timeouts.get("read"),
-                    ),
+                    timeout=_client_timeout(timeouts.get("connect"), timeouts.get("read")),
                 )
         except BaseException:
             self._slots.release()
             raise
         return httpx.Response(
             status_code=response.status,
-            headers=list(response.raw_headers),
+            # aiohttp's parser has validated the fields; httpx need not re-encode and re-check them.
+            headers=raw_headers(response.raw_headers),
             stream=_ResponseStream(response, self._slots),
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
@@ -181,6 +194,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+@lru_cache(maxsize=64)
+def _client_timeout(connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
+    """One ``ClientTimeout`` per pair of timeouts (a route's are fixed), not one per request."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
 
 
 class _Slots(asyncio.Semaphore):

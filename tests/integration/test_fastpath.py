@@ -8,7 +8,9 @@ import aiohttp
 import httpx
 import pytest
 
+from app.outbound.clients import make_client
 from app.outbound.fastpath import release
+from app.outbound.transport import AiohttpTransport
 from tests.gateway import route, run_gateway
 
 pytestmark = pytest.mark.anyio
@@ -63,3 +65,21 @@ async def test_headers_and_target_reach_the_upstream_byte_for_byte(upstream):
     assert [v for k, v in headers if k == "set-cookie"] == ["a=1", "b=2"]
     # httpx's own rule for a body-less PUT, kept by the fast request builder.
     assert ("content-length", "0") in [tuple(h) for h in empty_put.json()["headers"]]
+
+
+async def test_the_aiohttp_transport_hands_httpx_the_response_fields_as_received(upstream):
+    server, _ = upstream
+    transport = AiohttpTransport(limits=httpx.Limits())
+    async with make_client(timeout=httpx.Timeout(5), transport=transport) as client:
+        response = await client.get(f"{server.url}/headers")
+        mine = response.headers.raw
+        await response.aclose()
+    # The same fields, in the same order, as httpx's own parsing of the same exchange.
+    async with httpx.AsyncClient() as plain:
+        theirs = (await plain.get(f"{server.url}/headers")).headers.raw
+    assert [name.lower() for name, _ in mine] == [name for name, _ in theirs]
+    # uvicorn's own Date may tick between the two exchanges; every other field is identical.
+    assert [f for f in mine if f[0].lower() != b"date"] == [f for f in theirs if f[0] != b"date"]
+    assert response.headers.get_list("Server") == [v.decode() for n, v in theirs if n == b"server"]
+    assert response.headers["CONTENT-LENGTH"] == "2"
+    assert transport.in_use == 0

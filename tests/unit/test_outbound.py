@@ -1,12 +1,15 @@
-"""The outbound client factory keeps no cookies; outbound URLs are built byte for byte."""
+"""The outbound client factory keeps no cookies; outbound URLs are built byte for byte; aiohttp errors map to httpx."""
 
 from __future__ import annotations
 
+import aiohttp
 import httpx
 import pytest
+import yarl
 
 from app.outbound.clients import make_client
-from app.outbound.urls import exact_url, path_and_query
+from app.outbound.transport import map_aiohttp_errors
+from app.outbound.urls import exact_url, path_and_query, yarl_url
 
 pytestmark = pytest.mark.anyio
 
@@ -135,3 +138,60 @@ async def test_exact_url_goes_on_the_wire_unchanged():
     async with client_for(record) as client:
         await client.get(exact_url(ORIGIN, PATH, QUERY))
     assert seen == [b"/a|b{c}^/%zz/x%2Fy?q=|{}^&r=%zz&s=%2F&t=a+b&u"]
+
+
+# The aiohttp transport's URL: built from the parts, the same URL a re-parse of the string gives
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        exact_url(ORIGIN, PATH, QUERY),
+        exact_url(ORIGIN, "/p|q", None),
+        exact_url(ORIGIN, "/p|q", ""),
+        exact_url(httpx.URL("https://upstream.test"), "/", None),
+        exact_url(httpx.URL("http://[::1]:9000"), "/v6/%41", "a=%zz"),
+        exact_url(httpx.URL("http://user:pw@upstream.test:81"), "/u", "x"),
+    ],
+    ids=["odd-bytes", "no-query", "empty-query", "default-port", "ipv6", "userinfo"],
+)
+def test_yarl_url_is_the_url_a_reparse_would_give(url):
+    built = yarl_url(url)
+    parsed = yarl.URL(str(url), encoded=True)
+    assert built == parsed
+    assert (built.raw_path_qs, built.host_port_subcomponent, built.user) == (
+        parsed.raw_path_qs,
+        parsed.host_port_subcomponent,
+        parsed.user,
+    )
+    assert built.raw_path_qs.encode() == url.raw_path  # what aiohttp puts on the request line
+
+
+# aiohttp errors as httpx errors
+
+
+@pytest.mark.parametrize(
+    ("raised", "reading", "expected"),
+    [
+        (aiohttp.ConnectionTimeoutError(), False, httpx.ConnectTimeout),
+        (aiohttp.SocketTimeoutError(), True, httpx.ReadTimeout),
+        (aiohttp.ServerDisconnectedError(), True, httpx.RemoteProtocolError),
+        (aiohttp.ClientPayloadError("cut"), True, httpx.ReadError),
+        (aiohttp.ClientOSError(), True, httpx.ReadError),
+        (aiohttp.ClientOSError(), False, httpx.WriteError),
+        (aiohttp.ClientError(), False, httpx.TransportError),
+        (TimeoutError(), True, httpx.ReadTimeout),
+    ],
+)
+def test_aiohttp_errors_become_the_httpx_error_that_says_the_same(raised, reading, expected):
+    with pytest.raises(expected) as caught, map_aiohttp_errors(reading=reading):
+        raise raised
+    assert type(caught.value) is expected
+    assert caught.value.__cause__ is raised
+
+
+def test_other_errors_and_success_pass_through_the_aiohttp_mapping():
+    with pytest.raises(KeyError), map_aiohttp_errors():
+        raise KeyError("not a transport error")
+    with map_aiohttp_errors():
+        pass
