@@ -23,11 +23,12 @@ from collections.abc import Callable
 import anyio
 import httpx
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, RateLimiter
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
 from app.config.edge import RateLimit
 from app.config.settings import Settings
+from app.edge.windows import LimitsCounter, MemoryWindows, WindowCounter
 from app.errors import GatewayError, RateLimited, RateLimitUnavailable
 from app.proxy.exchange import Exchange, Handler
 from app.wire import header_value
@@ -39,10 +40,16 @@ Fields = list[tuple[bytes, bytes]]
 
 
 class RateLimitStore:
-    """The storage and its strategies; one per process, opened and closed by the lifespan."""
+    """The storage and its strategies; one per process, opened and closed by the lifespan.
+
+    In memory the windows are Gatehouse's own (``app.edge.windows`` says what
+    the ``limits`` library's in-memory storage lacks); Redis uses ``limits``.
+    """
 
     def __init__(self, settings: Settings) -> None:
-        self.storage: Storage
+        self.storage: RedisStorage | None = None
+        self.memory: MemoryWindows | None = None
+        self._strategies: dict[str, WindowCounter]
         if settings.redis_url is not None:
             url = "async+" + settings.redis_url.get_secret_value()
             self.storage = RedisStorage(
@@ -54,18 +61,19 @@ class RateLimitStore:
                 socket_connect_timeout=settings.redis_timeout,
             )
             self.timeout: float | None = settings.redis_timeout * 2
+            self._strategies = {
+                "fixed-window": LimitsCounter(FixedWindowRateLimiter(self.storage)),
+                "moving-window": LimitsCounter(MovingWindowRateLimiter(self.storage)),
+            }
         else:
-            self.storage = MemoryStorage()
+            self.memory = MemoryWindows()
             self.timeout = None
+            self._strategies = {"fixed-window": self.memory.fixed, "moving-window": self.memory.moving}
         self.shared = settings.redis_url is not None
-        self._strategies: dict[str, RateLimiter] = {
-            "fixed-window": FixedWindowRateLimiter(self.storage),
-            "moving-window": MovingWindowRateLimiter(self.storage),
-        }
         self._log_interval = settings.storage_error_log_interval
         self._last_logged = -math.inf
 
-    def strategy(self, name: str) -> RateLimiter:
+    def strategy(self, name: str) -> WindowCounter:
         return self._strategies[name]
 
     def failed(self, exc: BaseException) -> None:
@@ -80,13 +88,13 @@ class RateLimitStore:
             )
 
     async def aclose(self) -> None:
-        if isinstance(self.storage, RedisStorage):
+        if self.storage is not None:
             bridge = self.storage.bridge
             client = getattr(bridge, "storage", None)
             if client is not None:
                 await client.aclose()
-        elif isinstance(self.storage, MemoryStorage):
-            await self.storage.reset()
+        if self.memory is not None:
+            self.memory.clear()
 
 
 def key_function(key: str) -> KeyFunction:
@@ -108,6 +116,7 @@ class RateLimitFilter:
         self._route = route_name
         self._items: list[RateLimitItem] = parse_many(spec.limit)
         self._names = policy_names(route_name, self._items)
+        self._named_items = list(zip(self._names, self._items, strict=True))
         self._policy = (b"ratelimit-policy", policy_field(self._names, self._items))
         self._key = key_function(spec.key)
         self._strategy = spec.strategy
@@ -116,14 +125,14 @@ class RateLimitFilter:
 
     async def __call__(self, exchange: Exchange, call_next: Handler) -> httpx.Response:
         store = self._store()
-        limiter = store.strategy(self._strategy)
+        counter = store.strategy(self._strategy)
         key = self._key(exchange)
         try:
             if store.timeout is None:
-                fields, refused = await self._hit(limiter, key)
+                fields, refused = await self._hit(counter, key)
             else:
                 with anyio.fail_after(store.timeout):
-                    fields, refused = await self._hit(limiter, key)
+                    fields, refused = await self._hit(counter, key)
         except Exception as exc:  # any storage failure (limits wraps Redis errors; a hang is a TimeoutError)
             store.failed(exc)
             if not self._fail_open:
@@ -141,15 +150,14 @@ class RateLimitFilter:
             raise
         return with_fields(response, fields)
 
-    async def _hit(self, limiter: RateLimiter, key: str) -> tuple[Fields, RateLimited | None]:
+    async def _hit(self, counter: WindowCounter, key: str) -> tuple[Fields, RateLimited | None]:
         """Count the request against each item: the response's fields, and the refusal if over one."""
         current: list[bytes] = []
-        for name, item in zip(self._names, self._items, strict=True):
-            allowed = await limiter.hit(item, self._route, key)
-            stats = await limiter.get_window_stats(item, self._route, key)
-            reset = max(0, math.ceil(stats.reset_time - time.time()))
+        for name, item in self._named_items:
+            allowed, remaining, reset_at = await counter.hit(item, self._route, key)
+            reset = max(0, math.ceil(reset_at - time.time()))
             if allowed:
-                current.append(b'"%s";r=%d;t=%d' % (name, max(0, stats.remaining), reset))
+                current.append(b'"%s";r=%d;t=%d' % (name, remaining, reset))
                 continue
             reset = max(1, reset)
             current.append(b'"%s";r=0;t=%d' % (name, reset))
