@@ -1,4 +1,4 @@
-"""``gatehouse serve``, ``gatehouse check-config`` and ``gatehouse hash``."""
+"""``gatehouse serve``, ``gatehouse check-config``, ``gatehouse hash`` and ``gatehouse migrate``."""
 
 from __future__ import annotations
 
@@ -125,6 +125,30 @@ def hash_secret(args: argparse.Namespace) -> None:
     print(hash_api_key(secret) if args.kind == "api-key" else hash_password(secret))  # noqa: T201
 
 
+def migrate(args: argparse.Namespace) -> None:
+    """Migrate the webhook store now (as start-up would), or with ``--check`` say whether it needs it."""
+    settings = _load(args.config)
+    import anyio
+
+    from app.webhooks.failures import StoreError
+    from app.webhooks.migrations import migrate_store, store_status
+
+    try:
+        if args.check:
+            status = anyio.run(store_status, settings.webhook_store)
+            print(status.describe())  # noqa: T201
+            raise SystemExit(0 if status.up_to_date else 1)
+        migrated = anyio.run(migrate_store, settings.webhook_store)
+    except StoreError as exc:
+        print(f"gatehouse: {exc}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(1) from None
+    found = ", ".join(migrated.found) or "nothing"
+    if migrated.found == (migrated.head,):
+        print(f"webhook store is at revision {migrated.head}: nothing to do")  # noqa: T201
+    else:
+        print(f"webhook store migrated from {found} to {migrated.head}")  # noqa: T201
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gatehouse", description="API gateway and webhook relay.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +164,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     hash_cmd = commands.add_parser("hash", help="hash an API key or password (read from stdin) for the settings")
     hash_cmd.add_argument("kind", choices=["api-key", "password"])
     hash_cmd.set_defaults(handler=hash_secret)
+    migrate_cmd = commands.add_parser("migrate", help="migrate the webhook store's schema (serve does it at start-up)")
+    migrate_cmd.add_argument("--config", help="YAML or JSON settings file (else GATEHOUSE_CONFIG)")
+    migrate_cmd.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 unless the store is at the newest revision"
+    )
+    migrate_cmd.set_defaults(handler=migrate)
     args = parser.parse_args(argv)
     args.handler(args)
 

@@ -26,6 +26,11 @@ is rendered as ``application/problem+json`` (RFC 9457) with the request id::
         │   └── RouteOverloaded 503  the route's max_concurrent stayed full (Retry-After)
         └── UpstreamTimeout     504  connect, read or write timed out
 
+The webhook store's own errors (``StoreError`` → ``StoreUnavailable`` ·
+``SchemaTooNew``, in ``app.webhooks.failures``) are not answered as they are: intake
+and the webhook ops API turn them into 503s (``WebhookStoreUnavailable``), and at
+start-up any of them, ``SchemaTooNew`` included, stops the process before it takes traffic.
+
 httpx exceptions are translated to these in one place:
 ``app.proxy.forwarding.map_upstream_errors``. This module imports nothing else
 of the app (as httpx's ``_exceptions.py``); everything may import it.

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -349,3 +350,60 @@ def test_serve_under_hypercorn_refuses_workers(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "--workers runs under http_server: uvicorn only" in result.stderr
+
+
+def webhook_config(tmp_path: Path) -> Path:
+    """One webhook endpoint, so ``serve`` opens (and migrates) the SQLite store in ``tmp_path``."""
+    return write_config(
+        tmp_path,
+        f"""\
+        routes: []
+        webhook_store: sqlite:///{tmp_path / "hooks.db"}
+        webhooks:
+          - name: gh
+            path: /hooks/gh
+            verify: {{scheme: standard, secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}}
+            deliver_to: [{{name: svc, url: "http://127.0.0.1:9/"}}]
+        """,
+    )
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        gatehouse(*args), cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_migrate_check_reports_an_empty_store_and_migrate_brings_it_to_the_newest_revision(tmp_path: Path) -> None:
+    from app.webhooks.migrations import head_revision
+
+    config = str(webhook_config(tmp_path))
+    before = run_cli(tmp_path, "migrate", "--config", config, "--check")
+    assert (before.returncode, before.stdout.strip()) == (
+        1,
+        f"webhook store is empty: start-up creates revision {head_revision()}",
+    )
+    migrated = run_cli(tmp_path, "migrate", "--config", config)
+    assert (migrated.returncode, migrated.stdout.strip()) == (
+        0,
+        f"webhook store migrated from nothing to {head_revision()}",
+    )
+    after = run_cli(tmp_path, "migrate", "--config", config, "--check")
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert f"at revision {head_revision()}, the newest" in after.stdout
+
+
+def test_serve_refuses_a_store_a_newer_gatehouse_migrated(tmp_path: Path) -> None:
+    config = str(webhook_config(tmp_path))
+    assert run_cli(tmp_path, "migrate", "--config", config).returncode == 0
+    with sqlite3.connect(tmp_path / "hooks.db") as db:  # as if a later Gatehouse had added revision 0999
+        db.execute("UPDATE webhook_alembic_version SET version_num = '0999'")
+    check = run_cli(tmp_path, "migrate", "--config", config, "--check")
+    assert check.returncode == 1
+    assert "revision 0999, which this Gatehouse does not know" in check.stderr
+    log = tmp_path / "serve.log"
+    with process(gatehouse("serve", "--config", config, "--port", str(free_port())), log, cwd=tmp_path) as proc:
+        assert proc.wait(timeout=START_TIMEOUT) != 0
+    output = log.read_text(errors="replace")
+    assert "SchemaTooNew: webhook store schema is at revision 0999" in output
+    assert "a newer Gatehouse migrated it" in output

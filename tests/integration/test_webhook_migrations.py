@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from sqlalchemy import (
     JSON,
@@ -33,7 +34,15 @@ from sqlalchemy import (
 
 from app.webhooks.database import create_store_engine
 from app.webhooks.failures import SchemaTooNew
-from app.webhooks.migrations import LEGACY_VERSION_TABLE, current_revisions, head_revision, migration_context
+from app.webhooks.migrations import (
+    LEGACY_VERSION_TABLE,
+    alembic_config,
+    current_revisions,
+    head_revision,
+    migrate_store,
+    migration_context,
+    store_status,
+)
 from app.webhooks.store import DeliveryStore
 from app.webhooks.tables import metadata
 
@@ -192,6 +201,19 @@ async def test_the_metadata_comparison_sees_a_missing_index(open_store):
     assert [(d[0], d[1].name) for d in differences] == [("add_index", "ix_webhook_events_provider_event_id")]
 
 
+async def test_every_revision_downgrades_and_upgrades_again(open_store):
+    store = await open_store()
+    async with store.engine.begin() as conn:
+        await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0001"))
+        columns = await conn.run_sync(lambda c: {col["name"] for col in inspect(c).get_columns("webhook_events")})
+        assert "event_type" not in columns
+        await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "base"))
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        assert tables == {"webhook_alembic_version"}
+        await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "head"))
+    assert (await revision_and_differences(store))[:2] == ((head_revision(),), [])
+
+
 @pytest.mark.parametrize("version", [1, 2])
 async def test_a_hand_versioned_store_is_bridged_and_upgraded_keeping_its_events(engine, open_store, version):
     event_id = await make_legacy_store(engine, version)
@@ -209,13 +231,28 @@ async def test_a_hand_versioned_store_is_bridged_and_upgraded_keeping_its_events
     assert fresh.duplicate is False
 
 
-async def test_a_revision_this_code_does_not_know_stops_start_up_and_changes_nothing(engine, open_store):
+async def test_status_reads_a_hand_versioned_store_without_changing_it(engine, database):
+    url, schema = database
+    await make_legacy_store(engine, 1)
+    status = await store_status(url, schema)
+    assert (status.found, status.legacy, status.up_to_date) == (("0001",), 1, False)
+    assert "hand-versioned schema version 1" in status.describe()
+    assert (await store_status(url, schema)).legacy == 1  # still there: nothing was bridged
+    migrated = await migrate_store(url, schema)
+    assert migrated.found == ("0001",)
+    status = await store_status(url, schema)
+    assert (status.found, status.legacy, status.up_to_date) == ((head_revision(),), None, True)
+
+
+async def test_a_revision_this_code_does_not_know_stops_start_up_and_changes_nothing(engine, database, open_store):
     store = await open_store()
     await store.aclose()
     async with engine.begin() as conn:
         await conn.exec_driver_sql("UPDATE webhook_alembic_version SET version_num = '0999'")
     with pytest.raises(SchemaTooNew, match=r"revision 0999, which this Gatehouse does not know.*newer Gatehouse"):
         await open_store()
+    with pytest.raises(SchemaTooNew, match="revision 0999"):
+        await store_status(*database)
     async with engine.connect() as conn:
         assert await conn.run_sync(current_revisions) == ("0999",)
 

@@ -1,6 +1,6 @@
-"""A started gateway imports only what its configuration uses: without webhook endpoints no SQLAlchemy,
-without JWT auth no PyJWT or ``cryptography``, without an HTTP/2 route no h2, without auth no httpcore
-(the edge's client), without a rate limit no ``limits``; never httpx's command-line client (rich, pygments).
+"""A started gateway imports only what its configuration uses: without webhook endpoints no SQLAlchemy
+or alembic, without JWT auth no PyJWT or ``cryptography``, without an HTTP/2 route no h2, without auth no
+httpcore (the edge's client), without a rate limit no ``limits``; never httpx's command-line client (rich, pygments).
 What the configuration does use is loaded at start-up, not on the first request
 (the rate-limit storage: tests/unit/edge/test_resources.py).
 
@@ -22,6 +22,8 @@ LAZY = (
     "sqlalchemy",
     "aiosqlite",
     "asyncpg",
+    "alembic",
+    "mako",
     "app.webhooks.store",
     "app.webhooks.database",
     "jwt",

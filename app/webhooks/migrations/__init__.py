@@ -39,6 +39,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.webhooks.database import create_store_engine, translate_errors
 from app.webhooks.failures import SchemaTooNew, StoreError
 
 VERSION_TABLE = "webhook_alembic_version"
@@ -62,6 +63,30 @@ class Migrated(NamedTuple):
 
     found: tuple[str, ...]
     head: str
+
+
+class Status(NamedTuple):
+    """Where a store stands against this code, for ``gatehouse migrate --check``."""
+
+    found: tuple[str, ...]  # its alembic revision(s); for a pre-alembic store, the one it would be stamped with
+    legacy: int | None  # the hand-kept schema version of a store not yet bridged
+    head: str
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.legacy is None and self.found == (self.head,)
+
+    def describe(self) -> str:
+        if self.up_to_date:
+            return f"webhook store is at revision {self.head}, the newest this Gatehouse knows"
+        if self.legacy is not None:
+            return (
+                f"webhook store has the hand-versioned schema version {self.legacy}: start-up stamps it"
+                f" {self.found[0]} and migrates it to {self.head}"
+            )
+        if not self.found:
+            return f"webhook store is empty: start-up creates revision {self.head}"
+        return f"webhook store is at revision {', '.join(self.found)}: start-up migrates it to {self.head}"
 
 
 def script_directory() -> ScriptDirectory:
@@ -102,10 +127,42 @@ async def migrate(conn: AsyncConnection, *, schema: str | None = None) -> Migrat
     return migrated
 
 
+async def migrate_store(url: str, schema: str | None = None) -> Migrated:
+    """Open the store at ``url``, migrate it and close it (``gatehouse migrate``)."""
+    engine = create_store_engine(url, schema=schema)
+    try:
+        with translate_errors():
+            async with engine.begin() as conn:
+                return await migrate(conn, schema=schema)
+    finally:
+        await engine.dispose()
+
+
+async def store_status(url: str, schema: str | None = None) -> Status:
+    """Read where the store at ``url`` stands without changing it; ``SchemaTooNew`` if a newer Gatehouse wrote it."""
+    engine = create_store_engine(url, schema=schema)
+    try:
+        with translate_errors():
+            async with engine.connect() as conn:
+                return await conn.run_sync(_status, schema)
+    finally:
+        await engine.dispose()
+
+
+def _status(connection: Connection, schema: str | None) -> Status:
+    scripts = script_directory()
+    found = current_revisions(connection, schema)
+    legacy = None if found else _legacy_version(connection, schema)
+    if legacy is not None:
+        found = (_legacy_revision(legacy),)
+    refuse_unknown(scripts, found)
+    return Status(found, legacy, head_revision())
+
+
 def upgrade(connection: Connection, schema: str | None = None) -> Migrated:
     """``migrate``'s synchronous body: bridge a pre-alembic store, refuse an unknown revision, upgrade."""
     scripts = script_directory()
-    config = _config(connection, schema)
+    config = alembic_config(connection, schema)
     current = current_revisions(connection, schema)
     if current:
         refuse_unknown(scripts, current)
@@ -131,22 +188,38 @@ def refuse_unknown(scripts: ScriptDirectory, current: tuple[str, ...]) -> None:
 
 def _bridge_legacy(connection: Connection, schema: str | None) -> str | None:
     """The revision a store versioned by hand (``webhook_schema_version``) is at; drops that table."""
+    version = _legacy_version(connection, schema)
+    if version is None:
+        return None
+    revision = _legacy_revision(version)
+    connection.exec_driver_sql(f"DROP TABLE {_legacy_table(schema)}")
+    return revision
+
+
+def _legacy_version(connection: Connection, schema: str | None) -> int | None:
     if not inspect(connection).has_table(LEGACY_VERSION_TABLE, schema=schema):
         return None
-    table = f'"{schema}".{LEGACY_VERSION_TABLE}' if schema else LEGACY_VERSION_TABLE
-    version = connection.exec_driver_sql(f"SELECT max(version) FROM {table}").scalar()
+    version = connection.exec_driver_sql(f"SELECT max(version) FROM {_legacy_table(schema)}").scalar()
+    if isinstance(version, int) and version > max(LEGACY_REVISIONS):
+        raise SchemaTooNew(f"webhook store schema is version {version}; this Gatehouse knows up to 2")
     if version not in LEGACY_REVISIONS:
-        if isinstance(version, int) and version > max(LEGACY_REVISIONS):
-            raise SchemaTooNew(f"webhook store schema is version {version}; this Gatehouse knows up to 2")
         raise StoreError(
             f"webhook store: {LEGACY_VERSION_TABLE} holds {version!r}, not a version Gatehouse wrote;"
             " restore a backup or remove the store's tables"
         )
-    connection.exec_driver_sql(f"DROP TABLE {table}")
+    return int(version)
+
+
+def _legacy_revision(version: int) -> str:
     return LEGACY_REVISIONS[version]
 
 
-def _config(connection: Connection, schema: str | None) -> Config:
+def _legacy_table(schema: str | None) -> str:
+    return f'"{schema}".{LEGACY_VERSION_TABLE}' if schema else LEGACY_VERSION_TABLE
+
+
+def alembic_config(connection: Connection, schema: str | None = None) -> Config:
+    """An alembic ``Config`` for ``alembic.command`` calls on ``connection`` (no ini file)."""
     config = Config()
     config.set_main_option("script_location", str(SCRIPTS).replace("%", "%%"))
     config.attributes["connection"] = connection
