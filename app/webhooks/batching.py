@@ -23,8 +23,9 @@ from typing import Generic, TypeVar, cast
 
 import anyio
 
+from app.webhooks.bulk import Write
 from app.webhooks.records import Claim, ClaimedDelivery, Finish, NewEvent, RecordedEvent
-from app.webhooks.store import DeliveryStore, Write
+from app.webhooks.store import DeliveryStore
 
 log = logging.getLogger("gatehouse.webhooks")
 

@@ -2,11 +2,13 @@
 
 Each function works inside the caller's transaction (``DeliveryStore``'s) and
 answers per item, in the order given, so ``GroupCommit`` can hand each waiter
-its own answer. Rows go in with executemany / multi-row ``INSERT .. RETURNING``
-(SQLAlchemy's "insertmanyvalues"), so a batch of 500 costs a handful of round
-trips and one fsync. RETURNING rows come in no guaranteed order (and SQLite
-cannot batch an ordered one), so each is matched back by a value unique in its
-statement.
+its own answer. They are plain (synchronous) SQLAlchemy Core, so that one
+transaction is one call: on SQLite all of it runs in one worker thread, on
+PostgreSQL under ``AsyncConnection.run_sync`` (each statement awaits asyncpg).
+Rows go in with executemany / multi-row ``INSERT .. RETURNING`` (SQLAlchemy's
+"insertmanyvalues"), so a batch of 500 costs a handful of round trips and one
+fsync. RETURNING rows come in no guaranteed order (and SQLite cannot batch an
+ordered one), so each is matched back by a value unique in its statement.
 """
 
 from __future__ import annotations
@@ -16,20 +18,61 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from app.webhooks.database import StoreUnavailable
-from app.webhooks.records import ClaimedDelivery, Delivery, Finish, NewEvent, RecordedEvent
+from app.webhooks.records import Claim, ClaimedDelivery, Delivery, Finish, NewEvent, RecordedEvent
 from app.webhooks.tables import attempts, deliveries, events
 
+Write = NewEvent | Claim | Finish  # what ``write_batch`` takes
 _MICROSECOND = timedelta(microseconds=1)
 # Deliveries finished at once share one UPDATE per set of columns; these are the columns an outcome may set.
 _FINISH_COLUMNS = ("status", "next_attempt_at", "last_error", "last_status", "attempts")
 
 
-async def insert_events(
-    conn: AsyncConnection, insert_fn: Any, batch: Sequence[NewEvent], now: datetime
-) -> list[RecordedEvent]:
+def write_batch(conn: Connection, insert_fn: Any, batch: Sequence[Write], now: datetime) -> list[object]:
+    """Intakes, claims and outcomes in the caller's transaction, answered in order (group commit).
+
+    Outcomes go first and claims last, so a claim finds the deliveries of this batch's intakes.
+    """
+    answers: list[object] = [None] * len(batch)
+    finishes = [(i, w) for i, w in enumerate(batch) if isinstance(w, Finish)]
+    intakes = [(i, w) for i, w in enumerate(batch) if isinstance(w, NewEvent)]
+    claims: dict[tuple[str, float], list[tuple[int, Claim]]] = {}
+    for i, w in enumerate(batch):
+        if isinstance(w, Claim):
+            claims.setdefault((w.owner, w.lease_seconds), []).append((i, w))
+    if finishes:
+        kept = finish_deliveries(conn, [w for _, w in finishes], now)
+        for (i, _), ok in zip(finishes, kept, strict=True):
+            answers[i] = ok
+    if intakes:
+        recorded = insert_events(conn, insert_fn, [w for _, w in intakes], now)
+        for (i, _), answer in zip(intakes, recorded, strict=True):
+            answers[i] = answer
+    for (owner, lease_seconds), group in claims.items():
+        where = and_(deliveries.c.id.in_({w.delivery_id for _, w in group}), claimable(now))
+        by_id = {c.delivery.id: c for c in load_claimed(conn, lease(conn, where, owner, lease_seconds, now))}
+        for i, w in group:
+            answers[i] = by_id.pop(w.delivery_id, None)
+    return answers
+
+
+def lease_due(
+    conn: Connection, due: Any, owner: str, lease_seconds: float, limit: int, now: datetime
+) -> list[ClaimedDelivery]:
+    """Lease up to ``limit`` of the deliveries ``due`` selects (oldest first), skipping rows locked by others."""
+    picked = (
+        select(deliveries.c.id)
+        .where(due)
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return load_claimed(conn, lease(conn, deliveries.c.id.in_(picked.scalar_subquery()), owner, lease_seconds, now))
+
+
+def insert_events(conn: Connection, insert_fn: Any, batch: Sequence[NewEvent], now: datetime) -> list[RecordedEvent]:
     """Store each new event with its pending deliveries; a repeat of a provider event id (already
     stored, earlier in this batch, or committed meanwhile by another process) stores nothing and
     names the first event. ``insert_fn`` is the dialect's ``insert`` (it has ON CONFLICT).
@@ -39,7 +82,7 @@ async def insert_events(
     }
     known: dict[tuple[str, str | None], int] = {}
     if keys:
-        known = await _event_ids(conn, keys)
+        known = _event_ids(conn, keys)
     fresh: list[int] = []  # positions in batch of the events to insert
     first_of: dict[tuple[str, str | None], int] = {}  # key -> position of its first copy in this batch
     for position, event in enumerate(batch):
@@ -67,12 +110,10 @@ async def insert_events(
     event_ids: dict[int, int] = {}
     anonymous = [p for p in fresh if batch[p].provider_event_id is None]
     if anonymous:  # never a repeat
-        rows = await conn.execute(
-            insert(events).returning(events.c.id, events.c.received_at), [row(p) for p in anonymous]
-        )
+        rows = conn.execute(insert(events).returning(events.c.id, events.c.received_at), [row(p) for p in anonymous])
         event_ids.update((position_at[r.received_at], int(r.id)) for r in rows)
     if first_of:  # a row another process committed first is skipped and looked up
-        rows = await conn.execute(
+        rows = conn.execute(
             insert_fn(events)
             .on_conflict_do_nothing(index_elements=["endpoint", "provider_event_id"])
             .returning(events.c.id, events.c.received_at),
@@ -81,7 +122,7 @@ async def insert_events(
         event_ids.update((position_at[r.received_at], int(r.id)) for r in rows)
         raced = {key for key, p in first_of.items() if p not in event_ids}
         if raced:
-            known |= await _event_ids(conn, raced)
+            known |= _event_ids(conn, raced)
             for key in raced:
                 if key not in known:  # the first copy was pruned between the two statements
                     raise StoreUnavailable("webhook store: duplicate event vanished; retry")
@@ -92,7 +133,7 @@ async def insert_events(
     if wanted:
         common = {"status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
         endpoint_of = {event_ids[p]: batch[p].endpoint for p in fresh}
-        rows = await conn.execute(
+        rows = conn.execute(
             insert(deliveries).returning(deliveries.c.id, deliveries.c.event_id, deliveries.c.target),
             [{"event_id": e, "endpoint": endpoint_of[e], "target": t, **common} for e, t in wanted],
         )
@@ -110,8 +151,8 @@ async def insert_events(
     return answers
 
 
-async def _event_ids(conn: AsyncConnection, keys: set[tuple[str, str | None]]) -> dict[tuple[str, str | None], int]:
-    rows = await conn.execute(
+def _event_ids(conn: Connection, keys: set[tuple[str, str | None]]) -> dict[tuple[str, str | None], int]:
+    rows = conn.execute(
         select(events.c.id, events.c.endpoint, events.c.provider_event_id).where(
             tuple_(events.c.endpoint, events.c.provider_event_id).in_(sorted(keys))
         )
@@ -119,9 +160,9 @@ async def _event_ids(conn: AsyncConnection, keys: set[tuple[str, str | None]]) -
     return {(r.endpoint, r.provider_event_id): int(r.id) for r in rows}
 
 
-async def lease(conn: AsyncConnection, where: Any, owner: str, lease_seconds: float, now: datetime) -> list[int]:
+def lease(conn: Connection, where: Any, owner: str, lease_seconds: float, now: datetime) -> list[int]:
     """Lease the deliveries ``where`` selects to ``owner``, counting the attempt; returns their ids."""
-    result = await conn.execute(
+    result = conn.execute(
         update(deliveries)
         .where(where)
         .values(
@@ -144,10 +185,10 @@ def claimable(now: datetime) -> Any:
     )
 
 
-async def load_claimed(conn: AsyncConnection, ids: Sequence[int]) -> list[ClaimedDelivery]:
+def load_claimed(conn: Connection, ids: Sequence[int]) -> list[ClaimedDelivery]:
     if not ids:
         return []
-    rows = await conn.execute(
+    rows = conn.execute(
         select(deliveries, events.c.headers, events.c.body, events.c.provider_event_id)
         .join(events, events.c.id == deliveries.c.event_id)
         .where(deliveries.c.id.in_(ids))
@@ -164,11 +205,11 @@ async def load_claimed(conn: AsyncConnection, ids: Sequence[int]) -> list[Claime
     ]
 
 
-async def finish_deliveries(conn: AsyncConnection, batch: Sequence[Finish], now: datetime) -> list[bool]:
+def finish_deliveries(conn: Connection, batch: Sequence[Finish], now: datetime) -> list[bool]:
     """Record each attempt and apply each outcome whose owner still holds the lease; True where it did."""
     recorded = [f for f in batch if f.attempt is not None]
     if recorded:
-        await conn.execute(
+        conn.execute(
             insert(attempts),
             [
                 {
@@ -184,7 +225,7 @@ async def finish_deliveries(conn: AsyncConnection, batch: Sequence[Finish], now:
         )
     # Which of them this owner still holds: the rows are locked (FOR UPDATE on Postgres; SQLite's
     # BEGIN IMMEDIATE already holds the write lock), so the answer stays true until commit.
-    held_rows = await conn.execute(
+    held_rows = conn.execute(
         select(deliveries.c.id, deliveries.c.lease_owner)
         .where(deliveries.c.id.in_({f.delivery_id for f in batch}), deliveries.c.status == "delivering")
         .with_for_update()
@@ -203,7 +244,7 @@ async def finish_deliveries(conn: AsyncConnection, batch: Sequence[Finish], now:
     for columns, params in updates.items():
         if not set(columns) <= set(_FINISH_COLUMNS):
             raise ValueError(f"an outcome may set {_FINISH_COLUMNS}, not {columns}")
-        await conn.execute(
+        conn.execute(
             update(deliveries)
             .where(deliveries.c.id == bindparam("b_id"))
             .values(

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
@@ -54,10 +54,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-def _sqlite_engine(url: URL, busy_timeout_ms: int) -> AsyncEngine:
-    engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, sleep: Callable[[float], None], *, begin: bool) -> None:
+    """WAL, ``synchronous=FULL`` and the busy timeout on every connection; with ``begin``,
+    every transaction opens with ``BEGIN IMMEDIATE``."""
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
@@ -72,16 +73,48 @@ def _sqlite_engine(url: URL, busy_timeout_ms: int) -> AsyncEngine:
             except Exception as exc:  # the driver's OperationalError; its class is adapter-specific
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
-                await_only(anyio.sleep(0.01))  # this listener runs in a greenlet on the event loop
+                sleep(0.01)
         for pragma in ("synchronous=FULL", "foreign_keys=ON"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    if not begin:
+        return
+
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front (waiting up to busy_timeout), so
         # a transaction never fails half-way upgrading a read lock to a write lock.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_engine(url: URL, busy_timeout_ms: int) -> AsyncEngine:
+    engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
+    # aiosqlite's listener runs in a greenlet on the event loop: wait without blocking it.
+    _configure_sqlite(engine.sync_engine, busy_timeout_ms, lambda seconds: await_only(anyio.sleep(seconds)), begin=True)
+    return engine
+
+
+def create_sqlite_writer(url: str, busy_timeout_ms: int = 5000) -> Engine:
+    """A plain (pysqlite) engine on a SQLite ``webhook_store`` for the group-committed writes:
+    configured as the async one, except that its user sends ``BEGIN IMMEDIATE`` and ``COMMIT``
+    itself and its busy timeout is 0 (``BEGIN`` is tried without waiting, see ``DeliveryStore``).
+
+    Their statements run on the event loop (SQLite executes them in microseconds) and only
+    the waits, for another process's write lock and for the fsync of ``COMMIT``, go to a
+    worker thread. Through aiosqlite every statement, cursor and fetch is a hop to its
+    thread (about 15 for one batch of intakes), and on a busy machine each hop waits for
+    the GIL and a core. ``check_same_thread`` is off (SQLAlchemy's default for files): the
+    connection is used by the loop and by whichever worker thread waits.
+    """
+    engine = create_engine(
+        store_url(url).set(drivername="sqlite+pysqlite"), connect_args={"timeout": busy_timeout_ms / 1000}
+    )
+    _configure_sqlite(engine, busy_timeout_ms, time.sleep, begin=False)
+
+    @event.listens_for(engine, "connect")
+    def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout=0")
 
     return engine
 

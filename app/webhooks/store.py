@@ -22,16 +22,26 @@ from ``app.webhooks.database``. The read and operations calls live in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Self, cast
+from typing import Any, Self, TypeVar, cast
 
-from sqlalchemy import and_, select, tuple_
+import anyio
+from sqlalchemy import and_, tuple_
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.webhooks.bulk import claimable, finish_deliveries, insert_events, lease, load_claimed
-from app.webhooks.database import StoreError, StoreUnavailable, create_store_engine, utc_now
+from app.webhooks.bulk import Write, lease_due, write_batch
+from app.webhooks.database import (
+    StoreError,
+    StoreUnavailable,
+    create_sqlite_writer,
+    create_store_engine,
+    translate_errors,
+    utc_now,
+)
 from app.webhooks.migrations import migrate
 from app.webhooks.queries import Clock, DeliveryQueries
 from app.webhooks.records import AttemptResult, Claim, ClaimedDelivery, Finish, NewEvent, RecordedEvent
@@ -40,22 +50,26 @@ from app.webhooks.tables import deliveries
 __all__ = ["DeliveryStore", "StoreError", "StoreUnavailable"]
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
-Write = NewEvent | Claim | Finish  # what ``write_many`` takes
-
-
-def _by_lease(claims: list[tuple[int, Claim]]) -> dict[tuple[str, float], list[tuple[int, Claim]]]:
-    groups: dict[tuple[str, float], list[tuple[int, Claim]]] = {}
-    for i, claim in claims:
-        groups.setdefault((claim.owner, claim.lease_seconds), []).append((i, claim))
-    return groups
+T = TypeVar("T")
 
 
 class DeliveryStore(DeliveryQueries):
     """Durable events and deliveries; see the module docstring for the life of a delivery."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Clock = utc_now,
+        sqlite_writer: Engine | None = None,
+        busy_timeout_ms: int = 5000,
+    ) -> None:
+        """``sqlite_writer`` (SQLite): ``create_sqlite_writer``'s engine on the same file, for ``_write``."""
         super().__init__(engine, clock=clock)
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._sqlite_writer = sqlite_writer
+        self._waits = anyio.CapacityLimiter(1)  # the worker thread _write waits in
+        self._busy_timeout_ms = busy_timeout_ms
 
     @classmethod
     async def open(
@@ -79,7 +93,8 @@ class DeliveryStore(DeliveryQueries):
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
         )
-        store = cls(engine, clock=clock)
+        sqlite_writer = create_sqlite_writer(url, busy_timeout_ms) if engine.dialect.name == "sqlite" else None
+        store = cls(engine, clock=clock, sqlite_writer=sqlite_writer, busy_timeout_ms=busy_timeout_ms)
         try:
             async with store._transaction() as conn:
                 await migrate(conn, schema=schema)
@@ -87,6 +102,11 @@ class DeliveryStore(DeliveryQueries):
             await store.aclose()
             raise
         return store
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self._sqlite_writer is not None:
+            self._sqlite_writer.dispose()  # closes its one SQLite connection: no I/O to wait for
 
     async def __aenter__(self) -> Self:
         return self
@@ -113,33 +133,48 @@ class DeliveryStore(DeliveryQueries):
         return cast(RecordedEvent, (await self.write_many([new]))[0])
 
     async def write_many(self, batch: Sequence[Write]) -> list[object]:
-        """Intakes, claims and outcomes in one transaction, answered in order (group commit).
-
-        Outcomes go first and claims last, so a claim finds the deliveries of this batch's intakes.
-        """
+        """Intakes, claims and outcomes in one transaction, answered in order (group commit)."""
         if not batch:
             return []
-        answers: list[object] = [None] * len(batch)
-        finishes = [(i, w) for i, w in enumerate(batch) if isinstance(w, Finish)]
-        intakes = [(i, w) for i, w in enumerate(batch) if isinstance(w, NewEvent)]
-        claims = [(i, w) for i, w in enumerate(batch) if isinstance(w, Claim)]
-        now = self._clock()
-        async with self._transaction() as conn:
-            if finishes:
-                kept = await finish_deliveries(conn, [w for _, w in finishes], now)
-                for (i, _), ok in zip(finishes, kept, strict=True):
-                    answers[i] = ok
-            if intakes:
-                recorded = await insert_events(conn, self._insert, [w for _, w in intakes], now)
-                for (i, _), answer in zip(intakes, recorded, strict=True):
-                    answers[i] = answer
-            for (owner, lease_seconds), group in _by_lease(claims).items():
-                where = and_(deliveries.c.id.in_({w.delivery_id for _, w in group}), claimable(now))
-                ids = await lease(conn, where, owner, lease_seconds, now)
-                by_id = {c.delivery.id: c for c in await load_claimed(conn, ids)}
-                for i, w in group:
-                    answers[i] = by_id.pop(w.delivery_id, None)
-        return answers
+        return await self._write(write_batch, self._insert, batch, self._clock())
+
+    async def _write(self, statements: Callable[..., T], *args: Any) -> T:
+        """``statements(conn, *args)`` in one transaction, shielded like ``_transaction``.
+
+        SQLite (see ``create_sqlite_writer``): ``BEGIN IMMEDIATE`` and ``COMMIT`` wait in a worker
+        thread, the statements run on the event loop; this process's transactions queue on one lock.
+        """
+        if self._sqlite_writer is None:
+            async with self._transaction() as conn:
+                return await conn.run_sync(statements, *args)
+        with anyio.CancelScope(shield=True), translate_errors():
+            async with self._writer:
+                with self._sqlite_writer.connect() as conn:
+                    await self._begin_immediate(conn)
+                    answer = statements(conn, *args)
+                    await anyio.to_thread.run_sync(conn.exec_driver_sql, "COMMIT", limiter=self._waits)
+                    conn.commit()  # SQLAlchemy's bookkeeping: the DBAPI connection has no transaction left
+        return answer
+
+    async def _begin_immediate(self, conn: Connection) -> None:
+        """Take SQLite's write lock: at once on the loop when it is free (the writer connection's
+        busy timeout is 0), else waiting up to the store's busy timeout in a worker thread."""
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        except sa_exc.OperationalError as exc:
+            if "locked" not in str(exc.orig):
+                raise
+        conn.rollback()  # SQLAlchemy's bookkeeping only: SQLite began nothing
+
+        def wait() -> None:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            finally:
+                conn.exec_driver_sql("PRAGMA busy_timeout=0")
+
+        await anyio.to_thread.run_sync(wait, limiter=self._waits)
 
     # --- dispatch ------------------------------------------------------------
 
@@ -158,16 +193,7 @@ class DeliveryStore(DeliveryQueries):
         due = self._due(now)
         if exclude:
             due = and_(due, tuple_(deliveries.c.endpoint, deliveries.c.target).not_in(list(exclude)))
-        picked = (
-            select(deliveries.c.id)
-            .where(due)
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        async with self._transaction() as conn:
-            ids = await lease(conn, deliveries.c.id.in_(picked.scalar_subquery()), owner, lease_seconds, now)
-            return await load_claimed(conn, ids)
+        return await self._write(lease_due, due, owner, lease_seconds, limit, now)
 
     async def claim_one(self, delivery_id: int, owner: str, lease_seconds: float) -> ClaimedDelivery | None:
         """Lease one delivery now, whatever its ``next_attempt_at`` (the attempt right after the ack).
