@@ -91,7 +91,7 @@ def _serve_hypercorn(args: argparse.Namespace, settings: Settings) -> None:
     app = create_app(settings)
     config = hypercorn_server.hypercorn_config(settings, host=args.host, port=args.port)
     settle_heap()
-    hypercorn_server.run(app, config, app.state.drain, app.state.reloader)
+    hypercorn_server.run(app, config, app.state.drain, app.state.reloader, settings.drain_delay)
 
 
 def _exit_cleanly(_signum: int, _frame: object) -> None:

@@ -18,7 +18,7 @@ from app.config.base import ConfigModel
 
 
 class ServerSettings(ConfigModel):
-    """Client-connection limits, enforced by the HTTP protocol Gatehouse serves with (per process)."""
+    """Client-connection limits, per process (``app.serving.limits``; ``hypercorn_limits`` under hypercorn)."""
 
     # Seconds from the first byte of a request (or from accepting the connection) to the end of its
     # header block; past it the client gets 408 and the connection is closed (slowloris).

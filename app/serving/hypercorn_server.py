@@ -9,9 +9,10 @@ Its classes are subclassed here and installed where hypercorn looks them up
 (three fixes, each explained on its class and proven by a test, to go when
 hypercorn fixes it); the version is pinned below 0.19.
 
-hypercorn has no header timeout or connection cap of its own (the ``server:``
-block is enforced by the uvicorn protocol); it closes idle keep-alive
-connections after ``server.keepalive_timeout``.
+hypercorn has no header timeout or connection cap of its own;
+``app.serving.hypercorn_limits`` adds both, so the ``server:`` block means the
+same as under uvicorn, and ``drain_delay`` holds the listener open as there.
+One process only: ``gatehouse serve --workers`` refuses hypercorn (``app.cli``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import hypercorn.asyncio.run
 import hypercorn.config
 import hypercorn.events
 import hypercorn.protocol
@@ -43,6 +45,8 @@ from app.assembly.reload import Reloader
 from app.config.settings import Settings
 from app.config.tls import TlsSettings
 from app.proxy.websocket import PING_EXTENSION, PONG_EVENT, RELAY_CONTROL
+from app.serving.hypercorn_limits import Connections, LimitedTCPServer
+from app.serving.signals import drain_first
 from app.serving.tls import CONNECTION_TLS, CertificateReloader
 
 ALPN = ("h2", "http/1.1")
@@ -194,6 +198,8 @@ hypercorn.protocol.h2.StreamBuffer = FlowControlledStreamBuffer  # type: ignore[
 hypercorn.protocol.H2Protocol = ClosingH2Protocol  # type: ignore[attr-defined]
 hypercorn.protocol.h11.WSStream = WebSocketStream  # type: ignore[attr-defined]
 hypercorn.protocol.h2.WSStream = WebSocketStream  # type: ignore[attr-defined]
+# Not a fix but the ``server:`` limits hypercorn lacks (app.serving.hypercorn_limits).
+hypercorn.asyncio.run.TCPServer = LimitedTCPServer  # type: ignore[attr-defined]
 
 
 class HypercornConfig(hypercorn.config.Config):
@@ -203,6 +209,7 @@ class HypercornConfig(hypercorn.config.Config):
         super().__init__()
         self.tls = tls
         self.include_server_header = False
+        self.connections: Connections | None = None  # the ``server:`` limits (app.serving.hypercorn_limits)
 
     @property
     def ssl_enabled(self) -> bool:
@@ -221,6 +228,8 @@ def hypercorn_config(settings: Settings, *, host: str, port: int) -> HypercornCo
     config.graceful_timeout = settings.shutdown_grace
     FlowControlledStreamBuffer.send_timeout = settings.timeout.write  # one server per process
     config.keep_alive_timeout = settings.server.keepalive_timeout
+    config.backlog = 2048  # uvicorn's default (hypercorn's is 100)
+    config.connections = Connections(settings.server)
     config.h11_max_incomplete_size = max(settings.max_header_bytes * 2, 16 * 1024)
     config.h2_max_header_list_size = max(settings.max_header_bytes * 2, 2**16)
     config.accesslog = None  # Gatehouse writes its own access log
@@ -265,17 +274,18 @@ async def serve(
     await worker_serve(wrapped, config, sockets=bound, shutdown_trigger=shutdown_trigger)
 
 
-def run(app: Any, config: HypercornConfig, drain: Drain, reloader: Reloader) -> None:
-    """``gatehouse serve`` under hypercorn: SIGTERM/SIGINT drain and stop, SIGHUP reloads the config file."""
+def run(app: Any, config: HypercornConfig, drain: Drain, reloader: Reloader, drain_delay: float = 0.0) -> None:
+    """``gatehouse serve`` under hypercorn: SIGTERM/SIGINT drain and stop, SIGHUP reloads the config file.
+
+    As under uvicorn (``app.serving.signals``), the listener stays open ``drain_delay``
+    seconds after the first signal, with ``/readyz`` answering 503; a second signal stops at once.
+    """
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         reloads: set[asyncio.Task[None]] = set()
-
-        def on_stop(sig: signal.Signals) -> None:
-            drain.start(f"signal {sig.name}")
-            stop.set()
+        on_stop = drain_first(lambda _signum, _frame: loop.call_soon_threadsafe(stop.set), drain, drain_delay)
 
         def on_reload() -> None:
             task = asyncio.create_task(reloader.reload_logged())
@@ -283,7 +293,7 @@ def run(app: Any, config: HypercornConfig, drain: Drain, reloader: Reloader) -> 
             task.add_done_callback(reloads.discard)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_stop, sig)
+            loop.add_signal_handler(sig, on_stop, sig, None)
         if hasattr(signal, "SIGHUP"):
             loop.add_signal_handler(signal.SIGHUP, on_reload)
         await serve(app, config, shutdown_trigger=stop.wait)

@@ -118,13 +118,20 @@ class ConnectionLimits(HttpToolsProtocol):
         self.send_header_timeout()
 
     def send_header_timeout(self) -> None:
-        rid = new_request_id().decode()
-        peer = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
-        log.info("408: %s sent no complete header block in %gs; closed (request id %s)", peer, self.header_timeout, rid)
-        error = RequestTimeout(f"The request's header block did not arrive within {self.header_timeout:g} seconds.")
-        status, headers, body = render_problem(error, instance=None, request_id=rid)
-        head = [STATUS_LINE[status]]
-        for name, value in [*self.server_state.default_headers, *headers]:
-            head += [name, b": ", value, b"\r\n"]
-        self.transport.write(b"".join([*head, b"\r\n", body]))
+        self.transport.write(header_timeout_answer(self.header_timeout, self.client, self.server_state.default_headers))
         self.transport.close()
+
+
+def header_timeout_answer(
+    header_timeout: float, client: tuple[str, int] | None, default_headers: list[tuple[bytes, bytes]]
+) -> bytes:
+    """The 408 problem a client gets when its header block is late (logged here), as bytes to write and close."""
+    rid = new_request_id().decode()
+    peer = f"{client[0]}:{client[1]}" if client else "?"
+    log.info("408: %s sent no complete header block in %gs; closed (request id %s)", peer, header_timeout, rid)
+    error = RequestTimeout(f"The request's header block did not arrive within {header_timeout:g} seconds.")
+    status, headers, body = render_problem(error, instance=None, request_id=rid)
+    head = [STATUS_LINE[status]]
+    for name, value in [*default_headers, *headers]:
+        head += [name, b": ", value, b"\r\n"]
+    return b"".join([*head, b"\r\n", body])

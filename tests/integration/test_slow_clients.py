@@ -13,7 +13,7 @@ import pytest
 from tests.gateway import route, run_gateway
 from tests.servers import LOOPBACK, parse_response, raw_http
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("http_server", ["uvicorn", "hypercorn"])]
 
 
 def get(path: bytes, *, close: bool = False) -> bytes:
@@ -46,9 +46,11 @@ async def connection(port: int):
             await writer.wait_closed()
 
 
-async def test_a_client_trickling_header_lines_gets_408_and_is_closed(upstream):
+async def test_a_client_trickling_header_lines_gets_408_and_is_closed(upstream, http_server):
     server, stats = upstream
-    async with run_gateway(route("svc", "/svc", server.url), server={"header_timeout": 1}) as gw:
+    async with run_gateway(
+        route("svc", "/svc", server.url), server={"header_timeout": 1}, http_server=http_server
+    ) as gw:
         async with connection(gw.port) as (reader, writer):
             started = time.monotonic()
             writer.write(b"GET /svc/echo/x HTTP/1.1\r\nHost: gatehouse.test\r\n")
@@ -76,16 +78,19 @@ async def test_a_client_trickling_header_lines_gets_408_and_is_closed(upstream):
     assert stats.requests == {}
 
 
-async def test_a_connection_that_sends_nothing_is_closed_without_an_answer():
-    async with run_gateway(server={"header_timeout": 0.5}) as gw, connection(gw.port) as (reader, _):
+async def test_a_connection_that_sends_nothing_is_closed_without_an_answer(http_server):
+    async with (
+        run_gateway(server={"header_timeout": 0.5}, http_server=http_server) as gw,
+        connection(gw.port) as (reader, _),
+    ):
         with anyio.fail_after(3):
             assert await reader.read(65536) == b""
 
 
-async def test_the_header_clock_does_not_count_keep_alive_idle_time(upstream):
+async def test_the_header_clock_does_not_count_keep_alive_idle_time(upstream, http_server):
     server, stats = upstream
     settings = {"header_timeout": 0.5, "keepalive_timeout": 5}
-    async with run_gateway(route("svc", "/svc", server.url), server=settings) as gw:
+    async with run_gateway(route("svc", "/svc", server.url), server=settings, http_server=http_server) as gw:
         async with connection(gw.port) as (reader, writer):
             with anyio.fail_after(5):
                 writer.write(get(b"/svc/echo/one"))
@@ -98,9 +103,11 @@ async def test_the_header_clock_does_not_count_keep_alive_idle_time(upstream):
     assert stats.requests["/echo/one"] == stats.requests["/echo/two"] == 1
 
 
-async def test_an_idle_keep_alive_connection_is_closed_after_keepalive_timeout(upstream):
+async def test_an_idle_keep_alive_connection_is_closed_after_keepalive_timeout(upstream, http_server):
     server, _ = upstream
-    async with run_gateway(route("svc", "/svc", server.url), server={"keepalive_timeout": 0.5}) as gw:
+    async with run_gateway(
+        route("svc", "/svc", server.url), server={"keepalive_timeout": 0.5}, http_server=http_server
+    ) as gw:
         async with connection(gw.port) as (reader, writer):
             with anyio.fail_after(5):
                 writer.write(get(b"/svc/echo/one"))
@@ -111,9 +118,11 @@ async def test_an_idle_keep_alive_connection_is_closed_after_keepalive_timeout(u
                 assert time.monotonic() - started < 2
 
 
-async def test_a_connection_over_max_connections_gets_503_and_is_closed(upstream):
+async def test_a_connection_over_max_connections_gets_503_and_is_closed(upstream, http_server):
     server, stats = upstream
-    async with run_gateway(route("svc", "/svc", server.url), server={"max_connections": 2}) as gw:
+    async with run_gateway(
+        route("svc", "/svc", server.url), server={"max_connections": 2}, http_server=http_server
+    ) as gw:
         async with connection(gw.port) as (r1, w1), connection(gw.port) as (r2, w2):
             with anyio.fail_after(5):
                 for reader, writer in ((r1, w1), (r2, w2)):  # two keep-alive connections, both answered
