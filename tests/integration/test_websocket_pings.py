@@ -148,3 +148,19 @@ async def test_under_a_server_without_the_ping_extension_each_hop_answers_its_ow
                     await round_trip(ws)
                     assert ws.pings == []
         assert up.pings == []
+
+
+async def test_gatehouse_keepalive_pings_are_answered_on_their_hop_and_their_pongs_not_relayed(monkeypatch):
+    # Both hops' keepalives every 0.1 s: the client answers the server's pings, the upstream the upstream
+    # client's; neither pong may reach the other side, which sent no ping.
+    monkeypatch.setattr("app.outbound.websocket.PING_INTERVAL", 0.1)
+    with anyio.fail_after(30):
+        async with run_websocket_upstream() as up:
+            app = create_app(Settings(routes=[route("ws", "/ws", up.url)]))
+            config = server_config(app, host=LOOPBACK, port=0, log_level="warning", ws_ping_interval=0.1)
+            async with run_uvicorn(config=config) as gw:
+                async with connect(ws_url(gw, "/ws/echo"), create_connection=Recorder, ping_interval=None) as ws:
+                    await until(lambda: len(ws.pings) >= 3 and len(up.pings) >= 3)  # both keepalives ran
+                    await round_trip(ws)
+                    assert ws.pongs == []
+        assert up.pongs == []
