@@ -19,6 +19,11 @@ adds both with uvicorn's semantics:
   ``keepalive_timeout`` ran out even after the client had closed it; here the
   keep-alive timer stops when reading ends.
 
+``ProblemH11Protocol`` answers what hypercorn's HTTP/1.1 parser refuses (a malformed
+request: 400; a request line and header block over ``h11_max_incomplete_size``:
+431) with a problem+json body, as every other refusal is answered; hypercorn sends
+an empty body.
+
 The header clock applies to HTTP/1.1; an HTTP/2 connection has no header block of
 its own (each stream's headers arrive in one frame, under hypercorn's
 ``h2_max_header_list_size``), so once it is seen to be HTTP/2 it falls back to
@@ -32,13 +37,16 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import h11
 from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.utils import wrap_app
 
 from app.config.server import ServerSettings
-from app.serving.limits import header_timeout_answer, refuse_connection
+from app.errors import GatewayError, render_problem
+from app.serving.limits import head_too_large, header_timeout_answer, refuse_connection, unparsable_request
+from app.wire import new_request_id
 
 log = logging.getLogger("gatehouse")
 
@@ -64,6 +72,21 @@ def _as_websocket_refusal(send: Any) -> Any:
         await send({**message, "type": message["type"].replace("http.", "websocket.http.", 1)})
 
     return refusal
+
+
+class ProblemH11Protocol(H11Protocol):
+    """hypercorn's HTTP/1.1 protocol, answering its parser's refusals with problem+json (see the module docstring)."""
+
+    async def _send_error_response(self, status_code: int) -> None:
+        if status_code == 431:
+            error: GatewayError = head_too_large(self.config.h11_max_incomplete_size)
+        else:
+            error = unparsable_request("a malformed request line or header field")
+        status, headers, body = render_problem(error, instance=None, request_id=new_request_id().decode())
+        response = h11.Response(status_code=status, headers=[*headers, *self.config.response_headers("h11")])
+        await self._send_h11_event(response)
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
 
 
 class LimitedTCPServer(TCPServer):

@@ -45,7 +45,7 @@ from app.assembly.reload import Reloader
 from app.config.settings import Settings
 from app.config.tls import TlsSettings
 from app.proxy.websocket import PING_EXTENSION, PONG_EVENT, RELAY_CONTROL
-from app.serving.hypercorn_limits import Connections, LimitedTCPServer
+from app.serving.hypercorn_limits import Connections, LimitedTCPServer, ProblemH11Protocol
 from app.serving.signals import drain_first
 from app.serving.tls import CONNECTION_TLS, CertificateReloader
 
@@ -200,6 +200,7 @@ hypercorn.protocol.h11.WSStream = WebSocketStream  # type: ignore[attr-defined]
 hypercorn.protocol.h2.WSStream = WebSocketStream  # type: ignore[attr-defined]
 # Not a fix but the ``server:`` limits hypercorn lacks (app.serving.hypercorn_limits).
 hypercorn.asyncio.run.TCPServer = LimitedTCPServer  # type: ignore[attr-defined]
+hypercorn.protocol.H11Protocol = ProblemH11Protocol  # type: ignore[attr-defined]
 
 
 class HypercornConfig(hypercorn.config.Config):

@@ -21,7 +21,15 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from app.config.server import ServerSettings
 from app.config.settings import Settings
-from app.errors import RequestTimeout, TooManyConnections, render_problem, send_problem
+from app.errors import (
+    BadRequest,
+    GatewayError,
+    HeadersTooLarge,
+    RequestTimeout,
+    TooManyConnections,
+    render_problem,
+    send_problem,
+)
 from app.wire import header_value, new_request_id, sane_request_id
 
 log = logging.getLogger("gatehouse")
@@ -121,16 +129,41 @@ class ConnectionLimits(HttpToolsProtocol):
         self.transport.write(header_timeout_answer(self.header_timeout, self.client, self.server_state.default_headers))
         self.transport.close()
 
+    def send_400_response(self, msg: str) -> None:
+        """A request httptools cannot parse (malformed, or a head too large): a problem, not uvicorn's plain text."""
+        self.transport.write(raw_problem(unparsable_request(msg), new_request_id(), self.server_state.default_headers))
+        self.transport.close()
+
+
+CLOSE = [(b"connection", b"close")]
+
+
+def unparsable_request(reason: str) -> BadRequest:
+    """What a client gets for a request the server's parser refused (400); the connection is closed."""
+    detail = f"The request could not be read as HTTP/1.1 ({reason.rstrip('.')}); nothing was forwarded."
+    return BadRequest(detail, headers=CLOSE)
+
+
+def head_too_large(limit: int) -> HeadersTooLarge:
+    """What a client gets for a request line and header block over the server's limit (431), then closed."""
+    detail = f"The request line and header block are over {limit} bytes; nothing was forwarded."
+    return HeadersTooLarge(detail, headers=CLOSE)
+
 
 def header_timeout_answer(
     header_timeout: float, client: tuple[str, int] | None, default_headers: list[tuple[bytes, bytes]]
 ) -> bytes:
     """The 408 problem a client gets when its header block is late (logged here), as bytes to write and close."""
-    rid = new_request_id().decode()
+    rid = new_request_id()
     peer = f"{client[0]}:{client[1]}" if client else "?"
-    log.info("408: %s sent no complete header block in %gs; closed (request id %s)", peer, header_timeout, rid)
+    log.info("408: %s sent no complete header block in %gs; closed (request id %s)", peer, header_timeout, rid.decode())
     error = RequestTimeout(f"The request's header block did not arrive within {header_timeout:g} seconds.")
-    status, headers, body = render_problem(error, instance=None, request_id=rid)
+    return raw_problem(error, rid, default_headers)
+
+
+def raw_problem(error: GatewayError, request_id: bytes, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """``error`` as a whole HTTP/1.1 response, for a connection that has no ASGI request to answer it."""
+    status, headers, body = render_problem(error, instance=None, request_id=request_id.decode())
     head = [STATUS_LINE[status]]
     for name, value in [*default_headers, *headers]:
         head += [name, b": ", value, b"\r\n"]

@@ -143,3 +143,15 @@ async def test_a_connection_over_max_connections_gets_503_and_is_closed(upstream
     assert json.loads(refused.body)["type"] == "urn:gatehouse:problem:too-many-connections"
     assert "/echo/third" not in stats.requests
     assert stats.requests["/echo/held"] == 2
+
+
+async def test_an_oversized_request_head_gets_a_problem_and_nothing_reaches_the_upstream(upstream, http_server):
+    server, stats = upstream
+    huge_header = get(b"/svc/echo/x").replace(b"\r\n\r\n", b"\r\nX-Huge: " + b"a" * 200_000 + b"\r\n\r\n")
+    huge_target = get(b"/svc/echo/" + b"a" * 200_000)
+    async with run_gateway(route("svc", "/svc", server.url), http_server=http_server) as gw:
+        for data in (huge_header, huge_target):
+            response = parse_response(await raw_http(LOOPBACK, gw.port, data))
+            assert response.status in (400, 431, 414), response.status
+            assert response.header_values(b"content-type") == [b"application/problem+json"], response.body[:100]
+    assert stats.requests == {}
