@@ -95,9 +95,18 @@ def script_directory() -> ScriptDirectory:
 
 def head_revision() -> str:
     """The newest revision this Gatehouse knows."""
-    head = script_directory().get_current_head()
+    return _head(script_directory())
+
+
+def _head(scripts: ScriptDirectory) -> str:
+    head = scripts.get_current_head()
     assert head is not None, "the webhook store has at least one revision"
     return head
+
+
+def _schema_on(connection: Connection, schema: str | None) -> str | None:
+    # As in create_store_engine: a schema applies to Postgres only (SQLite would read it as an attached database).
+    return schema if connection.dialect.name == "postgresql" else None
 
 
 def migration_context(connection: Connection, schema: str | None = None) -> MigrationContext:
@@ -150,17 +159,19 @@ async def store_status(url: str, schema: str | None = None) -> Status:
 
 
 def _status(connection: Connection, schema: str | None) -> Status:
+    schema = _schema_on(connection, schema)
     scripts = script_directory()
     found = current_revisions(connection, schema)
     legacy = None if found else _legacy_version(connection, schema)
     if legacy is not None:
-        found = (_legacy_revision(legacy),)
+        found = (LEGACY_REVISIONS[legacy],)
     refuse_unknown(scripts, found)
-    return Status(found, legacy, head_revision())
+    return Status(found, legacy, _head(scripts))
 
 
 def upgrade(connection: Connection, schema: str | None = None) -> Migrated:
     """``migrate``'s synchronous body: bridge a pre-alembic store, refuse an unknown revision, upgrade."""
+    schema = _schema_on(connection, schema)
     scripts = script_directory()
     config = alembic_config(connection, schema)
     current = current_revisions(connection, schema)
@@ -172,7 +183,7 @@ def upgrade(connection: Connection, schema: str | None = None) -> Migrated:
             command.stamp(config, legacy)
             current = (legacy,)
     command.upgrade(config, "head")
-    return Migrated(current, head_revision())
+    return Migrated(current, _head(scripts))
 
 
 def refuse_unknown(scripts: ScriptDirectory, current: tuple[str, ...]) -> None:
@@ -191,7 +202,7 @@ def _bridge_legacy(connection: Connection, schema: str | None) -> str | None:
     version = _legacy_version(connection, schema)
     if version is None:
         return None
-    revision = _legacy_revision(version)
+    revision = LEGACY_REVISIONS[version]
     connection.exec_driver_sql(f"DROP TABLE {_legacy_table(schema)}")
     return revision
 
@@ -201,17 +212,16 @@ def _legacy_version(connection: Connection, schema: str | None) -> int | None:
         return None
     version = connection.exec_driver_sql(f"SELECT max(version) FROM {_legacy_table(schema)}").scalar()
     if isinstance(version, int) and version > max(LEGACY_REVISIONS):
-        raise SchemaTooNew(f"webhook store schema is version {version}; this Gatehouse knows up to 2")
+        raise SchemaTooNew(
+            f"webhook store schema is version {version}; this Gatehouse knows versions 1 and 2 (revisions"
+            f" {', '.join(LEGACY_REVISIONS.values())} and later): a newer Gatehouse migrated it"
+        )
     if version not in LEGACY_REVISIONS:
         raise StoreError(
             f"webhook store: {LEGACY_VERSION_TABLE} holds {version!r}, not a version Gatehouse wrote;"
             " restore a backup or remove the store's tables"
         )
     return int(version)
-
-
-def _legacy_revision(version: int) -> str:
-    return LEGACY_REVISIONS[version]
 
 
 def _legacy_table(schema: str | None) -> str:
