@@ -73,21 +73,16 @@ def lease_due(
 
 
 def insert_events(conn: Connection, insert_fn: Any, batch: Sequence[NewEvent], now: datetime) -> list[RecordedEvent]:
-    """Store each new event with its pending deliveries; a repeat of a provider event id (already
-    stored, earlier in this batch, or committed meanwhile by another process) stores nothing and
-    names the first event. ``insert_fn`` is the dialect's ``insert`` (it has ON CONFLICT).
+    """Store each new event with its deliveries (leased at once for an event with a ``lease``); a
+    repeat of a provider event id (already stored, earlier in this batch, or committed meanwhile
+    by another process) stores nothing and names the first event. ``insert_fn`` is the dialect's
+    ``insert`` (it has ON CONFLICT).
     """
-    keys: set[tuple[str, str | None]] = {
-        (e.endpoint, e.provider_event_id) for e in batch if e.provider_event_id is not None
-    }
-    known: dict[tuple[str, str | None], int] = {}
-    if keys:
-        known = _event_ids(conn, keys)
     fresh: list[int] = []  # positions in batch of the events to insert
     first_of: dict[tuple[str, str | None], int] = {}  # key -> position of its first copy in this batch
     for position, event in enumerate(batch):
         key = (event.endpoint, event.provider_event_id)
-        if event.provider_event_id is None or (key not in known and key not in first_of):
+        if event.provider_event_id is None or key not in first_of:
             fresh.append(position)
             if event.provider_event_id is not None:
                 first_of[key] = position
@@ -108,11 +103,12 @@ def insert_events(conn: Connection, insert_fn: Any, batch: Sequence[NewEvent], n
 
     position_at = {now + p * _MICROSECOND: p for p in fresh}
     event_ids: dict[int, int] = {}
+    known: dict[tuple[str, str | None], int] = {}  # repeats of events stored before this batch
     anonymous = [p for p in fresh if batch[p].provider_event_id is None]
     if anonymous:  # never a repeat
         rows = conn.execute(insert(events).returning(events.c.id, events.c.received_at), [row(p) for p in anonymous])
         event_ids.update((position_at[r.received_at], int(r.id)) for r in rows)
-    if first_of:  # a row another process committed first is skipped and looked up
+    if first_of:  # a repeat of a stored event is skipped by the index, then looked up (rare: no lookup first)
         rows = conn.execute(
             insert_fn(events)
             .on_conflict_do_nothing(index_elements=["endpoint", "provider_event_id"])
@@ -120,35 +116,81 @@ def insert_events(conn: Connection, insert_fn: Any, batch: Sequence[NewEvent], n
             [row(p) for p in first_of.values()],
         )
         event_ids.update((position_at[r.received_at], int(r.id)) for r in rows)
-        raced = {key for key, p in first_of.items() if p not in event_ids}
-        if raced:
-            known |= _event_ids(conn, raced)
-            for key in raced:
+        repeated = {key for key, p in first_of.items() if p not in event_ids}
+        if repeated:
+            known = _event_ids(conn, repeated)
+            for key in repeated:
                 if key not in known:  # the first copy was pruned between the two statements
                     raise StoreUnavailable("webhook store: duplicate event vanished; retry")
                 del first_of[key]
     fresh = [p for p in fresh if p in event_ids]
-    delivery_ids: dict[int, list[int]] = {p: [] for p in fresh}
-    wanted = [(event_ids[p], target) for p in fresh for target in batch[p].targets]
-    if wanted:
-        common = {"status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
-        endpoint_of = {event_ids[p]: batch[p].endpoint for p in fresh}
-        rows = conn.execute(
-            insert(deliveries).returning(deliveries.c.id, deliveries.c.event_id, deliveries.c.target),
-            [{"event_id": e, "endpoint": endpoint_of[e], "target": t, **common} for e, t in wanted],
-        )
-        by_key = {(int(r.event_id), r.target): int(r.id) for r in rows}
-        for p in fresh:
-            delivery_ids[p] = [by_key[(event_ids[p], target)] for target in batch[p].targets]
+    delivered_to = _insert_deliveries(conn, [(event_ids[p], batch[p]) for p in fresh], now)
     answers = []
     for position, event in enumerate(batch):
         if position in event_ids:
-            answers.append(RecordedEvent(event_ids[position], False, tuple(delivery_ids[position])))
+            claimed = delivered_to[event_ids[position]]
+            ids = tuple(c.delivery.id for c in claimed)
+            answers.append(RecordedEvent(event_ids[position], False, ids, tuple(claimed) if event.lease else ()))
         else:
             key = (event.endpoint, event.provider_event_id)
             first = known[key] if key in known else event_ids[first_of[key]]
             answers.append(RecordedEvent(first, True, ()))
     return answers
+
+
+def _insert_deliveries(
+    conn: Connection, stored: Sequence[tuple[int, NewEvent]], now: datetime
+) -> dict[int, list[ClaimedDelivery]]:
+    """One delivery per target of each stored event, by event id, in the order of its targets:
+    pending, or leased with its first attempt counted when the event has a ``lease``."""
+    params = []
+    of: list[tuple[int, NewEvent, str]] = []  # each row's event id, event and target
+    for event_id, event in stored:
+        lease = event.lease
+        for target in event.targets:
+            of.append((event_id, event, target))
+            params.append(
+                {
+                    "event_id": event_id,
+                    "endpoint": event.endpoint,
+                    "target": target,
+                    "status": "delivering" if lease else "pending",
+                    "attempts": 1 if lease else 0,
+                    "lease_owner": lease.owner if lease else None,
+                    "lease_expires_at": now + timedelta(seconds=lease.seconds) if lease else None,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+    answer: dict[int, list[ClaimedDelivery]] = {event_id: [] for event_id, _ in stored}
+    if not params:
+        return answer
+    rows = conn.execute(
+        insert(deliveries).returning(deliveries.c.id, deliveries.c.event_id, deliveries.c.target), params
+    )
+    id_of = {(int(r.event_id), r.target): int(r.id) for r in rows}
+    for event_id, event, target in of:
+        lease = event.lease
+        delivery = Delivery(
+            id=id_of[(event_id, target)],
+            event_id=event_id,
+            endpoint=event.endpoint,
+            target=target,
+            status="delivering" if lease else "pending",
+            attempts=1 if lease else 0,
+            next_attempt_at=now,
+            lease_owner=lease.owner if lease else None,
+            lease_expires_at=now + timedelta(seconds=lease.seconds) if lease else None,
+            last_status=None,
+            last_error=None,
+            created_at=now,
+            updated_at=now,
+            provider_event_id=event.provider_event_id,
+            event_type=event.event_type,
+        )
+        answer[event_id].append(ClaimedDelivery(delivery, event.provider_event_id, event.headers, event.body))
+    return answer
 
 
 def _event_ids(conn: Connection, keys: set[tuple[str, str | None]]) -> dict[tuple[str, str | None], int]:

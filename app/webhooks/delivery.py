@@ -3,10 +3,12 @@
 ``Dispatcher.run`` lives as long as the process (started by the lifespan). It
 polls the store every ``interval`` seconds for due deliveries, claiming only as
 many as it has free attempt slots, so a claimed delivery is attempted at once
-and its lease never runs out while it waits. ``deliver_soon`` is the fast path
-right after intake: the new deliveries are claimed one by one and attempted
-without waiting for the next poll. A delivery whose holder crashed is claimed
-again once its lease expires, by whichever process polls first.
+and its lease never runs out while it waits. Right after intake is the fast
+path: when it has free slots (``reserve``) intake stores the new deliveries
+already leased to this process and ``deliver_claimed`` attempts them with no
+claim of their own; otherwise ``deliver_soon`` claims them one by one (a
+replay does too) or leaves them to the next poll. A delivery whose holder
+crashed is claimed again once its lease expires, by whichever process polls first.
 
 Each attempt sends the stored body and headers plus ``X-Gatehouse-Event-Id``
 (the same for every attempt and target, so receivers can dedupe),
@@ -37,7 +39,7 @@ from app.outbound.auth import build_upstream_auth
 from app.webhooks.batching import StoreWriter
 from app.webhooks.database import StoreError, utc_now
 from app.webhooks.pacing import TargetGate
-from app.webhooks.records import AttemptResult, Claim, ClaimedDelivery, Finish
+from app.webhooks.records import AttemptResult, Claim, ClaimedDelivery, Finish, Lease
 from app.webhooks.schedule import Dead, Delivered, Retry, classify
 from app.webhooks.signing import STANDARD_HEADERS, DeliverySigner, message_id, provider_signature_headers
 from app.webhooks.store import DeliveryStore
@@ -118,6 +120,7 @@ class Dispatcher:
         self._slots = anyio.CapacityLimiter(concurrency)
         self._soon_limit = concurrency * 4  # immediate attempts queued beyond this wait for the poller
         self._soon_queued = 0
+        self._reserved = 0  # reserved for deliveries leased at intake, not yet holding a slot
         self._tasks: TaskGroup | None = None
         self._wake = anyio.Event()
 
@@ -131,6 +134,35 @@ class Dispatcher:
             finally:
                 self._tasks = None
                 tasks.cancel_scope.cancel()
+
+    def reserve(self, count: int) -> Lease | None:
+        """A lease for ``count`` new deliveries if they can be attempted at once (free slots), else None.
+
+        With it, intake stores them leased (``NewEvent.lease``) and hands them to ``deliver_claimed``
+        after the answer: no claim of their own. Each reserved delivery is given back with
+        ``deliver_claimed`` or ``release``.
+        """
+        free = self._slots.available_tokens - self._slots.statistics().tasks_waiting - self._reserved
+        if self._tasks is None or count > free:
+            return None
+        self._soon_queued += count
+        self._reserved += count
+        return Lease(self.owner, self._lease)
+
+    def release(self, count: int) -> None:
+        """Give back reserved deliveries that were not stored (a duplicate, a store failure)."""
+        self._soon_queued -= count
+        self._reserved -= count
+
+    def deliver_claimed(self, claimed: Sequence[ClaimedDelivery], reserved: int) -> None:
+        """Attempt deliveries leased at intake now, in the background; ``reserved`` is what ``reserve`` took."""
+        self.release(reserved - len(claimed))
+        tasks = self._tasks
+        for index, delivery in enumerate(claimed):
+            if tasks is None:  # shutting down: the lease expires and a poller has them
+                self.release(len(claimed) - index)
+                return
+            tasks.start_soon(self._attempt_reserved, delivery)
 
     def deliver_soon(self, delivery_ids: Iterable[int]) -> None:
         """Attempt these deliveries now, in the background (called after the intake answered)."""
@@ -181,6 +213,14 @@ class Dispatcher:
                     return
                 if claimed is not None:
                     await self._attempt_gated(claimed)
+        finally:
+            self._soon_queued -= 1
+
+    async def _attempt_reserved(self, claimed: ClaimedDelivery) -> None:
+        try:
+            async with self._slots:
+                self._reserved -= 1  # (a task cancelled before this is a shutdown: the count no longer matters)
+                await self._attempt_gated(claimed)
         finally:
             self._soon_queued -= 1
 

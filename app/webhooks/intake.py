@@ -79,29 +79,42 @@ class WebhookIntake:
                 raise WebhookRejected(f"Webhook verification failed: {exc.check} ({exc}).", check=exc.check) from None
             event_id = provider_event_id(endpoint.config.verify, endpoint.config.dedupe, scope["headers"], body)
             webhooks: Webhooks = scope["state"]["webhooks"]
+            headers = headers_worth_keeping(scope["headers"])
+            kind = event_type(endpoint.config.event_type_source, scope["headers"], body)
+            targets = tuple(t.name for t in endpoint.config.deliver_to if takes(t, kind))
+            # Leased to this process as they are stored when it can attempt them at once: no claim after.
+            lease = webhooks.dispatcher.reserve(len(targets)) if targets else None
+            reserved = len(targets) if lease is not None else 0
             try:
-                headers = headers_worth_keeping(scope["headers"])
-                kind = event_type(endpoint.config.event_type_source, scope["headers"], body)
-                targets = tuple(t.name for t in endpoint.config.deliver_to if takes(t, kind))
-                new = NewEvent(endpoint.config.name, event_id, headers, body, targets, kind)
+                new = NewEvent(endpoint.config.name, event_id, headers, body, targets, kind, lease)
                 recorded = await webhooks.writer.record(new)
             except StoreError as exc:
+                webhooks.dispatcher.release(reserved)
                 log.error("webhook %s: could not store an event: %s", endpoint.config.name, exc)
                 raise WebhookStoreUnavailable(
                     "The webhook could not be stored; retry later.", retry_after=STORE_RETRY_AFTER
                 ) from None
+            except BaseException:
+                webhooks.dispatcher.release(reserved)
+                raise
         except GatewayError as exc:
             self._count(endpoint, "rejected" if exc.status < 500 else "unavailable")
             await _answer_problem(exc, scope, send)
             return
         if recorded.duplicate:
+            webhooks.dispatcher.release(reserved)
             self._count(endpoint, "duplicate")
             await _answer(send, 200, {"status": "duplicate", "event_id": recorded.event_id})
             return
         self._count(endpoint, "accepted")
-        await _answer(send, 202, {"status": "accepted", "event_id": recorded.event_id})
-        # After the answer: the sender's deadline is met, the attempt starts at once.
-        webhooks.dispatcher.deliver_soon(recorded.delivery_ids)
+        try:
+            await _answer(send, 202, {"status": "accepted", "event_id": recorded.event_id})
+        finally:
+            # After the answer: the sender's deadline is met, the attempt starts at once.
+            if lease is not None:
+                webhooks.dispatcher.deliver_claimed(recorded.claimed, reserved)
+            else:
+                webhooks.dispatcher.deliver_soon(recorded.delivery_ids)
 
     def _count(self, endpoint: _Endpoint, outcome: str) -> None:
         if self._metrics is not None:

@@ -11,15 +11,26 @@ DeliveryStatus = Literal["pending", "delivering", "delivered", "dead"]
 
 
 class RecordedEvent(NamedTuple):
-    """``record_event``'s answer: a duplicate names the first event and creates no deliveries."""
+    """``record_event``'s answer: a duplicate names the first event and creates no deliveries.
+
+    ``claimed``: the deliveries, already leased, when the event asked for a ``lease``.
+    """
 
     event_id: int
     duplicate: bool
     delivery_ids: tuple[int, ...]
+    claimed: tuple[ClaimedDelivery, ...] = ()
+
+
+class Lease(NamedTuple):
+    owner: str
+    seconds: float
 
 
 class NewEvent(NamedTuple):
-    """One verified webhook for ``record_events``: stored with one pending delivery per target."""
+    """One verified webhook for ``write_batch``: stored with one delivery per target, pending, or
+    with ``lease`` already leased to its owner with the first attempt counted (the dispatcher
+    attempts them right after the answer, without a claim of their own)."""
 
     endpoint: str
     provider_event_id: str | None
@@ -27,6 +38,7 @@ class NewEvent(NamedTuple):
     body: bytes
     targets: tuple[str, ...]
     event_type: str | None = None
+    lease: Lease | None = None
 
 
 class Claim(NamedTuple):

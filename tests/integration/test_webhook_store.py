@@ -20,7 +20,7 @@ from sqlalchemy import insert
 
 from app.webhooks.database import StoreUnavailable, utc_now
 from app.webhooks.migrations import current_revisions, head_revision
-from app.webhooks.records import AttemptResult, Claim, NewEvent, ReplayResult
+from app.webhooks.records import AttemptResult, Claim, Lease, NewEvent, ReplayResult
 from app.webhooks.store import DeliveryStore
 
 pytestmark = pytest.mark.anyio
@@ -239,6 +239,36 @@ async def test_claim_one_takes_a_pending_delivery_at_once(store, clock):
     assert await store.claim_one(delivery_id, "other", LEASE) is None
     clock.advance(LEASE)
     assert (await store.claim_one(delivery_id, "other", LEASE)).delivery.lease_owner == "other"
+
+
+async def test_an_event_stored_with_a_lease_has_its_deliveries_leased_at_once(store, clock):
+    # Intake with free attempt slots: the deliveries are committed already leased, first attempt counted.
+    new = NewEvent(
+        "github", "evt-leased", [(b"x-kind", b"push")], BODY, ("orders", "audit"), "push", Lease("me", LEASE)
+    )
+    (recorded,) = await store.write_many([new])
+    assert [c.delivery.id for c in recorded.claimed] == list(recorded.delivery_ids)
+    for claimed in recorded.claimed:
+        assert (claimed.delivery.status, claimed.delivery.attempts, claimed.delivery.lease_owner) == (
+            "delivering",
+            1,
+            "me",
+        )
+        assert (claimed.body, claimed.headers, claimed.provider_event_id) == (
+            BODY,
+            [(b"x-kind", b"push")],
+            "evt-leased",
+        )
+        stored, _ = await store.get_delivery_with_attempts(claimed.delivery.id)
+        assert (stored.status, stored.attempts, stored.lease_owner) == ("delivering", 1, "me")
+    assert await store.claim_due("other", LEASE, 10) == []  # held: nobody else attempts them
+    assert await store.mark_delivered(recorded.delivery_ids[0], "me", ok(clock)) is True
+    clock.advance(LEASE)  # the holder died: the other one is free again
+    (taken,) = await store.claim_due("other", LEASE, 10)
+    assert (taken.delivery.id, taken.delivery.attempts) == (recorded.delivery_ids[1], 2)
+    # A repeat asks for a lease too, but gets no deliveries.
+    (repeat,) = await store.write_many([new])
+    assert (repeat.duplicate, repeat.claimed, repeat.event_id) == (True, (), recorded.event_id)
 
 
 async def test_claim_one_refuses_finished_and_missing_deliveries(store, clock):
