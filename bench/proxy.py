@@ -73,7 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration = 2
-    args.targets = _target_list(parser, args.only, targets.TARGETS) if args.only else list(targets.TARGETS)
+    args.targets = (
+        _target_list(parser, args.only, targets.TARGETS)
+        if args.only
+        else [t for t in targets.TARGETS if t not in targets.ON_REQUEST]
+    )
     memory_targets = [] if args.memory_targets == "none" else _target_list(parser, args.memory_targets)
     args.memory_targets = [t for t in memory_targets if t in args.targets]
     return args
@@ -103,8 +107,16 @@ class Bench:
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def launch(self, name: str, command: list[str], ready_url: str, python: bool, source: Path | None = None) -> Server:
-        env = python_env(source) if python else None
+    def launch(
+        self,
+        name: str,
+        command: list[str],
+        ready_url: str,
+        python: bool,
+        source: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> Server:
+        env = {**python_env(source), **(extra_env or {})} if python else None
         server = start(name, command, workdir=self.workdir, cores=self.cores, env=env)
         self.servers.append(server)
         wait_ready(server, ready_url)
@@ -136,7 +148,8 @@ class Bench:
         port = free_port()
         launch = targets.LAUNCHERS[target](self.workdir, port, upstream, self.tools)
         url = f"http://127.0.0.1:{port}"
-        server = self.launch(f"{target}-{port}", launch.command, url + ready_path, launch.python, launch.source)
+        name = f"{target}-{port}"
+        server = self.launch(name, launch.command, url + ready_path, launch.python, launch.source, launch.env)
         return server, url
 
     def throughput(self, target: str, base_url: str, server: Server | None) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ class Launch:
     command: list[str]
     python: bool  # needs the repo on PYTHONPATH and a scrubbed environment
     source: Path | None = None  # import `app` from this tree instead of the repo (--baseline)
+    env: dict[str, str] | None = None  # added to the (scrubbed) environment
 
 
 # (workdir, port, upstream URL, tool paths) -> Launch
@@ -71,6 +72,12 @@ def gatehouse_httpcore(workdir: Path, port: int, upstream: str, tools: dict[str,
     return gatehouse(workdir, port, upstream, tools, transport="httpcore")
 
 
+def gatehouse_trim(workdir: Path, port: int, upstream: str, tools: dict[str, str]) -> Launch:
+    """Gatehouse with glibc's heap trimmed above 128 KiB free (``GLIBC_TUNABLES``): what that costs in CPU."""
+    launch = gatehouse(workdir, port, upstream, tools)
+    return Launch(launch.command, launch.python, env={"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"})
+
+
 def nginx_proxy(workdir: Path, port: int, upstream: str, tools: dict[str, str]) -> Launch:
     upstream_port = int(upstream.rsplit(":", 1)[1])
     name = f"reverse-proxy-{port}"
@@ -95,11 +102,14 @@ LAUNCHERS: dict[str, Launcher] = {
     "gatehouse": gatehouse,
     "gatehouse-nolog": gatehouse_nolog,
     "gatehouse-httpcore": gatehouse_httpcore,
+    "gatehouse-trim": gatehouse_trim,
     "nginx": nginx_proxy,
     "fastapi-proxy-lib": fastapi_proxy_lib,
     "aiohttp": aiohttp_proxy,
 }
 TARGETS = ("direct", *LAUNCHERS)
+# Run only when named in --only.
+ON_REQUEST = frozenset({"gatehouse-trim"})
 
 
 def unavailable(target: str) -> str | None:
