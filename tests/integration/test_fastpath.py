@@ -12,6 +12,7 @@ from app.outbound.clients import make_client
 from app.outbound.fastpath import release
 from app.outbound.transport import AiohttpTransport
 from tests.gateway import route, run_gateway
+from tests.upstreams import large_body
 
 pytestmark = pytest.mark.anyio
 
@@ -82,4 +83,26 @@ async def test_the_aiohttp_transport_hands_httpx_the_response_fields_as_received
     assert [f for f in mine if f[0].lower() != b"date"] == [f for f in theirs if f[0] != b"date"]
     assert response.headers.get_list("Server") == [v.decode() for n, v in theirs if n == b"server"]
     assert response.headers["CONTENT-LENGTH"] == "2"
+    assert transport.in_use == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/large?bytes=3000000", large_body(3_000_000)),  # Content-Length: read piece by piece
+        ("/stream?chunks=5&delay=0", b"".join(f"chunk {i}\n".encode() for i in range(5))),  # chunked
+        ("/large?bytes=0", b""),
+    ],
+    ids=["content-length", "chunked", "empty"],
+)
+async def test_the_aiohttp_transport_body_is_the_upstreams_bytes(upstream, path, expected):
+    server, _ = upstream
+    transport = AiohttpTransport(limits=httpx.Limits())
+    async with make_client(timeout=httpx.Timeout(5), transport=transport) as client:
+        async with client.stream("GET", f"{server.url}{path}") as response:
+            chunks = [chunk async for chunk in response.aiter_raw()]
+        head = await client.head(f"{server.url}/large?bytes=100")
+    assert b"".join(chunks) == expected
+    assert all(chunks)  # no empty chunk is handed on
+    assert head.content == b"" and head.headers["content-length"] == "100"
     assert transport.in_use == 0
