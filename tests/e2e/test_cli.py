@@ -383,6 +383,7 @@ def test_migrate_check_reports_an_empty_store_and_migrate_brings_it_to_the_newes
         1,
         f"webhook store is empty: start-up creates revision {head_revision()}",
     )
+    assert not (tmp_path / "hooks.db").exists()  # --check changed nothing, not even by connecting
     migrated = run_cli(tmp_path, "migrate", "--config", config)
     assert (migrated.returncode, migrated.stdout.strip()) == (
         0,

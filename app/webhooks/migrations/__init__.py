@@ -39,6 +39,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.config.webhooks import store_url
 from app.webhooks.database import create_store_engine, translate_errors
 from app.webhooks.failures import SchemaTooNew, StoreError
 
@@ -149,6 +150,9 @@ async def migrate_store(url: str, schema: str | None = None) -> Migrated:
 
 async def store_status(url: str, schema: str | None = None) -> Status:
     """Read where the store at ``url`` stands without changing it; ``SchemaTooNew`` if a newer Gatehouse wrote it."""
+    parsed = store_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").exists():
+        return Status((), None, head_revision())  # connecting would create the file
     engine = create_store_engine(url, schema=schema)
     try:
         with translate_errors():
