@@ -72,7 +72,8 @@ def build_request(
     one, httpx adds ``Host`` (when missing) and, for POST/PUT/PATCH without
     framing, ``Content-Length: 0``, in front of the other headers; so does this.
     """
-    if stream is None:
+    # The gateway's own requests (a GET with Host first) need no look at the other names.
+    if stream is None and (method in _EMPTY_BODY_METHODS or not headers or headers[0][0].lower() != b"host"):
         names = {name.lower() for name, _ in headers}
         auto: list[tuple[bytes, bytes]] = []
         if b"host" not in names and url.host:
@@ -81,5 +82,6 @@ def build_request(
             auto.append((b"Content-Length", b"0"))
         if auto:
             headers = auto + headers
+    if stream is None:
         stream = _SPENT
     return httpx.Request(method, url, headers=raw_headers(headers), stream=stream, extensions=extensions)

@@ -32,6 +32,8 @@ def both(method: str, headers: list[tuple[bytes, bytes]], stream: httpx.AsyncByt
     [
         ("GET", HEADERS),
         ("GET", HEADERS[1:]),  # no Host: httpx adds the URL's
+        ("GET", [*HEADERS[1:], (b"Host", b"elsewhere.test")]),  # a Host, not first and not lower-case
+        ("GET", []),
         ("POST", HEADERS),  # no body, no framing: Content-Length: 0 goes first
         ("PUT", HEADERS[1:]),
         ("POST", [*HEADERS, (b"content-length", b"0")]),
