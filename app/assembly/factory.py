@@ -18,7 +18,7 @@ from app.config.settings import Settings, load_settings
 from app.edge.resources import EdgeResources
 from app.observability.access import AccessLog
 from app.observability.lines import LineBuffer, Sink, stdout_sink
-from app.observability.logging import RedactingFormatter, redaction_names
+from app.observability.logging import redaction_names
 from app.observability.metrics import Metrics, upstream_state_metrics
 from app.observability.tracing import Tracer, build_tracer
 from app.webhooks.intake import WebhookIntake
@@ -88,9 +88,8 @@ def create_app(
     access_log = None
     # The access log is written at info: ``log_level: warning`` silences it too.
     if settings.access_log != "off" and settings.log_level in ("debug", "info"):
-        redact = RedactingFormatter(headers=headers, query_params=params).redact
-        lines = LineBuffer(access_write or stdout_sink, interval=settings.access_log_flush_interval, redact=redact)
-        access_log = AccessLog(settings.access_log, params, lines)
+        lines = LineBuffer(access_write or stdout_sink, interval=settings.access_log_flush_interval)
+        access_log = AccessLog(settings.access_log, params, lines, headers)
     app.gateway = Gateway(
         generation,
         ops_prefix=settings.ops_prefix,

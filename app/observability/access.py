@@ -3,29 +3,72 @@
 ``json`` (the default) writes one JSON object per line; ``text`` a short
 human-readable line for development; ``off`` nothing. Header values are never
 logged, and the values of sensitive query parameters (``redact_query_params``
-and API-key parameters) are replaced before the line is built; the buffer
-runs ``RedactingFormatter.redact`` over each batch to mask anything
-credential-shaped on top of that. Lines do not go through ``logging``: a
-``LogRecord`` and a write per line were most of the log's cost
+and API-key parameters) are replaced before the line is built. The fields a
+client chooses (the path with its query, the request ID) then go through
+``RedactingFormatter.redact`` whenever they hold a character that one of its
+patterns needs, masking anything credential-shaped. Lines do not go through
+``logging``: a ``LogRecord`` and a write per line were most of the log's cost
 (``app.observability.lines``).
+
+A JSON line is written by hand, not by a JSON encoder over a dict: the keys
+are constants, the values are numbers or strings that need no escaping (route
+names, IP addresses, hex IDs) unless a quick test says otherwise, durations
+are formatted from integers, and the timestamp's date and time once per
+second. With the redaction moved from a regex pass over each batch to the
+client's fields alone, the log's cost per request fell by about a third
+(callgrind, in-process gateway: +70k -> +50k instructions over ``access_log: off``).
+Redacting fields before they are quoted also keeps each line valid JSON: the
+batch's pass read ``/x/authorization","status`` as a credential header and
+masked the key after the path.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import orjson
 
 from app.observability.lines import LineBuffer
-from app.observability.logging import redact_query
+from app.observability.logging import DEFAULT_HEADERS, RedactingFormatter, redact_query
+
+
+def json_string(value: str) -> str:
+    """``value`` as a JSON string: as it is, quoted, when it is printable ASCII without ``"`` or ``\\``."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return '"' + value + '"'
+    return orjson.dumps(value).decode()
+
+
+def might_hold_a_secret(value: str) -> bool:
+    """Whether one of ``RedactingFormatter``'s patterns could match in ``value``.
+
+    Each needs one of these: a header's separator (``:``, ``=``, ``,``), a scheme's
+    whitespace (a space, or a character that is not printable), a JWT's ``eyJ``, or a
+    query parameter's ``=``. Substring tests: a regex search costs several times more.
+    """
+    return "=" in value or ":" in value or "," in value or " " in value or "eyJ" in value or not value.isprintable()
+
+
+def milliseconds(seconds: float) -> str:
+    """``seconds`` in milliseconds with three decimals, from integers (``round`` and ``repr`` of a float cost more)."""
+    whole, micros = divmod(int(seconds * 1_000_000 + 0.5), 1000)
+    return f"{whole}.{micros:03d}"
 
 
 class AccessLog:
-    def __init__(self, fmt: str, query_params: Iterable[str], lines: LineBuffer) -> None:
+    def __init__(
+        self, fmt: str, query_params: Iterable[str], lines: LineBuffer, headers: Iterable[str] = DEFAULT_HEADERS
+    ) -> None:
+        params = list(query_params)
         self._json = fmt == "json"
-        self._secret = frozenset(p.encode() for p in query_params)
+        self._secret = frozenset(p.encode() for p in params)
+        self._redact = RedactingFormatter(headers=headers, query_params=params).redact
         self.lines = lines
+        self._second = -1
+        self._date = ""  # "YYYY-MM-DDTHH:MM:SS" of ``_second``, JSON; "HH:MM:SS", text
+        self._quoted: dict[str, str] = {}  # route names, methods, upstream origins: a few values, quoted once
 
     def close(self) -> None:
         """Write what is buffered; later lines are written at once (shutdown)."""
@@ -36,6 +79,42 @@ class AccessLog:
         if not query:
             return path
         return path + "?" + redact_query(query, self._secret)
+
+    def _masked(self, value: str) -> str:
+        return self._redact(value) if might_hold_a_secret(value) else value
+
+    def _field(self, value: str) -> str:
+        """A field the client chose, masked if it might hold a secret, as a JSON string."""
+        if value.isascii() and value.isprintable():  # then the only whitespace is " "
+            if not (
+                '"' in value
+                or "\\" in value
+                or "=" in value
+                or ":" in value
+                or "," in value
+                or " " in value
+                or "eyJ" in value
+            ):
+                return '"' + value + '"'
+        return json_string(self._masked(value))
+
+    def _quote(self, value: str) -> str:
+        quoted = self._quoted.get(value)
+        if quoted is None:
+            if len(self._quoted) >= 1024:  # methods are the client's to choose: keep the cache bounded
+                self._quoted.clear()
+            quoted = self._quoted[value] = json_string(value)
+        return quoted
+
+    def _clock(self) -> tuple[str, int]:
+        """The current second, formatted (once per second), and the milliseconds into it."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            moment = datetime.fromtimestamp(second, UTC)
+            self._date = moment.strftime("%Y-%m-%dT%H:%M:%S" if self._json else "%H:%M:%S")
+            self._second = second
+        return self._date, int((now - second) * 1000)
 
     def emit(
         self,
@@ -56,34 +135,27 @@ class AccessLog:
         close_code: int | None = None,
     ) -> None:
         """One line; ``close_code`` is set for a WebSocket (``status`` 101), whose line is written at its close."""
-        now = datetime.now(UTC)
-        shown = self.safe_path(path, query)
-        upstream_ms = None if upstream_duration is None else round(upstream_duration * 1000, 3)
+        date, millis = self._clock()
         if self._json:
-            line = orjson.dumps(
-                {
-                    "timestamp": now.isoformat(timespec="milliseconds"),
-                    "request_id": request_id,
-                    "trace_id": trace_id,
-                    "route": route,
-                    "method": method,
-                    "path": shown,
-                    "status": status,
-                    "bytes_in": bytes_in,
-                    "bytes_out": bytes_out,
-                    "duration_ms": round(duration * 1000, 3),
-                    "upstream": upstream,
-                    "upstream_ms": upstream_ms,
-                    "client": client,
-                }
-                | ({} if close_code is None else {"close_code": close_code})
-            ).decode()
-        else:
-            up = f" -> {upstream} {upstream_ms}ms" if upstream else ""
             line = (
-                f"{now:%H:%M:%S} {client} {method} {shown} {status} {bytes_out}B {duration * 1000:.1f}ms"
-                f" [{route}]{up} {request_id}"
+                f'{{"timestamp":"{date}.{millis:03d}+00:00","request_id":{self._field(request_id)},'
+                f'"trace_id":{"null" if trace_id is None else json_string(trace_id)},"route":{self._quote(route)},'
+                f'"method":{self._quote(method)},"path":{self._field(self.safe_path(path, query))},'
+                f'"status":{status},"bytes_in":{bytes_in},"bytes_out":{bytes_out},'
+                f'"duration_ms":{milliseconds(duration)},'
+                f'"upstream":{"null" if upstream is None else self._quote(upstream)},'
+                f'"upstream_ms":{"null" if upstream_duration is None else milliseconds(upstream_duration)},'
+                f'"client":{json_string(client)}'
             )
-            if close_code is not None:
-                line += f" close={close_code}"
+            self.lines.write(line + "}" if close_code is None else f'{line},"close_code":{close_code}}}')
+            return
+        shown = self._masked(self.safe_path(path, query))
+        request_id = self._masked(request_id)
+        up_ms = None if upstream_duration is None else round(upstream_duration * 1000, 3)
+        up = f" -> {upstream} {up_ms}ms" if upstream else ""
+        line = (
+            f"{date} {client} {method} {shown} {status} {bytes_out}B {duration * 1000:.1f}ms [{route}]{up} {request_id}"
+        )
+        if close_code is not None:
+            line += f" close={close_code}"
         self.lines.write(line)

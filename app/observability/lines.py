@@ -7,11 +7,12 @@ first waiting line, and on ``close()`` (the lifespan's shutdown, after uvicorn
 has waited for in-flight requests). After ``close()`` it writes through, so a
 line from a request cancelled late in shutdown is still written.
 
-Each batch is split into pieces of at most ``PIPE_BUF`` bytes that end on a
-line boundary: a write that size to a pipe is atomic, so the lines of several
-``--workers`` sharing one stdout never interleave mid-line (as with one write
-per line before). ``redact`` runs once per batch; it must only rewrite text
-within a line (``RedactingFormatter.redact`` does: its patterns stop at a newline).
+When stdout is a pipe, each batch is split into pieces of at most ``PIPE_BUF``
+bytes that end on a line boundary: a write that size to a pipe is atomic, so
+the lines of several ``--workers`` sharing one stdout never interleave
+mid-line (as with one write per line before). A regular file takes the batch
+in one write: Linux moves a shared file offset atomically per write. Lines
+arrive redacted (``app.observability.access``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import logging
 import os
 import select
+import stat
 import sys
 from collections.abc import Callable
 
@@ -41,10 +43,11 @@ def stdout_sink(data: bytes) -> None:
         stream.write(data.decode("utf-8", "replace"))
         stream.flush()
         return
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+    for piece in [data] if stat.S_ISREG(os.fstat(fd).st_mode) else pipe_sized(data):
+        view = memoryview(piece)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
 
 
 class LineBuffer:
@@ -56,12 +59,10 @@ class LineBuffer:
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         interval: float = DEFAULT_INTERVAL,
-        redact: Callable[[str], str] | None = None,
     ) -> None:
         self._sink = sink
         self._max_bytes = max_bytes
         self._interval = interval
-        self._redact = redact
         self._lines: list[str] = []
         self._size = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -94,11 +95,8 @@ class LineBuffer:
             return
         lines, self._lines, self._size = self._lines, [], 0
         text = "\n".join(lines) + "\n"
-        if self._redact is not None:
-            text = self._redact(text)
         try:
-            for piece in pipe_sized(text.encode("utf-8", "replace")):
-                self._sink(piece)
+            self._sink(text.encode("utf-8", "replace"))
         except Exception:  # as logging's handlers do: a broken stdout must not fail requests
             log.exception("could not write %d access-log line(s)", len(lines))
 

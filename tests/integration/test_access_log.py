@@ -68,6 +68,18 @@ async def test_a_credential_shaped_value_in_a_logged_field_is_masked(upstream):
     assert "eyJhbGciOi" not in written.text and "[REDACTED]" in written.text
 
 
+async def test_a_path_naming_a_credential_header_leaves_the_line_valid_json(upstream):
+    server, _ = upstream
+    written = Written()
+    async with (
+        run_gateway(route("a", "/a", server.url), access_write=written) as gw,
+        httpx.AsyncClient() as client,
+    ):
+        assert (await client.get(f"{gw.url}/a/echo/authorization")).status_code == 200
+    (line,) = written.json()
+    assert line["path"] == "/a/echo/authorization" and line["status"] == 200
+
+
 async def test_text_format_is_one_readable_line(upstream):
     server, _ = upstream
     written = Written()

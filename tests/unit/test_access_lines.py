@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+
 import anyio
 import pytest
 
-from app.observability.lines import LineBuffer, pipe_sized
-from app.observability.logging import RedactingFormatter
+from app.observability.lines import PIPE_BUF, LineBuffer, pipe_sized, stdout_sink
 
 
 class Sink:
@@ -86,12 +89,43 @@ def test_a_line_longer_than_a_pipe_write_is_a_piece_of_its_own():
     assert pipe_sized(data, limit=20) == [b"short\n", b"x" * 50 + b"\n", b"end\n"]
 
 
-def test_redaction_runs_per_batch_and_stays_within_each_line():
-    sink = Sink()
-    redact = RedactingFormatter(query_params=["token"]).redact
-    buffer = LineBuffer(sink, max_bytes=10_000, redact=redact)
-    buffer.write('{"path":"/a?token=abc"}')
-    buffer.write('{"note":"Bearer eyJa.eyJb.sig"}')
-    buffer.write('{"path":"/b"}')
-    buffer.flush()
-    assert sink.lines == ['{"path":"/a?token=[REDACTED]"}', '{"note":"Bearer [REDACTED]"}', '{"path":"/b"}']
+@pytest.mark.parametrize("target", ["file", "pipe"])
+def test_stdout_gets_a_batch_in_one_write_if_a_file_and_in_atomic_pieces_if_a_pipe(tmp_path, monkeypatch, target):
+    batch = b"".join((f"{n:04d}" * 40).encode() + b"\n" for n in range(100))  # 16,100 bytes
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    if target == "file":
+        stream = (tmp_path / "out.log").open("w")
+        read_back = (tmp_path / "out.log").read_bytes
+    else:
+        read_fd, write_fd = os.pipe()
+        stream = os.fdopen(write_fd, "w")
+        read_back = None
+    monkeypatch.setattr(sys, "stdout", stream)
+    monkeypatch.setattr(os, "write", counting_write)
+    with stream:
+        if read_back is None:
+            received = []
+            reader = threading.Thread(target=lambda: received.append(_read_all(read_fd, len(batch))))
+            reader.start()
+            stdout_sink(batch)
+            reader.join(10)
+        else:
+            stdout_sink(batch)
+    if target == "file":
+        assert writes == [len(batch)] and read_back() == batch
+    else:
+        assert received == [batch] and len(writes) > 1 and max(writes) <= PIPE_BUF
+        os.close(read_fd)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        data += os.read(fd, size - len(data))
+    return data
