@@ -118,7 +118,7 @@ class _ResponseStream(httpx.AsyncByteStream):
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         response = self._response
-        return _Body(response.content, pieces=response.content_length is not None)
+        return _Body(response.content, pieces="Content-Length" in response.headers)
 
     async def aclose(self) -> None:
         if self._closed:
