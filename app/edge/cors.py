@@ -11,6 +11,7 @@ from __future__ import annotations
 import httpx
 
 from app.config.edge import Cors
+from app.edge.fields import with_fields
 from app.edge.origins import OriginPolicy
 from app.errors import Forbidden, GatewayError, MethodNotAllowed
 from app.proxy.exchange import Exchange, Handler
@@ -21,12 +22,12 @@ from app.wire import header_value
 _SAFELISTED = frozenset({b"accept", b"accept-language", b"content-language", b"content-type"})
 _CORS_RESPONSE = frozenset(
     {
-        "access-control-allow-origin",
-        "access-control-allow-credentials",
-        "access-control-expose-headers",
-        "access-control-allow-methods",
-        "access-control-allow-headers",
-        "access-control-max-age",
+        b"access-control-allow-origin",
+        b"access-control-allow-credentials",
+        b"access-control-expose-headers",
+        b"access-control-allow-methods",
+        b"access-control-allow-headers",
+        b"access-control-max-age",
     }
 )
 
@@ -47,6 +48,20 @@ class CorsFilter:
         # With credentials (or a list), the origin is echoed and caches must key on it.
         self._echo_origin = self._credentials or not self._origin_policy.any_origin
         self.allows_origin = self._origin_policy.allows
+        # Per allowed origin, the fields an actual response gets, made once.
+        self._answers: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self._refused = [(b"vary", b"Origin")] if self._echo_origin else []
+
+    def _answer_for(self, origin: bytes) -> list[tuple[bytes, bytes]]:
+        answer = self._answers.get(origin)
+        if answer is None:
+            if len(self._answers) >= _MAX_ORIGINS:  # a regex or "*" lets through unboundedly many
+                self._answers.clear()
+            extra = self._origin_headers(origin)
+            if self._expose is not None:
+                extra.append((b"access-control-expose-headers", self._expose))
+            answer = self._answers[origin] = extra
+        return answer
 
     def _origin_headers(self, origin: bytes) -> list[tuple[bytes, bytes]]:
         out = [(b"access-control-allow-origin", origin if self._echo_origin else b"*")]
@@ -68,17 +83,14 @@ class CorsFilter:
         if origin is None or not self.allows_origin(origin):
             # The route decides who may read it: an upstream's own CORS headers never reach the browser.
             # With an echoed origin the answer differs by Origin, so caches must key on it either way.
-            extra = [(b"vary", b"Origin")] if self._echo_origin else []
-            return _with_cors(await call_next(exchange), extra)
-        extra = self._origin_headers(origin)
-        if self._expose is not None:
-            extra.append((b"access-control-expose-headers", self._expose))
+            return with_fields(await call_next(exchange), self._refused, _CORS_RESPONSE)
+        extra = self._answer_for(origin)
         try:
             response = await call_next(exchange)
         except GatewayError as exc:
             exc.headers.extend(extra)
             raise
-        return _with_cors(response, extra)
+        return with_fields(response, extra, _CORS_RESPONSE)
 
     def _preflight(self, origin: bytes, method: bytes, requested: bytes | None) -> httpx.Response:
         if not self.allows_origin(origin):
@@ -104,15 +116,4 @@ class CorsFilter:
         return httpx.Response(204, headers=headers)
 
 
-def _with_cors(response: httpx.Response, extra: list[tuple[bytes, bytes]]) -> httpx.Response:
-    """``response`` with the upstream's own CORS headers replaced by ``extra``."""
-    headers = response.headers
-    for stale in _CORS_RESPONSE.intersection(headers.keys()):
-        del headers[stale]
-    for raw_name, raw_value in extra:
-        key = raw_name.decode()
-        if key == "vary" and "vary" in headers:
-            headers["vary"] = headers["vary"] + ", Origin"
-        else:
-            headers[key] = raw_value.decode("latin-1")
-    return response
+_MAX_ORIGINS = 1024

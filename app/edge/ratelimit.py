@@ -28,6 +28,7 @@ from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimite
 
 from app.config.edge import RateLimit
 from app.config.settings import Settings
+from app.edge.fields import Fields, with_fields
 from app.edge.windows import LimitsCounter, MemoryWindows, WindowCounter
 from app.errors import GatewayError, RateLimited, RateLimitUnavailable
 from app.proxy.exchange import Exchange, Handler
@@ -36,7 +37,6 @@ from app.wire import header_value
 log = logging.getLogger("gatehouse.edge")
 
 KeyFunction = Callable[[Exchange], str]
-Fields = list[tuple[bytes, bytes]]
 
 
 class RateLimitStore:
@@ -190,17 +190,6 @@ def policy_field(names: list[bytes], items: list[RateLimitItem]) -> bytes:
     return b", ".join(
         b'"%s";q=%d;w=%d' % (name, item.amount, item.get_expiry()) for name, item in zip(names, items, strict=True)
     )
-
-
-def with_fields(response: httpx.Response, fields: Fields) -> httpx.Response:
-    """``response`` with ``fields`` added after any the upstream sent (both lists then reach the client)."""
-    headers = response.headers
-    if "ratelimit" in headers or "ratelimit-policy" in headers:
-        response.headers = httpx.Headers([*headers.raw, *fields])
-    else:
-        for name, value in fields:
-            headers[name.decode()] = value.decode()
-    return response
 
 
 def _window(item: RateLimitItem) -> str:

@@ -236,3 +236,19 @@ async def test_gateway_error_for_an_origin_not_allowed_gets_no_cors_headers():
     with pytest.raises(RateLimited) as raised:
         await f(exchange_for(route, "GET", [(b"origin", b"https://evil.test")]), Upstream(error=refusal))
     assert raised.value.headers == [(b"retry-after", b"7")]
+
+
+async def test_each_origin_keeps_its_own_answer_however_many_origins_have_called(monkeypatch):
+    monkeypatch.setattr("app.edge.cors._MAX_ORIGINS", 4)  # the per-origin answers are made once, and bounded
+    route, f = cors_filter()
+    origins = [f"https://shop{chr(97 + n)}.shop.test".replace("shop", "", 1) for n in range(10)]
+    for _ in range(2):
+        for origin in [APP, *origins]:
+            upstream = Upstream(httpx.Response(200, headers={"vary": "Accept-Encoding"}))
+            response = await f(exchange_for(route, "GET", [(b"origin", origin.encode())]), upstream)
+            assert response.headers["access-control-allow-origin"] == origin
+            assert response.headers["vary"] == "Accept-Encoding, Origin"
+            with pytest.raises(RateLimited) as raised:
+                await f(exchange_for(route, "GET", [(b"origin", origin.encode())]), Upstream(error=RateLimited("x")))
+            assert (b"access-control-allow-origin", origin.encode()) in raised.value.headers
+    assert len(f._answers) <= 4
