@@ -11,8 +11,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Sequence
-
-import uvicorn
+from typing import Any
 
 from app.config.settings import ConfigError, Settings, load_settings
 from app.serving.signals import SUPERVISOR_PID
@@ -36,31 +35,41 @@ def serve(args: argparse.Namespace) -> None:
     # After a graceful shutdown uvicorn re-raises the signal it stopped on, which
     # would end the process as "killed by SIGTERM" (143). A drained stop is a success.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    if settings.http_server == "hypercorn":
-        _serve_hypercorn(args, settings)
-        return
     if args.workers > 1:
-        # Each worker counts into files here; a scrape sums them (prometheus-client's multiprocess
-        # mode). Set before any worker imports prometheus_client. On SIGHUP uvicorn restarts the
-        # workers one by one, and each reads the config file anew; POST /reload sends that SIGHUP.
-        metrics_dir = tempfile.mkdtemp(prefix="gatehouse-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        os.environ[SUPERVISOR_PID] = str(os.getpid())  # POST /reload in a worker signals this process
-        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
-        uvicorn.run(
-            "app.main:worker_app",
-            factory=True,
-            workers=args.workers,
-            **server_options(
-                host=args.host,
-                port=args.port,
-                log_level=settings.log_level,
-                log_config=log_config,
-                shutdown_grace=settings.shutdown_grace,
-                tls=settings.tls,
-            ),
-        )
-        return
+        _serve_workers(args, settings, log_config)
+    elif settings.http_server == "hypercorn":
+        _serve_hypercorn(args, settings)
+    else:
+        _serve_uvicorn(args, settings, log_config)
+
+
+# The app factory each worker runs, by server (``app.serving.workers.SupervisedConfig``).
+WORKER_APPS = {"uvicorn": "app.main:worker_app", "hypercorn": "app.main:supervised_app"}
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings, log_config: dict[str, Any]) -> None:
+    # Each worker counts into files here; a scrape sums them (prometheus-client's multiprocess
+    # mode). Set before any worker imports prometheus_client. On SIGHUP the supervisor restarts
+    # the workers one by one, and each reads the config file anew; POST /reload sends that SIGHUP.
+    metrics_dir = tempfile.mkdtemp(prefix="gatehouse-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ[SUPERVISOR_PID] = str(os.getpid())  # POST /reload in a worker signals this process
+    atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+    from app.serving.workers import SupervisedConfig, supervise
+
+    options = server_options(
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level,
+        log_config=log_config,
+        shutdown_grace=settings.shutdown_grace,
+        tls=settings.tls,
+    )
+    app = WORKER_APPS[settings.http_server]
+    supervise(SupervisedConfig(app, http_server=settings.http_server, factory=True, workers=args.workers, **options))
+
+
+def _serve_uvicorn(args: argparse.Namespace, settings: Settings, log_config: dict[str, Any]) -> None:
     from app.main import create_app
 
     app = create_app(settings)
@@ -78,13 +87,6 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def _serve_hypercorn(args: argparse.Namespace, settings: Settings) -> None:
-    if args.workers > 1:
-        print(  # noqa: T201
-            "gatehouse: --workers runs under http_server: uvicorn only; under hypercorn run one"
-            " process per core behind a load balancer (or use uvicorn where HTTP/1.1 is enough)",
-            file=sys.stderr,
-        )
-        raise SystemExit(1)
     from app.main import create_app
     from app.serving import hypercorn_server
 

@@ -3,8 +3,9 @@
 ``app`` is built on first access, so importing this module reads no settings. It
 is wrapped in ``ServerAdoption`` (``app.serving.any_server``): under plain uvicorn
 or gunicorn's uvicorn worker it turns uvicorn's proxy headers off and drains on
-SIGTERM, as ``gatehouse serve`` does. ``worker_app`` is the factory each
-``gatehouse serve --workers N`` process runs.
+SIGTERM, as ``gatehouse serve`` does. ``supervised_app`` is the app each
+``gatehouse serve --workers N`` process serves, ``worker_app`` the factory
+uvicorn's workers call.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from app.serving.ops_listener import serve_ops
 from app.serving.signals import drain_worker_on_signals, reload_all_workers, under_supervisor
 from app.serving.uvicorn_server import settle_heap
 
-__all__ = ["create_app", "worker_app"]
+__all__ = ["create_app", "supervised_app", "worker_app"]
 
 _app: ServerAdoption | None = None
 
@@ -34,14 +35,24 @@ def create_app(
     return factory.create_app(settings, tracer=tracer, access_write=access_write, serve_ops=serve_ops)
 
 
-def worker_app() -> Any:
-    """The app factory each ``--workers`` process runs (uvicorn calls it inside its signal handling)."""
-    settings = load_settings()
+def supervised_app(settings: Settings) -> FastAPI:
+    """The app of one ``--workers`` process, under either server (``app.serving.workers``).
+
+    ``settings`` are read in the worker, so one started by a reload serves the new file;
+    a ``POST /reload`` it answers makes the supervisor restart every worker.
+    """
     app = create_app(settings)
-    drain_worker_on_signals(app.state.drain, settings.drain_delay)
     if under_supervisor():
         app.state.reloader.fan_out = reload_all_workers
     settle_heap()
+    return app
+
+
+def worker_app() -> Any:
+    """The app factory each ``--workers`` process under uvicorn runs (uvicorn calls it inside its signal handling)."""
+    settings = load_settings()
+    app = supervised_app(settings)
+    drain_worker_on_signals(app.state.drain, settings.drain_delay)
     return app
 
 

@@ -12,7 +12,8 @@ hypercorn fixes it); the version is pinned below 0.19.
 hypercorn has no header timeout or connection cap of its own;
 ``app.serving.hypercorn_limits`` adds both, so the ``server:`` block means the
 same as under uvicorn, and ``drain_delay`` holds the listener open as there.
-One process only: ``gatehouse serve --workers`` refuses hypercorn (``app.cli``).
+``run`` is one process; with ``gatehouse serve --workers N`` each worker runs it
+on the socket the supervisor bound (``app.serving.workers``).
 """
 
 from __future__ import annotations
@@ -275,11 +276,22 @@ async def serve(
     await worker_serve(wrapped, config, sockets=bound, shutdown_trigger=shutdown_trigger)
 
 
-def run(app: Any, config: HypercornConfig, drain: Drain, reloader: Reloader, drain_delay: float = 0.0) -> None:
+def run(
+    app: Any,
+    config: HypercornConfig,
+    drain: Drain,
+    reloader: Reloader,
+    drain_delay: float = 0.0,
+    *,
+    sockets: list[socket.socket] | None = None,
+    on_serving: Callable[[], None] | None = None,
+) -> None:
     """``gatehouse serve`` under hypercorn: SIGTERM/SIGINT drain and stop, SIGHUP reloads the config file.
 
     As under uvicorn (``app.serving.signals``), the listener stays open ``drain_delay``
     seconds after the first signal, with ``/readyz`` answering 503; a second signal stops at once.
+    ``sockets``: bound already (a ``--workers`` process gets its supervisor's); ``on_serving``
+    is called once they listen, after the app's start-up.
     """
 
     async def main() -> None:
@@ -293,11 +305,17 @@ def run(app: Any, config: HypercornConfig, drain: Drain, reloader: Reloader, dra
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
+        async def serving_until_stopped() -> None:
+            # hypercorn awaits its shutdown trigger once the lifespan has started and every listener is open.
+            if on_serving is not None:
+                on_serving()
+            await stop.wait()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_stop, sig, None)
         if hasattr(signal, "SIGHUP"):
             loop.add_signal_handler(signal.SIGHUP, on_reload)
-        await serve(app, config, shutdown_trigger=stop.wait)
+        await serve(app, config, shutdown_trigger=serving_until_stopped, sockets=sockets)
 
     try:
         import uvloop

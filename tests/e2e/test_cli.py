@@ -337,21 +337,6 @@ def test_serve_under_hypercorn_speaks_h2c_and_drains_on_sigterm(tmp_path: Path, 
     assert "draining" in log.read_text(errors="replace")
 
 
-def test_serve_under_hypercorn_refuses_workers(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "http_server: hypercorn\n")
-    result = subprocess.run(
-        gatehouse("serve", "--config", str(config), "--workers", "2", "--port", str(free_port())),
-        cwd=tmp_path,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 1
-    assert "--workers runs under http_server: uvicorn only" in result.stderr
-
-
 def webhook_config(tmp_path: Path) -> Path:
     """One webhook endpoint, so ``serve`` opens (and migrates) the SQLite store in ``tmp_path``."""
     return write_config(

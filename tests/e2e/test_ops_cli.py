@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,15 +32,20 @@ def write_config(path: Path, upstream: str, *names: str, **settings: object) -> 
 
 @contextlib.asynccontextmanager
 async def serve(
-    tmp_path: Path, config: Path, *extra: str, start_timeout: float = START_TIMEOUT
+    tmp_path: Path,
+    config: Path,
+    *extra: str,
+    start_timeout: float = START_TIMEOUT,
+    verify: ssl.SSLContext | None = None,
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``gatehouse serve`` until ``/readyz`` answers 200; ``verify``: it serves HTTPS, trusted by that context."""
     port = free_port()
     argv = gatehouse("serve", "--config", str(config), "--port", str(port), *extra)
     with (tmp_path / "stdout").open("wb") as out, (tmp_path / "stderr").open("wb") as err:
         proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(), stdout=out, stderr=err)
-        url = f"http://127.0.0.1:{port}"
+        url = f"{'http' if verify is None else 'https'}://127.0.0.1:{port}"
         try:
-            async with httpx.AsyncClient(timeout=1.0) as client:
+            async with httpx.AsyncClient(timeout=1.0, verify=verify or True) as client:
                 with anyio.fail_after(start_timeout):
                     while True:
                         assert proc.poll() is None, (tmp_path / "stderr").read_text(errors="replace")
@@ -90,11 +96,12 @@ async def test_access_log_is_json_on_stdout_without_credentials_and_sighup_reloa
     assert "config reloaded: generation 2, 2 route(s)" in (tmp_path / "stderr").read_text()
 
 
-async def test_metrics_are_summed_over_workers(upstream, tmp_path):
+@pytest.mark.parametrize("http_server", ["uvicorn", "hypercorn"])
+async def test_metrics_are_summed_over_workers(upstream, tmp_path, http_server):
     server, _ = upstream
     config = tmp_path / "gatehouse.yaml"
     ops = f"http://127.0.0.1:{free_port()}"  # every worker binds the ops listener (SO_REUSEPORT)
-    write_config(config, server.url, "a", ops_listen=ops.removeprefix("http://"))
+    write_config(config, server.url, "a", ops_listen=ops.removeprefix("http://"), http_server=http_server)
     async with serve(tmp_path, config, "--workers", "2", start_timeout=60) as (url, _proc):
         # A new connection per request, so both workers take some of them.
         for _ in range(30):
