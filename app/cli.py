@@ -13,9 +13,11 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
+import uvicorn
+
 from app.config.settings import ConfigError, Settings, load_settings
 from app.serving.signals import SUPERVISOR_PID
-from app.serving.uvicorn_server import ReloadingServer, configure_logging, server_config, server_options, settle_heap
+from app.serving.uvicorn_server import ReloadingServer, configure_logging, server_options, settle_heap
 
 
 def _load(config: str | None) -> Settings:
@@ -57,14 +59,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, log_config: dic
     atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
     from app.serving.workers import SupervisedConfig, supervise
 
-    options = server_options(
-        host=args.host,
-        port=args.port,
-        log_level=settings.log_level,
-        log_config=log_config,
-        shutdown_grace=settings.shutdown_grace,
-        tls=settings.tls,
-    )
+    options = _uvicorn_options(args, settings, log_config)
     app = WORKER_APPS[settings.http_server]
     supervise(SupervisedConfig(app, http_server=settings.http_server, factory=True, workers=args.workers, **options))
 
@@ -73,8 +68,13 @@ def _serve_uvicorn(args: argparse.Namespace, settings: Settings, log_config: dic
     from app.main import create_app
 
     app = create_app(settings)
-    config = server_config(
-        app,
+    config = uvicorn.Config(app, **_uvicorn_options(args, settings, log_config))
+    settle_heap()
+    ReloadingServer(config, app.state.drain, app.state.reloader, settings.drain_delay).run()
+
+
+def _uvicorn_options(args: argparse.Namespace, settings: Settings, log_config: dict[str, Any]) -> dict[str, Any]:
+    return server_options(
         host=args.host,
         port=args.port,
         log_level=settings.log_level,
@@ -82,8 +82,6 @@ def _serve_uvicorn(args: argparse.Namespace, settings: Settings, log_config: dic
         shutdown_grace=settings.shutdown_grace,
         tls=settings.tls,
     )
-    settle_heap()
-    ReloadingServer(config, app.state.drain, app.state.reloader, settings.drain_delay).run()
 
 
 def _serve_hypercorn(args: argparse.Namespace, settings: Settings) -> None:

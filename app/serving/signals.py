@@ -6,8 +6,9 @@ Kubernetes Service stops sending new connections before they would be refused.
 Then uvicorn's own handler runs: stop accepting, let in-flight exchanges finish
 for ``shutdown_grace``, run the lifespan shutdown.
 
-With ``--workers N`` uvicorn's supervisor restarts every worker, one at a time,
-on SIGHUP; each new worker reads the config file anew. A ``POST /reload``
+With ``--workers N`` (either server) uvicorn's supervisor restarts every worker,
+one at a time, on SIGHUP (``app.serving.workers``); each new worker reads the config
+file anew. A ``POST /reload``
 answered by one worker sends that SIGHUP to the supervisor, so every worker
 reloads, not just the one that answered.
 """
