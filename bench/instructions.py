@@ -1,7 +1,7 @@
 """CPU instructions per proxied request, counted by callgrind: repeatable on a shared, loaded machine.
 
     python -m bench.instructions [--baseline REV] [--response small|1mib] [--requests 400]
-                                 [--connections 8] [--access-log json|off]
+                                 [--connections 8] [--access-log json|off] [--reference]
 
 wrk's req/s, and even requests per CPU-second, move by 10-30% when other jobs share
 the machine; an instruction count does not (two runs of the same code agree within
@@ -9,7 +9,8 @@ the machine; an instruction count does not (two runs of the same code agree with
 upstream ``bench.proxy`` uses; a keep-alive client sends ``requests // 2`` warm-up
 requests, the counters are zeroed (``callgrind_control -z``), then ``requests`` more
 are sent and the counters dumped, so start-up and warm-up are not counted. With
-``--baseline REV`` the same is done for ``app/`` as of ``REV`` and the ratio printed.
+``--baseline REV`` the same is done for ``app/`` as of ``REV`` and the ratio printed;
+with ``--reference``, for the plain aiohttp proxy (``bench/ref_aiohttp_proxy.py``) too.
 
 What it cannot see: time in the kernel (socket copies, syscalls) and cache misses;
 it counts user-space instructions of the proxy process only. Use it for A/B of
@@ -41,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=400, help="requests counted (400), after half as many")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections (8)")
     parser.add_argument("--access-log", choices=("json", "off"), default="json", help="Gatehouse's access_log")
+    parser.add_argument("--reference", action="store_true", help="also count the plain aiohttp proxy")
     return parser.parse_args(argv)
 
 
@@ -74,10 +76,13 @@ def send(port: int, path: str, requests: int, connections: int, timeout: float =
 
 
 def count(bench: Bench, name: str, source: Path | None, upstream: str, args: argparse.Namespace) -> float:
-    """Instructions per request of Gatehouse from ``source`` (None: this tree)."""
+    """Instructions per request of Gatehouse from ``source`` (None: this tree), or of the aiohttp proxy."""
     port = free_port()
-    settings = {"access_log": args.access_log}
-    launch = targets.gatehouse(bench.workdir, port, upstream, bench.tools, settings=settings)
+    if name == "aiohttp":
+        launch = targets.aiohttp_proxy(bench.workdir, port, upstream, bench.tools)
+    else:
+        settings = {"access_log": args.access_log}
+        launch = targets.gatehouse(bench.workdir, port, upstream, bench.tools, settings=settings)
     out = bench.workdir / f"callgrind-{name}"
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", *launch.command]
     server = start(name, command, workdir=bench.workdir, cores=bench.cores, env=python_env(source))
@@ -117,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             tree = baseline_tree(args.baseline, bench.workdir)
             results[f"gatehouse@{args.baseline}"] = count(bench, "baseline", tree, upstream, args)
+        if args.reference:
+            results["aiohttp"] = count(bench, "aiohttp", None, upstream, args)
     finally:
         bench.close()
     print(f"{args.response} response, access_log {args.access_log}, {args.requests} requests counted")
@@ -125,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         ratio = results["gatehouse"] / results[f"gatehouse@{args.baseline}"]
         print(f"gatehouse / gatehouse@{args.baseline}: {ratio:.3f}x the instructions per request")
+    if args.reference:
+        print(f"gatehouse / aiohttp: {results['gatehouse'] / results['aiohttp']:.3f}x the instructions per request")
     return 0
 
 
