@@ -60,6 +60,10 @@ class PooledEndpoint:
         self._uniform = uniform
         # The Host header names the target, unless the route preserves the client's.
         self._rewrite_host = route.headers.upstream_host is not None and len(pool.targets) > 1
+        # The gateway builds the exchange's URL on the route's (first) upstream: a target there sends it as it is.
+        self._on_route_origin = frozenset(t.index for t in pool.targets if t.upstream.origin == route.upstream.origin)
+        # Per target, made once: what a failure in the middle of a response records.
+        self._mid_response = [_failed_mid_response(pool, target) for target in pool.targets]
 
     async def __call__(self, exchange: Exchange) -> httpx.Response:
         retries, pool = self.retries, self.pool
@@ -106,7 +110,7 @@ class PooledEndpoint:
                     await self._sleep(delay)
                     continue
             exchange.url = response.request.url
-            return watch_response(response, target.finished, _failed_mid_response(pool, target))
+            return watch_response(response, target.finished, self._mid_response[target.index])
 
     async def _send(self, exchange: Exchange, target: Target, body: httpx.AsyncByteStream | None) -> httpx.Response:
         client = target.client
@@ -114,9 +118,10 @@ class PooledEndpoint:
         headers = exchange.headers
         if self._rewrite_host and headers and headers[0][0] == b"host":
             headers = [(b"host", target.host), *headers[1:]]
+        url = exchange.url if target.index in self._on_route_origin else _on_origin(exchange.url, target.origin)
         target.in_flight += 1
         try:
-            return await send_request(exchange, client, _on_origin(exchange.url, target.origin), headers, body)
+            return await send_request(exchange, client, url, headers, body)
         except BaseException:
             target.in_flight -= 1
             raise
