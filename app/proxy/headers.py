@@ -186,7 +186,10 @@ def upstream_request_headers(
         # RFC 9110 §7.6.1: Connection must not name end-to-end fields. A client that
         # names Content-Length must not make the gateway drop its body's framing.
         listed.discard(b"content-length")
-        out = [(k, v) for k, v in out if k not in listed]
+        # Names already dropped are not in ``out`` (a trusted proxy's Forwarded is the one
+        # exception): ``Connection: keep-alive`` needs no second pass.
+        if not listed <= drop or b"forwarded" in listed:
+            out = [(k, v) for k, v in out if k not in listed]
     rid = sane_request_id(request_id)
     own_host = host if plan.upstream_host is None else plan.upstream_host
     if own_host is not None:
@@ -256,7 +259,8 @@ def client_response_headers(
         elif name == b"location":
             has_location = True
         out.append((name, value))
-    if listed:
+    # Names already dropped are not in ``out``: ``Connection: keep-alive`` (most upstreams) needs no second pass.
+    if listed and not listed <= drop:
         out = [(k, v) for k, v in out if k not in listed]
     out.extend(plan.set_response)
     out.append((b"x-request-id", request_id))

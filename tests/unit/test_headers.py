@@ -143,6 +143,19 @@ def test_route_header_rules_set_and_remove():
     assert b"x-debug" not in names(result.headers)
 
 
+def test_a_connection_field_naming_forwarded_drops_a_trusted_proxys_forwarded():
+    fields = [(b"host", b"gw.example"), (b"connection", b"Forwarded"), (b"forwarded", b"for=1.2.3.4")]
+    assert b"forwarded" not in names(inbound(fields, trusted=True).headers)
+    kept = inbound([(b"host", b"gw.example"), (b"forwarded", b"for=1.2.3.4")], trusted=True)
+    assert value(kept.headers, b"forwarded") == b"for=1.2.3.4"
+
+
+def test_connection_keep_alive_alone_changes_nothing_else_upstream():
+    with_it = inbound([(b"host", b"gw.example"), (b"connection", b"keep-alive"), (b"accept", b"*/*")])
+    without = inbound([(b"host", b"gw.example"), (b"accept", b"*/*")])
+    assert names(with_it.headers) == names(without.headers)
+
+
 def test_response_headers_drop_hop_by_hop_date_server_and_keep_cookies_apart():
     out = client_response_headers(
         [
@@ -166,6 +179,12 @@ def test_response_headers_drop_hop_by_hop_date_server_and_keep_cookies_apart():
         (b"x-frame-options", b"DENY"),
         (b"x-request-id", b"rid-1"),
     ]
+
+
+def test_response_connection_keep_alive_drops_only_itself():
+    fields = [(b"Connection", b"keep-alive"), (b"Keep-Alive", b"timeout=5"), (b"ETag", b'"a"'), (b"Vary", b"Accept")]
+    out = client_response_headers(fields, plan(), b"r")
+    assert out.headers == [(b"etag", b'"a"'), (b"vary", b"Accept"), (b"x-request-id", b"r")]
 
 
 def test_response_pass_notes_content_length_and_location():
