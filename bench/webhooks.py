@@ -4,18 +4,23 @@ For each store (SQLite, then PostgreSQL) it starts ``gatehouse serve`` as a real
 process with one Standard Webhooks endpoint and a retry schedule of ``[]``
 (one attempt, then dead), and then:
 
-1. **intake**: POSTs ``--events`` signed webhooks from ``--concurrency``
-   keep-alive connections while the delivery target is down; the figure is
-   acknowledged (202) webhooks per second, each one committed to the store
-   before its answer (the immediate failed attempt per event runs meanwhile);
+1. **intake**: wrk (C, one thread) POSTs signed webhooks for ``--duration``
+   seconds from ``--concurrency`` keep-alive connections while the delivery
+   target is down; the figure is acknowledged (202) webhooks per second, each
+   one committed to the store before its answer (the immediate failed attempt
+   per event runs meanwhile). The requests (``--events`` of them, each with its
+   own id) are signed before the clock starts, so the client costs a few
+   percent of a core (printed: ``wrk cpu-s``) and the figure is Gatehouse's;
 2. **delivery**: starts the target (``bench.sink_upstream``), replays every dead
    delivery with the ops API, and times until the store shows all of them
    delivered: deliveries per second through the dispatcher.
 
-    python -m bench.webhooks [--events 2000] [--concurrency 32] [--only sqlite,postgres]
-                             [--dispatch-concurrency 100] [--dispatch-batch 200]
+    python -m bench.webhooks [--duration 10] [--concurrency 32] [--only sqlite,postgres]
+                             [--events 30000] [--dispatch-concurrency 100] [--dispatch-batch 200]
 
-Ack latency is each webhook's time from request to 202, as the sender saw it (p50, p99).
+Ack latency is each webhook's time from request to 202 as wrk saw it (p50, p99).
+``/cpu-s`` is per CPU-second of the Gatehouse process (user + system), which moves
+much less than the rate when other jobs share the machine; the load average is printed.
 
 PostgreSQL is the local cluster at ``--postgres`` (default the tests' URL); a
 database of its own is created and dropped. Everything stays on 127.0.0.1.
@@ -26,7 +31,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
@@ -43,7 +51,8 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from app.webhooks.store import DeliveryStore
-from bench.procs import free_port
+from bench import nginx
+from bench.procs import cpu_seconds, free_port
 from tests.webhooks import ADMIN_TOKEN, SECRET, json_body, standard_headers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +61,8 @@ POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.webhooks", description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=2000, help="webhooks per store (default 2000)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of intake per store (default 10)")
+    parser.add_argument("--events", type=int, default=30000, help="webhooks signed in advance, at most sent (30000)")
     parser.add_argument("--concurrency", type=int, default=32, help="senders in parallel (default 32)")
     parser.add_argument("--only", default="sqlite,postgres", help="stores: sqlite,postgres")
     parser.add_argument("--dispatch-concurrency", type=int, default=100, help="webhook_dispatch_concurrency (100)")
@@ -129,33 +139,80 @@ async def _wait_count(
         await asyncio.sleep(0.05)
 
 
-async def _send(url: str, events: int, concurrency: int) -> tuple[float, list[float]]:
-    """POST the webhooks; returns the wall time and each one's time to acknowledge (seconds)."""
-    todo = iter(range(events))
-    latencies: list[float] = []
-    bodies = {
-        n: json_body({"n": n, "type": "invoice.paid", "data": {"id": f"in_{n}", "amount": 1999}}) for n in range(events)
+# wrk sends the pre-signed requests in order, each once (past the last one it repeats it: a duplicate,
+# answered 200, which fails the run), for --duration seconds; done() reports the 202s and latency.
+_WRK_SCRIPT = """
+local requests = dofile(%(requests)s)
+local sent = 0
+accepted, answered = 0, 0
+request = function()
+  sent = sent + 1
+  return requests[math.min(sent, #requests)]
+end
+response = function(status, headers, body)
+  answered = answered + 1
+  if status == 202 then accepted = accepted + 1 end
+end
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+done = function(summary, latency, requests)
+  local t = threads[1]
+  io.write(string.format("RESULT accepted=%%d answered=%%d seconds=%%.6f p50=%%d p99=%%d\\n",
+    t:get("accepted"), t:get("answered"), summary.duration / 1e6,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def _lua_requests(url: str, events: int) -> str:
+    """A Lua chunk returning ``events`` signed webhook requests, each with its own id."""
+    target = httpx.URL(url)
+    run = uuid.uuid4().hex[:8]
+    lines = ["return {"]
+    for n in range(events):
+        body = json_body({"n": n, "type": "invoice.paid", "data": {"id": f"in_{n}", "amount": 1999}})
+        headers = standard_headers(f"msg_{run}_{n}", body)
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        raw = (
+            f"POST {target.raw_path.decode()} HTTP/1.1\r\nHost: {target.netloc.decode()}\r\n{head}"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        lines.append(json.dumps(raw.decode()) + ",")  # a JSON string is a valid Lua string here (ASCII)
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _send(url: str, args: argparse.Namespace, server_pid: int, tmp: Path) -> dict[str, float]:
+    """POST pre-signed webhooks with wrk for ``--duration`` seconds (``--concurrency`` connections):
+    the rate, the ack latency and the server's CPU seconds. Signing happens before the clock starts, and wrk
+    (C, one thread) needs a few percent of a core, so the figure is Gatehouse's, not the client's."""
+    wrk = nginx.find_tool("wrk")
+    if wrk is None:
+        raise SystemExit("wrk not found: apt-get install wrk")
+    requests = tmp / "requests.lua"
+    requests.write_text(_lua_requests(url, args.events), encoding="utf-8")
+    script = tmp / "webhooks.lua"
+    script.write_text(_WRK_SCRIPT % {"requests": json.dumps(str(requests))}, encoding="utf-8")
+    command = [wrk, "-t1", f"-c{args.concurrency}", f"-d{args.duration}s", "--timeout", "10s", "-s", str(script), url]
+    cpu_before, started = cpu_seconds([server_pid]), resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + 60, check=False)
+    cpu_after, finished = cpu_seconds([server_pid]), resource.getrusage(resource.RUSAGE_CHILDREN)
+    match = re.search(r"RESULT accepted=(\d+) answered=(\d+) seconds=([\d.]+) p50=(\d+) p99=(\d+)", done.stdout)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    accepted, answered = int(match[1]), int(match[2])
+    if accepted < answered:
+        raise RuntimeError(f"{answered - accepted} of {answered} webhooks not answered 202 (more than --events?)")
+    seconds = float(match[3])
+    client_cpu = finished.ru_utime + finished.ru_stime - started.ru_utime - started.ru_stime
+    return {
+        "intake_per_s": answered / seconds,
+        "ack_p50_ms": int(match[4]) / 1000,
+        "ack_p99_ms": int(match[5]) / 1000,
+        "intake_server_cpu_s": cpu_after - cpu_before,
+        "intake_client_cpu_s": client_cpu,
+        "answered": answered,
     }
-
-    async def sender(client: httpx.AsyncClient) -> None:
-        for n in todo:
-            body = bodies[n]
-            sent = time.perf_counter()
-            response = await client.post(url, content=body, headers=standard_headers(f"msg_{n}", body))
-            latencies.append(time.perf_counter() - sent)
-            if response.status_code != 202:
-                raise RuntimeError(f"webhook {n}: {response.status_code} {response.text}")
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(trust_env=False, timeout=30.0, limits=limits) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(sender(client) for _ in range(concurrency)))
-        return time.perf_counter() - started, latencies
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -185,33 +242,38 @@ async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: 
         await _wait_ok(base + "/_gatehouse/healthz", proc, tmp / f"{name}-gatehouse.log")
         store = await DeliveryStore.open(store_url)
         try:
-            intake_s, latencies = await _send(base + "/hooks/bench", args.events, args.concurrency)
-            await _wait_count(store, "dead", args.events)  # each immediate attempt found the target down
+            intake = await asyncio.to_thread(_send, base + "/hooks/bench", args, proc.pid, tmp)
+            # Each immediate attempt found the target down (requests still in flight at the end may add a few).
+            await _wait_count(store, "dead", int(intake["answered"]))
             sink = [sys.executable, "-m", "bench.sink_upstream", "--port", str(target_port)]
             with _process(sink, tmp / f"{name}-sink.log") as sink_proc:
                 await _wait_ok(f"http://127.0.0.1:{target_port}/", sink_proc, tmp / f"{name}-sink.log")
                 async with httpx.AsyncClient(trust_env=False, timeout=30.0) as admin:
-                    started = time.perf_counter()
+                    await asyncio.sleep(1.0)  # the last webhooks' attempts are recorded dead
+                    cpu_before, started = cpu_seconds([proc.pid]), time.perf_counter()
                     replay = await admin.post(
                         base + "/_gatehouse/webhooks/endpoints/bench/replay-dead",
                         headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
                     )
-                    if replay.json() != {"replayed": args.events}:
+                    replayed = replay.json().get("replayed", 0) if replay.status_code == 202 else 0
+                    if replayed < intake["answered"]:
                         raise RuntimeError(f"replay-dead answered {replay.status_code} {replay.text}")
-                    delivered = await _wait_count(store, "delivered", args.events, or_dead=True)
+                    delivered = await _wait_count(store, "delivered", replayed, or_dead=True)
                     delivery_s = time.perf_counter() - started
-                    if delivered < args.events:  # an attempt timed out on a loaded machine: say so
-                        print(f"{name}: {args.events - delivered} of {args.events} deliveries failed", file=sys.stderr)
+                    delivery_cpu = cpu_seconds([proc.pid]) - cpu_before
+                    if delivered < replayed:  # an attempt timed out on a loaded machine: say so
+                        print(f"{name}: {replayed - delivered} of {replayed} deliveries failed", file=sys.stderr)
         finally:
             await store.aclose()
     return {
         "store": name,
-        "events": args.events,
+        "events": int(intake["answered"]),
         "concurrency": args.concurrency,
-        "intake_per_s": args.events / intake_s,
-        "ack_p50_ms": _percentile(latencies, 0.50) * 1000,
-        "ack_p99_ms": _percentile(latencies, 0.99) * 1000,
-        "delivery_per_s": args.events / delivery_s,
+        **intake,
+        "intake_per_cpu_s": intake["answered"] / max(intake["intake_server_cpu_s"], 0.01),
+        "delivery_per_s": replayed / delivery_s,
+        "delivery_per_cpu_s": replayed / max(delivery_cpu, 0.01),
+        "load_average": os.getloadavg()[0],
     }
 
 
@@ -238,11 +300,16 @@ def main(argv: list[str] | None = None) -> int:
         f"webhook_dispatch_batch={args.dispatch_batch} webhook_dispatch_interval=0.2, one worker, "
         "SQLite WAL synchronous=FULL; every webhook committed before its 202"
     )
-    print(f"{'store':<10} {'events':>7} {'conc':>5} {'intake/s':>10} {'ack p50':>9} {'ack p99':>9} {'delivery/s':>11}")
+    print(
+        f"{'store':<10} {'events':>7} {'conc':>5} {'intake/s':>9} {'/cpu-s':>7} {'ack p50':>9} {'ack p99':>9} "
+        f"{'wrk cpu-s':>9} {'delivery/s':>10} {'/cpu-s':>7} {'load':>5}"
+    )
     for r in results:
         print(
-            f"{r['store']:<10} {r['events']:>7} {r['concurrency']:>5} {r['intake_per_s']:>10.0f} "
-            f"{r['ack_p50_ms']:>7.1f}ms {r['ack_p99_ms']:>7.1f}ms {r['delivery_per_s']:>11.0f}"
+            f"{r['store']:<10} {r['events']:>7} {r['concurrency']:>5} {r['intake_per_s']:>9.0f} "
+            f"{r['intake_per_cpu_s']:>7.0f} {r['ack_p50_ms']:>7.1f}ms {r['ack_p99_ms']:>7.1f}ms "
+            f"{r['intake_client_cpu_s']:>9.2f} {r['delivery_per_s']:>10.0f} {r['delivery_per_cpu_s']:>7.0f} "
+            f"{r['load_average']:>5.1f}"
         )
     return 0
 
