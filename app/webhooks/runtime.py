@@ -20,6 +20,7 @@ import httpx
 from app.config.settings import Settings
 from app.observability.metrics import Metrics
 from app.outbound.clients import make_client
+from app.outbound.transport import AiohttpTransport
 
 if TYPE_CHECKING:
     from app.webhooks.batching import StoreWriter
@@ -53,10 +54,11 @@ async def open_webhooks(settings: Settings, metrics: Metrics | None = None) -> A
     store = await DeliveryStore.open(settings.webhook_store)
     concurrency = settings.webhook_dispatch_concurrency
     # Each attempt sets its own timeout (the target's); this default only bounds a call that sets none.
-    http = make_client(
-        timeout=httpx.Timeout(30.0),
-        limits=httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency),
-    )
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency)
+    # HTTP/1.1 as the proxy carries it (``upstream_transport``): on httpcore's pool, attempts to one fast
+    # target cost about half the dispatcher's CPU (its pool checks every idle connection per request).
+    transport = AiohttpTransport(limits=limits) if settings.upstream_transport == "aiohttp" else None
+    http = make_client(timeout=httpx.Timeout(30.0), transport=transport, limits=limits)
     writer = StoreWriter(store)
     dispatcher = Dispatcher(
         store,
