@@ -65,8 +65,8 @@ class MemoryWindows:
         self._fixed: dict[WindowKey, list[float]] = {}  # [reset at, count]
         self._moving: dict[WindowKey, deque[float]] = {}  # admission times, oldest first
         self._next_sweep = clock() + SWEEP_INTERVAL
-        self.fixed = _Fixed(self)
-        self.moving = _Moving(self)
+        self.fixed = _Counter(self.hit_fixed)
+        self.moving = _Counter(self.hit_moving)
 
     def hit_fixed(self, item: RateLimitItem, route: str, key: str) -> WindowHit:
         now = self._clock()
@@ -113,17 +113,11 @@ class MemoryWindows:
         self._moving.clear()
 
 
-class _Fixed:
-    def __init__(self, windows: MemoryWindows) -> None:
-        self._hit = windows.hit_fixed
+class _Counter:
+    """One strategy's ``WindowCounter`` over ``MemoryWindows`` (its ``hit`` never waits)."""
 
-    async def hit(self, item: RateLimitItem, route: str, key: str) -> WindowHit:
-        return self._hit(item, route, key)
-
-
-class _Moving:
-    def __init__(self, windows: MemoryWindows) -> None:
-        self._hit = windows.hit_moving
+    def __init__(self, hit: Callable[[RateLimitItem, str, str], WindowHit]) -> None:
+        self._hit = hit
 
     async def hit(self, item: RateLimitItem, route: str, key: str) -> WindowHit:
         return self._hit(item, route, key)
