@@ -30,6 +30,7 @@ from pathlib import Path
 from bench import nginx, targets
 from bench.procs import Cores, free_port, python_env, start, stop, wait_ready
 from bench.proxy import Bench, baseline_tree
+from bench.scaling import FEATURE_HEADERS, FEATURES, with_features
 
 RESPONSES = {"small": nginx.SMALL_PATH, "1mib": nginx.LARGE_PATH}
 READY_SECONDS = 300.0  # start-up under valgrind is 30-50x slower than without
@@ -43,12 +44,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections (8)")
     parser.add_argument("--access-log", choices=("json", "off"), default="json", help="Gatehouse's access_log")
     parser.add_argument("--reference", action="store_true", help="also count the plain aiohttp proxy")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--features",
+        default="",
+        help=f"comma list of route features, as bench.scaling sets them: {','.join(FEATURES)} (none)",
+    )
+    args = parser.parse_args(argv)
+    args.features = [f.strip() for f in args.features.split(",") if f.strip()]
+    if unknown := [f for f in args.features if f not in FEATURES]:
+        parser.error(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
+    return args
 
 
-async def _connection(port: int, path: str, count: int) -> None:
+async def _connection(port: int, path: str, count: int, headers: tuple[str, ...] = ()) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    fields = "".join(f"{field}\r\n" for field in headers)
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{fields}\r\n".encode()
     try:
         for _ in range(count):
             writer.write(request)
@@ -64,12 +75,14 @@ async def _connection(port: int, path: str, count: int) -> None:
         writer.close()
 
 
-def send(port: int, path: str, requests: int, connections: int, timeout: float = 1800.0) -> None:
+def send(
+    port: int, path: str, requests: int, connections: int, headers: tuple[str, ...] = (), timeout: float = 1800.0
+) -> None:
     """``requests`` GETs over ``connections`` keep-alive connections, bounded by ``timeout`` seconds."""
     per = max(1, requests // connections)
 
     async def run() -> None:
-        jobs = (_connection(port, path, per) for _ in range(connections))
+        jobs = (_connection(port, path, per, headers) for _ in range(connections))
         await asyncio.wait_for(asyncio.gather(*jobs), timeout)
 
     asyncio.run(run())
@@ -81,7 +94,7 @@ def count(bench: Bench, name: str, source: Path | None, upstream: str, args: arg
     if name == "aiohttp":
         launch = targets.aiohttp_proxy(bench.workdir, port, upstream, bench.tools)
     else:
-        settings = {"access_log": args.access_log}
+        settings = {"access_log": args.access_log, **(with_features(*args.features)(upstream))}
         launch = targets.gatehouse(bench.workdir, port, upstream, bench.tools, settings=settings)
     out = bench.workdir / f"callgrind-{name}"
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", *launch.command]
@@ -90,10 +103,11 @@ def count(bench: Bench, name: str, source: Path | None, upstream: str, args: arg
     path = RESPONSES[args.response]
     try:
         wait_ready(server, f"http://127.0.0.1:{port}{path}", timeout=READY_SECONDS)
-        send(port, path, args.requests // 2, args.connections)
+        headers = FEATURE_HEADERS if args.features else ()
+        send(port, path, args.requests // 2, args.connections, headers)
         subprocess.run(["callgrind_control", "-z", str(server.pid)], check=True, capture_output=True, timeout=120)
         counted = (args.requests // args.connections) * args.connections
-        send(port, path, counted, args.connections)
+        send(port, path, counted, args.connections, headers)
         subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True, capture_output=True, timeout=120)
         dump = Path(f"{out}.{server.pid}.1")
         deadline = time.monotonic() + 60
@@ -126,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             results["aiohttp"] = count(bench, "aiohttp", None, upstream, args)
     finally:
         bench.close()
-    print(f"{args.response} response, access_log {args.access_log}, {args.requests} requests counted")
+    features = f", features {'+'.join(args.features)}" if args.features else ""
+    print(f"{args.response} response, access_log {args.access_log}{features}, {args.requests} requests counted")
     for name, per_request in results.items():
         print(f"{name:<24} {per_request:>12,.0f} instructions per request")
     if args.baseline:

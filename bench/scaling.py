@@ -45,7 +45,7 @@ FEATURES: dict[str, dict[str, Any]] = {
 FEATURE_HEADERS = (f"X-API-Key: {API_KEY}", f"Origin: {ORIGIN}")
 
 
-def _with(*features: str) -> Callable[[str], dict[str, Any]]:
+def with_features(*features: str) -> Callable[[str], dict[str, Any]]:
     def settings(upstream: str) -> dict[str, Any]:
         route: dict[str, Any] = {"name": "bench", "prefix": "/", "upstream": upstream}
         for feature in features:
@@ -74,7 +74,7 @@ CASES = (
         Case(
             feature.replace("_", "-"),
             f"{feature} on the route, 64 connections",
-            settings=_with(feature),
+            settings=with_features(feature),
             headers=FEATURE_HEADERS,
         )
         for feature in FEATURES
@@ -82,7 +82,7 @@ CASES = (
     Case(
         "all-features",
         "auth (API key) + rate limit + CORS + retries on the route, 64 connections",
-        settings=_with(*FEATURES),
+        settings=with_features(*FEATURES),
         headers=FEATURE_HEADERS,
     ),
     Case("workers-2", "--workers 2 (both on the server core), 64 connections", workers=2),
