@@ -23,7 +23,7 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
 import httpx
@@ -144,7 +144,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._slots = _Slots(limits.max_connections or 1_000_000)
 
     def _open_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
+        connector = _KeepaliveCappedConnector(
+            max_keepalive=self._limits.max_keepalive_connections,
             limit=0,  # the semaphore above is the limit, so waits are timed as pool waits
             limit_per_host=0,
             keepalive_timeout=self._limits.keepalive_expiry or 0.0001,
@@ -230,6 +231,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 def _client_timeout(connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
     """One ``ClientTimeout`` per pair of timeouts (a route's are fixed), not one per request."""
     return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+
+
+class _KeepaliveCappedConnector(aiohttp.TCPConnector):
+    """A connector that keeps at most ``max_keepalive`` idle connections (``None``: no cap).
+
+    aiohttp keeps every released connection until ``keepalive_timeout``; it has no cap on idle
+    ones, which httpx's ``Limits.max_keepalive_connections`` promises (httpcore honours it). After
+    a burst of 64 the pool held 64 idle upstream sockets. Past the cap, a released connection is
+    closed instead of kept. ``_release`` is aiohttp's private hook (3.10-3.14 share its signature);
+    ``test_the_aiohttp_transport_keeps_at_most_max_keepalive_connections_idle`` catches a change.
+    """
+
+    def __init__(self, *, max_keepalive: int | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._max_keepalive = max_keepalive
+
+    def _release(self, key: Any, protocol: Any, *, should_close: bool = False) -> None:
+        if self._max_keepalive is not None and not should_close:
+            should_close = sum(map(len, self._conns.values())) >= self._max_keepalive
+        super()._release(key, protocol, should_close=should_close)
 
 
 class _Slots(asyncio.Semaphore):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 
 import aiohttp
+import anyio
 import httpx
 import pytest
 
@@ -106,3 +107,20 @@ async def test_the_aiohttp_transport_body_is_the_upstreams_bytes(upstream, path,
     assert all(chunks)  # no empty chunk is handed on
     assert head.content == b"" and head.headers["content-length"] == "100"
     assert transport.in_use == 0
+
+
+async def test_the_aiohttp_transport_keeps_at_most_max_keepalive_connections_idle(upstream):
+    """httpx's ``Limits.max_keepalive_connections`` holds on the aiohttp transport as on httpcore's."""
+    server, stats = upstream
+    transport = AiohttpTransport(limits=httpx.Limits(max_connections=10, max_keepalive_connections=2))
+    async with make_client(timeout=httpx.Timeout(5), transport=transport) as client:
+        async with anyio.create_task_group() as tasks:
+            for _ in range(8):  # overlapping, so eight connections are opened
+                tasks.start_soon(client.get, f"{server.url}/sleep?seconds=0.3")
+        assert stats.requests["/sleep"] == 8
+        # The upstream's own count of open connections: the pool closed all but two.
+        await stats.wait_for(lambda: len(server.server.server_state.connections) == 2)
+        assert transport.in_use == 0
+        response = await client.get(f"{server.url}/echo/")  # an idle one is reused
+        assert response.status_code == 200
+        assert len(server.server.server_state.connections) == 2
