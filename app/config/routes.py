@@ -45,7 +45,10 @@ class PoolLimits(ConfigModel):
     """Connection pool size, per upstream origin."""
 
     max_connections: int = Field(100, ge=1)
-    max_keepalive_connections: int = Field(20, ge=0)
+    # As many as the pool holds: a gateway under steady load reuses its upstream connections rather
+    # than closing the ones over a smaller cap and reconnecting (httpx's client default is 20);
+    # keepalive_expiry still closes the idle ones.
+    max_keepalive_connections: int = Field(100, ge=0)
     keepalive_expiry: float = Field(5.0, ge=0)
 
 
