@@ -30,7 +30,10 @@ Handler = Callable[[int, FrameType | None], Any]
 def drain_first(handle_exit: Handler, drain: Drain, delay: float) -> Handler:
     """``handle_exit`` behind a drain: the first signal starts draining and calls it ``delay`` seconds later.
 
-    A second signal calls it at once (Ctrl-C twice still stops at once); the delayed call then does nothing.
+    A second SIGINT calls it at once (Ctrl-C twice still stops at once); the delayed call then does
+    nothing. A second SIGTERM during the delay changes nothing: with ``--workers`` a worker gets one
+    from its supervisor, and another from whoever signalled the whole process group (systemd's
+    default ``KillMode=control-group``, ``timeout``), which would have cut the delay short.
     """
     forwarded = threading.Event()
 
@@ -48,8 +51,9 @@ def drain_first(handle_exit: Handler, drain: Drain, delay: float) -> Handler:
             timer.start()
         elif forwarded.is_set():
             handle_exit(signum, frame)  # a repeated signal: uvicorn's force exit
-        else:
+        elif first or signum != signal.SIGTERM:
             forward(signum, frame)
+        # else a repeated SIGTERM within the delay: the timer stops the server when the delay is over
 
     return handler
 

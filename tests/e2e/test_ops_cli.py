@@ -37,12 +37,14 @@ async def serve(
     *extra: str,
     start_timeout: float = START_TIMEOUT,
     verify: ssl.SSLContext | None = None,
+    own_group: bool = False,
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``gatehouse serve`` until ``/readyz`` answers 200; ``verify``: it serves HTTPS, trusted by that context."""
+    """``gatehouse serve`` until ``/readyz`` answers 200; ``verify``: it serves HTTPS, trusted by that context;
+    ``own_group``: in a process group of its own (its pid), for a test to signal the whole group."""
     port = free_port()
     argv = gatehouse("serve", "--config", str(config), "--port", str(port), *extra)
     with (tmp_path / "stdout").open("wb") as out, (tmp_path / "stderr").open("wb") as err:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(), stdout=out, stderr=err)
+        proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(), stdout=out, stderr=err, start_new_session=own_group)
         url = f"{'http' if verify is None else 'https'}://127.0.0.1:{port}"
         try:
             async with httpx.AsyncClient(timeout=1.0, verify=verify or True) as client:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 import anyio
@@ -166,3 +167,26 @@ async def test_a_worker_that_cannot_start_stops_the_server_with_status_3(upstrea
     stderr = result.stderr.decode(errors="replace")
     assert result.returncode == 3, stderr  # was 0 under uvicorn: a server that never served looked like a clean stop
     assert f"ops_listen {ops}: Address already in use" in stderr
+
+
+@pytest.mark.parametrize("http_server", SERVERS)
+async def test_sigterm_to_the_whole_process_group_still_drains_for_drain_delay(upstream, tmp_path, http_server):
+    """systemd's default ``KillMode=control-group`` and ``timeout`` signal every process of the group, so each
+    worker gets SIGTERM twice: from there, and from the supervisor about half a second later."""
+    server, _ = upstream
+    config = tmp_path / "gatehouse.yaml"
+    write_config(config, server.url, "a", http_server=http_server, drain_delay=3)
+    async with serve(tmp_path, config, "--workers", "2", start_timeout=60, own_group=True) as (url, proc):
+        await two_workers(proc.pid)
+        signalled = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        draining_for = []
+        with anyio.fail_after(30):
+            while proc.poll() is None:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await fresh_get(f"{url}/_gatehouse/readyz")).status_code == 503:
+                        draining_for.append(time.monotonic() - signalled)
+                await anyio.sleep(0.05)
+        assert proc.returncode == 0
+    # The listener stays open for drain_delay (3 s); a second SIGTERM used to end that wait at once.
+    assert draining_for and max(draining_for) >= 2, draining_for
