@@ -46,10 +46,17 @@ def workers_of(pid: int) -> set[int]:
 
 async def two_workers(supervisor: int, *, without: int | None = None) -> set[int]:
     """The supervisor's two workers, once it has two (and ``without`` is not one of them)."""
-    with anyio.fail_after(60):
+    with anyio.fail_after(120):  # a replacement imports the app anew: seconds on a loaded machine
         while len(workers := workers_of(supervisor)) != 2 or without in workers:
             await anyio.sleep(0.1)
     return workers
+
+
+async def workers_started(log: Path, count: int) -> None:
+    """Until ``count`` workers have logged their start-up (the supervisor knows when, but does not say)."""
+    with anyio.fail_after(120):  # a worker imports the app anew: seconds on a loaded machine
+        while log.read_text(errors="replace").count("gatehouse ready:") < count:
+            await anyio.sleep(0.1)
 
 
 def serving_worker(response: httpx.Response, supervisor: int) -> int:
@@ -132,9 +139,9 @@ async def test_connections_are_spread_over_the_workers_and_a_killed_worker_is_re
     async def served_by(want: set[int]) -> list[tuple[int, str]]:
         """New connections, one request each, until each worker of ``want`` has served one (at most 200)."""
         served: list[tuple[int, str]] = []
-        with anyio.fail_after(60):
+        with anyio.fail_after(120):
             while not want <= {worker for worker, _ in served} and len(served) < 200:
-                async with httpx.AsyncClient(http1=not http2, http2=http2, verify=verify or True, timeout=5) as client:
+                async with httpx.AsyncClient(http1=not http2, http2=http2, verify=verify or True, timeout=10) as client:
                     answer = await client.get(f"{url}/a/echo/")
                     assert answer.status_code == 200, answer.text
                     served.append((serving_worker(answer, proc.pid), answer.http_version))
@@ -142,6 +149,7 @@ async def test_connections_are_spread_over_the_workers_and_a_killed_worker_is_re
 
     async with serve(tmp_path, config, "--workers", "2", start_timeout=60, verify=verify) as (url, proc):
         workers = await two_workers(proc.pid)
+        await workers_started(tmp_path / "stderr", 2)
         served = await served_by(workers)
         assert {worker for worker, _ in served} == workers, served
         assert {version for _, version in served} == {"HTTP/2" if http2 else "HTTP/1.1"}
@@ -150,6 +158,7 @@ async def test_connections_are_spread_over_the_workers_and_a_killed_worker_is_re
         os.kill(killed, signal.SIGKILL)
         replaced = await two_workers(proc.pid, without=killed)
         assert replaced - workers and proc.poll() is None  # a new worker; the server lives on
+        await workers_started(tmp_path / "stderr", 3)
         served = await served_by(replaced)
         assert {worker for worker, _ in served} == replaced, served
 
