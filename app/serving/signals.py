@@ -59,10 +59,11 @@ def drain_first(handle_exit: Handler, drain: Drain, delay: float) -> Handler:
 
 
 def drain_worker_on_signals(drain: Drain, delay: float) -> None:
-    """In a ``--workers`` process: put the drain in front of the handlers uvicorn's server has installed.
+    """In a ``--workers`` process under uvicorn: put the drain in front of the handlers uvicorn's server installed.
 
     Call it while uvicorn loads the app: its ``Server.serve`` installs its handlers before that, and puts
-    the originals back when it stops.
+    the originals back when it stops. (A hypercorn worker runs ``hypercorn_server.run``, which installs
+    its own, as in one process.)
     """
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous = signal.getsignal(signum)
