@@ -36,6 +36,7 @@ import os
 import re
 import resource
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -50,7 +51,6 @@ import httpx
 import yaml
 from sqlalchemy.engine import make_url
 
-from app.webhooks.store import DeliveryStore
 from bench import nginx
 from bench.procs import cpu_seconds, free_port
 from tests.webhooks import ADMIN_TOKEN, SECRET, json_body, standard_headers
@@ -120,23 +120,46 @@ async def _postgres_database(base_url: str) -> AsyncIterator[str]:
         await conn.close()
 
 
-async def _count(store: DeliveryStore, status: str, limit: int) -> int:
-    return len(await store.list_deliveries(status=status, limit=limit))  # type: ignore[arg-type]
+class StatusCounts:
+    """Deliveries by status, read without disturbing the server: a read-only SQLite connection
+    (a WAL reader takes no lock; the store's own transactions are BEGIN IMMEDIATE, the write
+    lock, which would stall Gatehouse's commits) or one asyncpg connection, one COUNT per poll."""
 
+    _QUERY = "SELECT status, count(*) FROM webhook_deliveries GROUP BY status"
 
-async def _wait_count(
-    store: DeliveryStore, status: str, n: int, timeout: float = 300.0, *, or_dead: bool = False
-) -> int:
-    """Wait until ``n`` deliveries are ``status`` (with ``or_dead``: finished either way); how many are ``status``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done = await _count(store, status, n + 1)
-        finished = done + (await _count(store, "dead", n + 1) if or_dead else 0)
-        if finished >= n:
-            return done
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {done} of {n} deliveries {status} after {timeout}s")
-        await asyncio.sleep(0.05)
+    def __init__(self, store_url: str) -> None:
+        self._url = make_url(store_url)
+        self._sqlite: sqlite3.Connection | None = None
+        self._postgres: asyncpg.Connection | None = None
+
+    async def get(self) -> dict[str, int]:
+        if self._url.get_backend_name() == "sqlite":
+            if self._sqlite is None:
+                self._sqlite = sqlite3.connect(f"file:{self._url.database}?mode=ro", uri=True)
+            return dict(self._sqlite.execute(self._QUERY).fetchall())
+        if self._postgres is None:
+            self._postgres = await asyncpg.connect(
+                self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+            )
+        return {row[0]: row[1] for row in await self._postgres.fetch(self._QUERY)}
+
+    async def aclose(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
+        if self._postgres is not None:
+            await self._postgres.close()
+
+    async def wait(self, status: str, n: int, timeout: float = 300.0, *, or_dead: bool = False) -> int:
+        """Wait until ``n`` deliveries are ``status`` (``or_dead``: or dead); returns how many are ``status``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = await self.get()
+            done = counts.get(status, 0)
+            if done + (counts.get("dead", 0) if or_dead else 0) >= n:
+                return done
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {done} of {n} deliveries {status} after {timeout}s")
+            await asyncio.sleep(0.05)
 
 
 # wrk sends the pre-signed requests in order, each once (past the last one it repeats it: a duplicate,
@@ -240,11 +263,11 @@ async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: 
     base = f"http://127.0.0.1:{gh_port}"
     with _process(serve, tmp / f"{name}-gatehouse.log") as proc:
         await _wait_ok(base + "/_gatehouse/healthz", proc, tmp / f"{name}-gatehouse.log")
-        store = await DeliveryStore.open(store_url)
+        counts = StatusCounts(store_url)
         try:
             intake = await asyncio.to_thread(_send, base + "/hooks/bench", args, proc.pid, tmp)
             # Each immediate attempt found the target down (requests still in flight at the end may add a few).
-            await _wait_count(store, "dead", int(intake["answered"]))
+            await counts.wait("dead", int(intake["answered"]))
             sink = [sys.executable, "-m", "bench.sink_upstream", "--port", str(target_port)]
             with _process(sink, tmp / f"{name}-sink.log") as sink_proc:
                 await _wait_ok(f"http://127.0.0.1:{target_port}/", sink_proc, tmp / f"{name}-sink.log")
@@ -258,13 +281,13 @@ async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: 
                     replayed = replay.json().get("replayed", 0) if replay.status_code == 202 else 0
                     if replayed < intake["answered"]:
                         raise RuntimeError(f"replay-dead answered {replay.status_code} {replay.text}")
-                    delivered = await _wait_count(store, "delivered", replayed, or_dead=True)
+                    delivered = await counts.wait("delivered", replayed, or_dead=True)
                     delivery_s = time.perf_counter() - started
                     delivery_cpu = cpu_seconds([proc.pid]) - cpu_before
                     if delivered < replayed:  # an attempt timed out on a loaded machine: say so
                         print(f"{name}: {replayed - delivered} of {replayed} deliveries failed", file=sys.stderr)
         finally:
-            await store.aclose()
+            await counts.aclose()
     return {
         "store": name,
         "events": int(intake["answered"]),
