@@ -34,7 +34,7 @@ from app.errors import (
 from app.observability.access import AccessLog
 from app.observability.metrics import Metrics, RouteMetrics
 from app.observability.tracing import Tracer, trace_id_of
-from app.outbound.urls import exact_url
+from app.outbound.urls import exact_url, origin_text
 from app.proxy.body import ClientDisconnected, RequestBody
 from app.proxy.clientaddr import client_address, is_trusted
 from app.proxy.exchange import Exchange
@@ -80,6 +80,7 @@ class Gateway:
         self.tracer = tracer
         self._in_flight = metrics.in_flight
         self._no_route = metrics.no_route
+        self._origins: dict[tuple[object, ...], str] = {}  # upstream origins as the access log shows them
 
     @property
     def access_log(self) -> AccessLog | None:
@@ -134,7 +135,7 @@ class Gateway:
             bytes_in=exchange.body.received if exchange is not None and exchange.body is not None else 0,
             bytes_out=outcome.bytes_out,
             duration=duration,
-            upstream=f"{url.scheme}://{url.netloc.decode()}" if url is not None else None,
+            upstream=origin_text(url, self._origins) if url is not None else None,
             upstream_duration=exchange.upstream_seconds if exchange is not None else None,
             client=shown_client,
         )

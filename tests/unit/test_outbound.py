@@ -9,7 +9,7 @@ import yarl
 
 from app.outbound.clients import make_client
 from app.outbound.transport import map_aiohttp_errors
-from app.outbound.urls import exact_url, path_and_query, yarl_url
+from app.outbound.urls import exact_url, origin_text, path_and_query, yarl_url
 
 pytestmark = pytest.mark.anyio
 
@@ -195,3 +195,19 @@ def test_other_errors_and_success_pass_through_the_aiohttp_mapping():
         raise KeyError("not a transport error")
     with map_aiohttp_errors():
         pass
+
+
+def test_origin_text_is_httpx_s_scheme_and_netloc_per_origin_and_its_cache_stays_bounded():
+    known: dict[tuple[object, ...], str] = {}
+    for url, text in [
+        ("http://127.0.0.1:9000/a?b=1", "http://127.0.0.1:9000"),
+        ("http://127.0.0.1:9001/a", "http://127.0.0.1:9001"),
+        ("https://user:pw@Example.COM/x", "https://example.com"),
+        ("http://[::1]:8080/", "http://[::1]:8080"),
+        ("http://127.0.0.1:9000/other", "http://127.0.0.1:9000"),
+    ]:
+        assert origin_text(httpx.URL(url), known) == text
+    assert len(known) == 4
+    for port in range(2000):
+        origin_text(httpx.URL(f"http://h:{port}/"), known)
+    assert len(known) <= 1024
