@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="sqlite,postgres", help="stores: sqlite,postgres")
     parser.add_argument("--dispatch-concurrency", type=int, default=100, help="webhook_dispatch_concurrency (100)")
     parser.add_argument("--dispatch-batch", type=int, default=200, help="webhook_dispatch_batch (200)")
+    parser.add_argument(
+        "--intake-target",
+        choices=("down", "stalled"),
+        default="down",
+        help="the target during intake: down (each webhook's attempt is refused) or stalled (attempts hang)",
+    )
     parser.add_argument("--postgres", default=POSTGRES_URL, help="a database on the cluster to create one next to")
     return parser.parse_args(argv)
 
@@ -162,6 +168,33 @@ class StatusCounts:
             await asyncio.sleep(0.05)
 
 
+class StalledTarget:
+    """A target that accepts connections and never answers: attempts to it hang until ``release``."""
+
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+        self._held: list[asyncio.StreamWriter] = []
+
+    async def start(self, port: int) -> None:
+        async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._held.append(writer)
+
+        self._server = await asyncio.start_server(hold, "127.0.0.1", port, reuse_address=True)
+
+    async def stop_listening(self) -> int:
+        """Free the port for the real target, keeping the held attempts hanging; returns how many."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        return len(self._held)
+
+    def release(self) -> None:
+        """Close the held connections: those attempts fail (and, with no retries, are dead)."""
+        for writer in self._held:
+            writer.close()
+        self._held.clear()
+
+
 # wrk sends the pre-signed requests in order, each once (past the last one it repeats it: a duplicate,
 # answered 200, which fails the run), for --duration seconds; done() reports the 202s and latency.
 _WRK_SCRIPT = """
@@ -240,6 +273,9 @@ def _send(url: str, args: argparse.Namespace, server_pid: int, tmp: Path) -> dic
 
 async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     gh_port, target_port = free_port(), free_port()
+    stalled = StalledTarget() if args.intake_target == "stalled" else None
+    # A stalled attempt must outlast the intake phase, and the lease the attempt.
+    timeout = 5 if stalled is None else args.duration + 30
     config = {
         "log_level": "warning",
         "admin_token": ADMIN_TOKEN,
@@ -247,12 +283,13 @@ async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: 
         "webhook_dispatch_interval": 0.2,
         "webhook_dispatch_concurrency": args.dispatch_concurrency,
         "webhook_dispatch_batch": args.dispatch_batch,
+        "webhook_lease_seconds": max(60, timeout + 30),
         "webhooks": [
             {
                 "name": "bench",
                 "path": "/hooks/bench",
                 "verify": {"scheme": "standard", "secrets": [SECRET]},
-                "deliver_to": [{"name": "sink", "url": f"http://127.0.0.1:{target_port}/in", "timeout": 5}],
+                "deliver_to": [{"name": "sink", "url": f"http://127.0.0.1:{target_port}/in", "timeout": timeout}],
                 "retry": {"schedule": []},
             }
         ],
@@ -265,27 +302,38 @@ async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: 
         await _wait_ok(base + "/_gatehouse/healthz", proc, tmp / f"{name}-gatehouse.log")
         counts = StatusCounts(store_url)
         try:
+            if stalled is not None:
+                await stalled.start(target_port)
             intake = await asyncio.to_thread(_send, base + "/hooks/bench", args, proc.pid, tmp)
-            # Each immediate attempt found the target down (requests still in flight at the end may add a few).
-            await counts.wait("dead", int(intake["answered"]))
+            if stalled is None:
+                # Each immediate attempt found the target down (requests still in flight at the end may add a few).
+                await counts.wait("dead", int(intake["answered"]))
+            else:
+                intake["stalled_attempts"] = await stalled.stop_listening()
             sink = [sys.executable, "-m", "bench.sink_upstream", "--port", str(target_port)]
             with _process(sink, tmp / f"{name}-sink.log") as sink_proc:
                 await _wait_ok(f"http://127.0.0.1:{target_port}/", sink_proc, tmp / f"{name}-sink.log")
                 async with httpx.AsyncClient(trust_env=False, timeout=30.0) as admin:
-                    await asyncio.sleep(1.0)  # the last webhooks' attempts are recorded dead
+                    answered = int(intake["answered"])
+                    if stalled is None:
+                        await asyncio.sleep(1.0)  # the last webhooks' attempts are recorded dead
                     cpu_before, started = cpu_seconds([proc.pid]), time.perf_counter()
+                    if stalled is not None:
+                        # The held attempts fail (dead) and free their slots: the dispatcher drains the backlog.
+                        stalled.release()
+                        await counts.wait("delivered", answered, or_dead=True)
                     replay = await admin.post(
                         base + "/_gatehouse/webhooks/endpoints/bench/replay-dead",
                         headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
                     )
                     replayed = replay.json().get("replayed", 0) if replay.status_code == 202 else 0
-                    if replayed < intake["answered"]:
+                    if replay.status_code != 202 or (stalled is None and replayed < answered):
                         raise RuntimeError(f"replay-dead answered {replay.status_code} {replay.text}")
-                    delivered = await counts.wait("delivered", replayed, or_dead=True)
+                    delivered = await counts.wait("delivered", answered, or_dead=True)
                     delivery_s = time.perf_counter() - started
                     delivery_cpu = cpu_seconds([proc.pid]) - cpu_before
-                    if delivered < replayed:  # an attempt timed out on a loaded machine: say so
-                        print(f"{name}: {replayed - delivered} of {replayed} deliveries failed", file=sys.stderr)
+                    if delivered < answered:  # an attempt timed out on a loaded machine: say so
+                        print(f"{name}: {answered - delivered} of {answered} deliveries failed", file=sys.stderr)
         finally:
             await counts.aclose()
     return {
@@ -294,8 +342,8 @@ async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: 
         "concurrency": args.concurrency,
         **intake,
         "intake_per_cpu_s": intake["answered"] / max(intake["intake_server_cpu_s"], 0.01),
-        "delivery_per_s": replayed / delivery_s,
-        "delivery_per_cpu_s": replayed / max(delivery_cpu, 0.01),
+        "delivery_per_s": answered / delivery_s,
+        "delivery_per_cpu_s": answered / max(delivery_cpu, 0.01),
         "load_average": os.getloadavg()[0],
     }
 
@@ -321,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"settings: webhook_dispatch_concurrency={args.dispatch_concurrency} "
         f"webhook_dispatch_batch={args.dispatch_batch} webhook_dispatch_interval=0.2, one worker, "
+        f"target during intake {args.intake_target}, "
         "SQLite WAL synchronous=FULL; every webhook committed before its 202"
     )
     print(
