@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
+import asyncpg
 import pytest
 from sqlalchemy import insert
 
@@ -422,6 +423,25 @@ async def test_reopening_keeps_data_and_the_schema_revision(open_store, store):
     assert (await reopened.get_event(recorded.event_id)).body == BODY
     async with reopened.engine.connect() as conn:
         assert await conn.run_sync(current_revisions) == (head_revision(),)
+
+
+async def test_a_dropped_postgres_connection_costs_no_write(backend, store, request):
+    """The server drops the store's connection (a restart, ``pg_terminate_backend``): the next
+    intake still succeeds, on a new connection (pre-ping finds the dead one)."""
+    if backend != "postgres":
+        pytest.skip("Postgres only: SQLite has no server to drop a connection")
+    first = await record(store, "evt_before")
+    async with store.engine.connect() as conn:  # the connection the last write used (the one idle in the pool)
+        pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar()
+    killer = await asyncpg.connect(request.getfixturevalue("postgres_url"))
+    try:
+        assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await killer.close()
+    await anyio.sleep(0.1)  # the backend exits
+    second = await record(store, "evt_after")
+    assert second.event_id != first.event_id and not second.duplicate
+    assert (await store.get_event(second.event_id)).provider_event_id == "evt_after"
 
 
 async def test_sqlite_runs_in_wal_with_full_sync(backend, store):
