@@ -15,8 +15,16 @@ process with one Standard Webhooks endpoint and a retry schedule of ``[]``
    delivery with the ops API, and times until the store shows all of them
    delivered: deliveries per second through the dispatcher.
 
+``--intake-target stalled`` measures intake without the failed attempt: the target
+accepts connections and never answers, so its first attempts (its in-flight cap) hang
+and every later webhook is stored, claimed, refused by that cap and handed back
+pending, with no connection made (what intake costs when the target is slow). For
+delivery the held connections are closed (those attempts are dead, then replayed) and
+the dispatcher drains the pending backlog to ``bench.sink_upstream`` by polling.
+
     python -m bench.webhooks [--duration 10] [--concurrency 32] [--only sqlite,postgres]
                              [--events 30000] [--dispatch-concurrency 100] [--dispatch-batch 200]
+                             [--intake-target down|stalled]
 
 Ack latency is each webhook's time from request to 202 as wrk saw it (p50, p99).
 ``/cpu-s`` is per CPU-second of the Gatehouse process (user + system), which moves
