@@ -112,7 +112,6 @@ class AccessLog:
 
     def emit(
         self,
-        *,
         request_id: str,
         trace_id: str | None,
         route: str,
