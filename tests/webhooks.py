@@ -8,6 +8,7 @@ import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -16,6 +17,20 @@ from starlette.types import Receive, Scope, Send
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """A store clock that moves only when told to."""
+
+    def __init__(self, now: datetime = START):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
 
 
 def standard_headers(msg_id: str, body: bytes, *, secret: str = SECRET, timestamp: int | None = None) -> dict[str, str]:

@@ -9,6 +9,8 @@ import uuid
 import pytest
 
 from app.webhooks.database import create_store_engine
+from app.webhooks.store import DeliveryStore
+from tests.webhooks import FakeClock
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -31,3 +33,24 @@ async def database(backend, tmp_path, request):
             await conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def open_store(database, clock):
+    """Opens stores (each with its own engine) on this test's database; closes them all after."""
+    opened: list[DeliveryStore] = []
+    url, schema = database
+
+    async def _open(**kwargs) -> DeliveryStore:
+        store = await DeliveryStore.open(url, schema=schema, clock=kwargs.pop("clock", clock), **kwargs)
+        opened.append(store)
+        return store
+
+    yield _open
+    for store in opened:
+        await store.aclose()

@@ -52,22 +52,6 @@ BODY = b'{"id": "evt_old"}\xff raw'
 
 
 @pytest.fixture
-async def open_store(database):
-    """Opens stores on this test's database (each with its own engine); closes them all after."""
-    opened: list[DeliveryStore] = []
-    url, schema = database
-
-    async def _open() -> DeliveryStore:
-        store = await DeliveryStore.open(url, schema=schema)
-        opened.append(store)
-        return store
-
-    yield _open
-    for store in opened:
-        await store.aclose()
-
-
-@pytest.fixture
 async def engine(database):
     """An engine on this test's database (its schema first on the search path), to set up or inspect."""
     url, schema = database

@@ -1,6 +1,6 @@
 """DeliveryStore against real databases: a SQLite file in tmp_path and the local PostgreSQL.
 
-Every test runs on both backends (``backend`` and ``database`` in conftest.py).
+Every test runs on both backends (``backend``, ``database`` and ``open_store`` in conftest.py).
 Migrations have their own file, test_webhook_migrations.py.
 """
 
@@ -11,7 +11,7 @@ import sqlite3
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -23,43 +23,11 @@ from app.webhooks.database import StoreUnavailable, utc_now
 from app.webhooks.migrations import current_revisions, head_revision
 from app.webhooks.records import AttemptResult, Claim, Lease, NewEvent, ReplayResult
 from app.webhooks.store import DeliveryStore
+from tests.webhooks import START
 
 pytestmark = pytest.mark.anyio
 
-START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 LEASE = 60.0
-
-
-class FakeClock:
-    def __init__(self, now: datetime = START):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def open_store(database, clock):
-    """Opens stores (each with its own engine) on this test's database; closes them all after."""
-    opened: list[DeliveryStore] = []
-    url, schema = database
-
-    async def _open(**kwargs) -> DeliveryStore:
-        store = await DeliveryStore.open(url, schema=schema, clock=kwargs.pop("clock", clock), **kwargs)
-        opened.append(store)
-        return store
-
-    yield _open
-    for store in opened:
-        await store.aclose()
 
 
 @pytest.fixture
@@ -425,11 +393,10 @@ async def test_reopening_keeps_data_and_the_schema_revision(open_store, store):
         assert await conn.run_sync(current_revisions) == (head_revision(),)
 
 
-async def test_a_dropped_postgres_connection_costs_no_write(backend, store, request):
+@pytest.mark.parametrize("backend", ["postgres"])  # SQLite has no server to drop a connection
+async def test_a_dropped_postgres_connection_costs_no_write(store, request):
     """The server drops the store's connection (a restart, ``pg_terminate_backend``): the next
     intake still succeeds, on a new connection (pre-ping finds the dead one)."""
-    if backend != "postgres":
-        pytest.skip("Postgres only: SQLite has no server to drop a connection")
     first = await record(store, "evt_before")
     async with store.engine.connect() as conn:  # the connection the last write used (the one idle in the pool)
         pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar()
@@ -444,10 +411,8 @@ async def test_a_dropped_postgres_connection_costs_no_write(backend, store, requ
     assert (await store.get_event(second.event_id)).provider_event_id == "evt_after"
 
 
-async def test_sqlite_runs_in_wal_with_full_sync(backend, store):
-    if backend != "sqlite":
-        assert store.backend == "postgresql"
-        return
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_sqlite_runs_in_wal_with_full_sync(store):
     async with store.engine.connect() as conn:
         assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
         assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 2  # FULL
