@@ -10,7 +10,7 @@ from __future__ import annotations
 import anyio
 import httpx
 import pytest
-from playwright.async_api import async_playwright
+from playwright.async_api import Route, async_playwright
 
 from tests.e2e.test_cors_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.faults import refused_port
@@ -96,6 +96,29 @@ async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream, t
                 )
                 not_found_rows = await page.locator("#deliveries tbody tr").count()
 
+                # Two searches in a row, the first one's answer late: it must not paint over the second.
+                # (No interval refresh here, so a bad paint would stay.)
+                async def late(r: Route) -> None:
+                    await anyio.sleep(1.0)
+                    await r.continue_()
+
+                racing = await context.new_page()
+                await racing.goto(f"{gw.ops_url}/_gatehouse/?interval=600000")
+                await racing.fill("#token", ADMIN_TOKEN)
+                await racing.dispatch_event("#token", "change")
+                await racing.locator(f'tr[data-delivery="{second_id}"]').wait_for()
+                await racing.route(f"**/webhooks/deliveries/{second_id}", late)
+                await racing.fill("#provider-event-id", "msg_2")
+                await racing.dispatch_event("#provider-event-id", "change")
+                await racing.fill("#provider-event-id", "msg_unknown")
+                await racing.dispatch_event("#provider-event-id", "change")
+                await racing.wait_for_function(
+                    "document.getElementById('webhooks-note').textContent.includes('msg_unknown')"
+                )
+                await anyio.sleep(1.5)  # the msg_2 search's late answer has landed
+                raced_rows = await racing.locator("#deliveries tbody tr").count()
+                raced_note = await racing.locator("#webhooks-note").inner_text()
+
                 await page.goto(f"{bare.url}/_gatehouse/?interval=200")  # the public port: the token first
                 await page.wait_for_function("document.body.dataset.loaded === 'true'")
                 bare_before_token = await page.locator("#routes-note").inner_text()
@@ -119,6 +142,7 @@ async def test_ops_page_shows_live_state_and_replays_a_dead_delivery(upstream, t
     assert len(target.received) == 5 and after_replay_buttons == 0  # 2 x two 500s, then the replay delivered
     assert found_cells == ["msg_2", "invoice.paid", "svc"]
     assert not_found_rows == 0
+    assert (raced_rows, raced_note) == (0, "No event with provider id msg_unknown.")
     # On the public port nothing shows before the token; without webhooks the panel says so.
     assert bare_before_token == "Enter the admin token to see routes and upstreams."
     assert bare_rows_before_token == 0
