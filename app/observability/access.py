@@ -1,7 +1,7 @@
 """The access log: one line per proxied request, to stdout through a ``LineBuffer``.
 
 ``json`` (the default) writes one JSON object per line; ``text`` a short
-human-readable line for development; ``off`` nothing. Header values are never
+human-readable line for development, escaped by ``escape_text``; ``off`` nothing. Header values are never
 logged, and the values of sensitive query parameters (``redact_query_params``
 and API-key parameters) are replaced before the line is built. The fields a
 client chooses (the path with its query, the request ID) then go through
@@ -43,6 +43,22 @@ def json_string(value: str) -> str:
     if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
         return '"' + value + '"'
     return orjson.dumps(value).decode()
+
+
+_NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
+
+
+def escape_text(value: str) -> str:
+    """``value`` with every character that is not printable escaped, and ``\\`` doubled.
+
+    For the text format, as nginx's ``escape=default``: a client's path is percent-decoded, so
+    without this a ``%0D%0A`` (logged even when the request is refused) would start a forged
+    line, and a ``%1B`` would send an ANSI escape to an operator's terminal. ``\\t``, ``\\n``,
+    ``\\r`` by name, others as ``\\xHH``/``\\uHHHH``; the doubled backslash keeps it unambiguous.
+    """
+    if value.isprintable() and "\\" not in value:
+        return value
+    return "".join(ch if ch.isprintable() and ch != "\\" else _NAMED_ESCAPES.get(ch) or ascii(ch)[1:-1] for ch in value)
 
 
 def might_hold_a_secret(value: str) -> bool:
@@ -165,4 +181,4 @@ class AccessLog:
         )
         if close_code is not None:
             line += f" close={close_code}"
-        self.lines.write(line)
+        self.lines.write(escape_text(line))  # the whole line: method and client are the client's too

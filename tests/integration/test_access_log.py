@@ -93,6 +93,24 @@ async def test_text_format_is_one_readable_line(upstream):
     assert "s3cr3t-token" not in line
 
 
+async def test_text_format_escapes_control_characters_a_client_put_in_the_path(upstream):
+    server, _ = upstream
+    written = Written()
+    # Percent-decoded into scope["path"]. The CR LF is refused (400) but still logged: unescaped it
+    # would start a forged line. A tab or an ANSI escape is proxied (200).
+    forged = "/a/echo/x%0D%0A00:00:00%20203.0.113.9:1%20GET%20/admin%20200%201B%20[admin]"
+    async with (
+        run_gateway(route("a", "/a", server.url), access_log="text", access_write=written) as gw,
+        httpx.AsyncClient() as client,
+    ):
+        assert (await client.get(gw.url + forged)).status_code == 400
+        assert (await client.get(gw.url + "/a/echo/y%09%1B[2K%7F")).status_code == 200
+    refused, proxied = written.text.removesuffix("\n").split("\n")
+    assert " GET /a/echo/x\\r\\n00:00:00 203.0.113.9:1 GET /admin 200 1B [admin] 400 " in refused
+    assert " GET /a/echo/y\\t\\x1b[2K\\x7f 200 " in proxied
+    assert refused.isprintable() and proxied.isprintable()
+
+
 @pytest.mark.parametrize("settings", [{"access_log": "off"}, {"log_level": "warning"}])
 async def test_access_log_off_or_log_level_above_info_writes_nothing(upstream, settings):
     server, _ = upstream

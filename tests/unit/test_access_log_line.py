@@ -139,3 +139,18 @@ def test_text_format_is_one_readable_line():
         r" \[api\] -> http://127\.0\.0\.1:9000 10\.1ms 0f8e5c1a2b3c4d5e close=1001",
         line,
     ), line
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("/api/x\r\n12:00:00 203.0.113.9:1 GET /admin 200", "/api/x\\r\\n12:00:00 203.0.113.9:1 GET /admin 200"),
+        ("/api/\t\x1b[2K\x00\x7f", "/api/\\t\\x1b[2K\\x00\\x7f"),
+        ("/api/\x85\u2028\u2029", "/api/\\x85\\u2028\\u2029"),  # line ends to str.splitlines() and some viewers
+        ("/api/a\\nb", "/api/a\\\\nb"),  # a literal backslash: doubled, so an escape is never ambiguous
+        ("/api/ünïcödé", "/api/ünïcödé"),
+    ],
+)
+def test_text_format_escapes_control_characters_so_a_client_cannot_forge_a_line(path, shown):
+    line = one_line("text", path=path, request_id="a\x1bb")
+    assert f" GET {shown} 200 " in line and line.endswith(" a\\x1bb") and line.isprintable()
