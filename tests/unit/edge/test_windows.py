@@ -89,6 +89,23 @@ def test_windows_nobody_used_for_their_whole_expiry_are_swept():
     assert windows.hit_moving(per_hour, "api", "kept").remaining == 2  # the swept keys took nothing with them
 
 
+@pytest.mark.parametrize("strategy", ["fixed", "moving"])
+def test_rotating_keys_within_an_expiry_keeps_the_store_bounded_and_an_active_key_limited(strategy):
+    clock = Clock()
+    windows = MemoryWindows(clock, max_windows=100)
+    hit = windows.hit_fixed if strategy == "fixed" else windows.hit_moving
+    five_an_hour = parse("5/hour")
+    refused = 0
+    for n in range(1000):  # one-off keys (spoofed identities), none of them expired: no sweep frees them
+        clock.now += 0.5
+        hit(five_an_hour, "api", f"rotated-{n}")
+        if n % 10 == 0:  # the key that keeps coming back is the most recently used, never the one evicted
+            refused += not hit(five_an_hour, "api", "active").allowed
+        assert len(windows) <= 100
+    assert refused == 100 - 5
+    assert not hit(five_an_hour, "api", "active").allowed
+
+
 async def test_the_counters_are_the_windows_behind_the_strategy_names():
     clock = Clock()
     windows = MemoryWindows(clock)
