@@ -135,19 +135,19 @@ class ConnectionLimits(HttpToolsProtocol):
         self.transport.close()
 
 
-CLOSE = [(b"connection", b"close")]
+CLOSE = ((b"connection", b"close"),)  # a tuple: each error gets list(CLOSE), which filters may extend
 
 
 def unparsable_request(reason: str) -> BadRequest:
     """What a client gets for a request the server's parser refused (400); the connection is closed."""
     detail = f"The request could not be read as HTTP/1.1 ({reason.rstrip('.')}); nothing was forwarded."
-    return BadRequest(detail, headers=CLOSE)
+    return BadRequest(detail, headers=list(CLOSE))
 
 
 def head_too_large(limit: int) -> HeadersTooLarge:
     """What a client gets for a request line and header block over the server's limit (431), then closed."""
     detail = f"The request line and header block are over {limit} bytes; nothing was forwarded."
-    return HeadersTooLarge(detail, headers=CLOSE)
+    return HeadersTooLarge(detail, headers=list(CLOSE))
 
 
 def header_timeout_answer(
