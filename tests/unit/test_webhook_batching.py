@@ -110,3 +110,40 @@ async def test_items_queued_at_shutdown_are_still_flushed_and_answered():
             flush.gate.set()
     assert answers == {1: 10, 2: 20, 3: 30}
     assert flush.batches == [[1], [2, 3]]
+
+
+class Abort(BaseException):
+    """Not an ``Exception``: what no item-by-item retry catches (a KeyboardInterrupt, say)."""
+
+
+async def test_a_flush_that_aborts_wakes_its_callers_with_the_error_instead_of_leaving_them_waiting():
+    async def flush(items):
+        raise Abort(f"aborted with {list(items)}")
+
+    commits = GroupCommit(flush, max_batch=100, name="test")
+    outcomes: dict[int, BaseException] = {}
+
+    async def one(item):
+        try:
+            await commits.submit(item)
+        except Abort as exc:
+            outcomes[item] = exc
+
+    async def committer():
+        try:
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(commits.run)
+                callers_may_start.set()
+        except* Abort:  # the committer stops on it ...
+            outcomes[0] = Abort("the committer")
+
+    # The callers are not the committer's children (requests run in the server's tasks), so
+    # nothing cancels them when it stops: only their answer can end their wait.
+    callers_may_start = anyio.Event()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as callers:
+            callers.start_soon(committer)
+            await callers_may_start.wait()
+            callers.start_soon(one, 1)
+            callers.start_soon(one, 2)
+    assert sorted(outcomes) == [0, 1, 2]  # ... and both callers hear of it
