@@ -12,7 +12,9 @@ adds both with uvicorn's semantics:
   byte of each later request, and stops at the end of the header block; when it
   runs out, a client that has sent part of a request gets 408 problem+json and the
   connection is closed, one that sent nothing is closed without an answer (the
-  keep-alive wait between requests is ``keepalive_timeout``, as before);
+  keep-alive wait between requests is ``keepalive_timeout``, as before); the
+  server's shutdown (after ``drain_delay``) stops it too and closes the connection
+  without an answer, as uvicorn does;
 - a connection over ``max_connections`` has its requests answered 503 problem+json
   with ``Connection: close``, then it is closed. A connection counts until its
   client has gone: hypercorn kept an idle connection's task (and its slot) until
@@ -162,8 +164,18 @@ class LimitedTCPServer(TCPServer):
         await super().protocol_send(event)
 
     async def header_clock_rang(self) -> None:
-        await asyncio.sleep(self.limits.header_timeout)
+        terminated = self.context.terminated
+        try:
+            # The shutdown (after drain_delay) ends the wait, as it ends hypercorn's keep-alive timer:
+            # a client that never sent its header block held the server up until header_timeout.
+            async with asyncio.timeout(self.limits.header_timeout):
+                await terminated.wait()
+        except TimeoutError:
+            pass
         if not self.between_requests:
+            return
+        if terminated.is_set():  # closed without an answer, as uvicorn closes a connection with no request
+            await asyncio.shield(self._initiate_server_close())
             return
         if not self.speaks_http1:  # HTTP/2: hypercorn's keep-alive timer
             await self.idle_task.restart(self._task_group, self._idle_timeout)

@@ -3,14 +3,17 @@
 The same settings as under uvicorn (tests/integration/test_slow_clients.py runs them
 in-process under both servers): a connection over ``max_connections`` gets 503, a
 client trickling its header block gets 408, and ``drain_delay`` keeps the listener
-serving (``/readyz`` 503) before the shutdown.
+serving (``/readyz`` 503) before the shutdown, which then closes connections still
+waiting for a header block at once, not when ``header_timeout`` runs out.
 """
 
 from __future__ import annotations
 
 import json
+import select
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -132,3 +135,70 @@ def test_server_limits_and_drain_delay_apply_under_hypercorn(tmp_path: Path, ups
             assert client.get(READYZ, headers={"connection": "close"}).status_code == 503
             assert client.get("/demo/hello", headers={"connection": "close"}).status_code == 200  # still served
         assert proc.wait(timeout=STOP_TIMEOUT) == 0, log.read_text(errors="replace")
+
+
+def closed_after(socks: list[socket.socket], since: float, limit: float) -> list[tuple[bytes, float | None]]:
+    """What each of ``socks`` received until the server closed it, and when (s after ``since``; None: still open)."""
+    outcome: dict[socket.socket, tuple[bytes, float | None]] = {sock: (b"", None) for sock in socks}
+    open_ = list(socks)
+    while open_ and (left := since + limit - time.monotonic()) > 0:
+        readable, _, _ = select.select(open_, [], [], left)
+        for sock in readable:
+            received, _ = outcome[sock]
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionError:
+                chunk = b""
+            if chunk:
+                outcome[sock] = (received + chunk, None)
+            else:
+                outcome[sock] = (received, time.monotonic() - since)
+                open_.remove(sock)
+    return [outcome[sock] for sock in socks]
+
+
+def test_sigterm_closes_connections_waiting_for_a_header_block_after_the_drain_delay(
+    tmp_path: Path,
+    upstream_port: int,  # noqa: F811
+) -> None:
+    # header_timeout and shutdown_grace far longer than the bound below: only the shutdown may close them.
+    config = write_config(
+        tmp_path,
+        f"""\
+        http_server: hypercorn
+        drain_delay: 1
+        shutdown_grace: 60
+        server:
+          header_timeout: 30
+        routes:
+          - name: demo
+            prefix: /demo
+            upstream: http://127.0.0.1:{upstream_port}
+        """,
+    )
+    port = free_port()
+    log = tmp_path / "gatehouse.log"
+    argv = gatehouse("serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port))
+    with process(argv, log, cwd=tmp_path) as proc:
+        wait_until_ok(f"http://127.0.0.1:{port}{HEALTHZ}", proc, log)
+        with (
+            socket.create_connection(("127.0.0.1", port)) as silent,
+            socket.create_connection(("127.0.0.1", port)) as partial,
+        ):
+            partial.sendall(b"GET /demo/hello HTTP/1.1\r\n")  # a request line, no header block yet
+            time.sleep(0.3)  # both accepted, their header clocks running
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            (silent_answer, silent_closed), (partial_answer, partial_closed) = closed_after(
+                [silent, partial], signalled, 10
+            )
+            try:  # while the clients still hold their ends open
+                code: int | None = proc.wait(timeout=max(0.1, signalled + 10 - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                code = None
+            exited = time.monotonic() - signalled
+    assert code == 0, f"exit {code} {exited:.1f} s after SIGTERM:\n{log.read_text(errors='replace')}"
+    # Closed without an answer, as uvicorn does; not before the drain delay is over (the listener still serves).
+    assert (silent_answer, partial_answer) == (b"", b"")
+    assert silent_closed is not None and 0.9 <= silent_closed < 10
+    assert partial_closed is not None and 0.9 <= partial_closed < 10
