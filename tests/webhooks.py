@@ -102,5 +102,25 @@ class RecordingTarget:
                 await anyio.sleep(0.01)
 
 
+class CountingTarget(RecordingTarget):
+    """A RecordingTarget that also records the most attempts it had in flight at once."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(delay=delay)
+        self.in_flight = 0
+        self.peak = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 def json_body(payload: Any) -> bytes:
     return orjson.dumps(payload)

@@ -19,29 +19,9 @@ import yaml
 
 from tests.e2e.test_webhook_crash import serve
 from tests.servers import run_uvicorn
-from tests.webhooks import SECRET, RecordingTarget, json_body, standard_headers
+from tests.webhooks import SECRET, CountingTarget, RecordingTarget, json_body, standard_headers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-
-class CountingTarget(RecordingTarget):
-    """A RecordingTarget that also records the most attempts it had in flight at once."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        super().__init__(delay=delay)
-        self.in_flight = 0
-        self.peak = 0
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
-            return
-        self.in_flight += 1
-        self.peak = max(self.peak, self.in_flight)
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.in_flight -= 1
 
 
 def config(tmp_path: Path, targets: list[dict[str, Any]], **settings: Any) -> Path:
