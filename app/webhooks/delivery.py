@@ -10,6 +10,11 @@ claim of their own; otherwise ``deliver_soon`` claims them one by one (a
 replay does too) or leaves them to the next poll. A delivery whose holder
 crashed is claimed again once its lease expires, by whichever process polls first.
 
+Every lease this process takes comes with a slot already held: ``reserve`` and
+the poller take their slots before the store leases anything, and
+``deliver_soon`` claims only once it has one. A leased delivery that waited for
+a slot could outlive its lease and be claimed, and sent, a second time.
+
 Each attempt sends the stored body and headers plus ``X-Gatehouse-Event-Id``
 (the same for every attempt and target, so receivers can dedupe),
 ``X-Gatehouse-Provider-Event-Id`` when the provider sent one,
@@ -125,8 +130,8 @@ class Dispatcher:
         self._lease = lease_seconds
         self._slots = anyio.CapacityLimiter(concurrency)
         self._soon_limit = concurrency * 4  # immediate attempts queued beyond this wait for the poller
-        self._soon_queued = 0
-        self._reserved = 0  # reserved for deliveries leased at intake, not yet holding a slot
+        self._soon_queued = 0  # deliver_soon's tasks, waiting for a slot or holding one
+        self._reserved: list[object] = []  # slots held for deliveries leased at intake, not yet attempted
         self._tasks: TaskGroup | None = None
         self._wake = anyio.Event()
 
@@ -148,17 +153,20 @@ class Dispatcher:
         after the answer: no claim of their own. Each reserved delivery is given back with
         ``deliver_claimed`` or ``release``.
         """
-        free = self._slots.available_tokens - self._slots.statistics().tasks_waiting - self._reserved
-        if self._tasks is None or count > free:
+        # The slots are taken now, not when the attempts start: a task already scheduled (a
+        # deliver_soon claim) or a poller between its count and its claim would take them first.
+        if self._tasks is None or count > self._slots.available_tokens:
             return None
-        self._soon_queued += count
-        self._reserved += count
+        slots = self._take_slots(count)
+        if len(slots) < count:
+            self._give_back(slots)
+            return None
+        self._reserved += slots
         return Lease(self.owner, self._lease)
 
     def release(self, count: int) -> None:
         """Give back reserved deliveries that were not stored (a duplicate, a store failure)."""
-        self._soon_queued -= count
-        self._reserved -= count
+        self._give_back([self._reserved.pop() for _ in range(count)])
 
     def deliver_claimed(self, claimed: Sequence[ClaimedDelivery], reserved: int) -> None:
         """Attempt deliveries leased at intake now, in the background; ``reserved`` is what ``reserve`` took."""
@@ -168,7 +176,7 @@ class Dispatcher:
             if tasks is None:  # shutting down: the lease expires and a poller has them
                 self.release(len(claimed) - index)
                 return
-            tasks.start_soon(self._attempt_reserved, delivery)
+            tasks.start_soon(self._attempt_reserved, delivery, self._reserved.pop())
 
     def deliver_soon(self, delivery_ids: Iterable[int]) -> None:
         """Attempt these deliveries now, in the background (called after the intake answered)."""
@@ -186,23 +194,41 @@ class Dispatcher:
         """Poll now instead of at the next interval (after a replay)."""
         self._wake.set()
 
+    def _take_slots(self, count: int) -> list[object]:
+        """Up to ``count`` free slots, each held by a token of its own, without waiting."""
+        slots: list[object] = []
+        for _ in range(count):
+            slot = object()
+            try:
+                self._slots.acquire_on_behalf_of_nowait(slot)
+            except anyio.WouldBlock:
+                break
+            slots.append(slot)
+        return slots
+
+    def _give_back(self, slots: Iterable[object]) -> None:
+        for slot in slots:
+            self._slots.release_on_behalf_of(slot)
+
     async def _poll_forever(self, tasks: TaskGroup) -> None:
         while True:
             claimed = 0
             free = int(self._slots.available_tokens) - self._soon_queued
-            if free > 0:
+            slots = self._take_slots(min(free, self._batch)) if free > 0 else []  # before the leases
+            if slots:
+                due: list[ClaimedDelivery] = []
                 try:
                     now = time.monotonic()
                     busy = [key for key, gate in self._gates.items() if gate.saturated(now)]
-                    due = await self.store.claim_due(self.owner, self._lease, min(free, self._batch), exclude=busy)
+                    due = await self.store.claim_due(self.owner, self._lease, len(slots), exclude=busy)
                 except StoreError as exc:
                     log.warning("webhook dispatcher: cannot claim deliveries: %s", exc)
-                    due = []
+                finally:
+                    self._give_back(slots[len(due) :])
                 claimed = len(due)
-                for delivery in due:
-                    await self._slots.acquire_on_behalf_of(delivery.delivery.id)
-                    tasks.start_soon(self._attempt_and_release, delivery)
-            if claimed and claimed >= min(free, self._batch):
+                for delivery, slot in zip(due, slots, strict=False):
+                    tasks.start_soon(self._attempt_and_release, delivery, slot)
+            if claimed and claimed >= len(slots):
                 await anyio.sleep(0)  # more may be due: claim again as slots free up
                 continue
             with anyio.move_on_after(self._interval):
@@ -222,13 +248,11 @@ class Dispatcher:
         finally:
             self._soon_queued -= 1
 
-    async def _attempt_reserved(self, claimed: ClaimedDelivery) -> None:
+    async def _attempt_reserved(self, claimed: ClaimedDelivery, slot: object) -> None:
         try:
-            async with self._slots:
-                self._reserved -= 1  # (a task cancelled before this is a shutdown: the count no longer matters)
-                await self._attempt_gated(claimed)
+            await self._attempt_gated(claimed)
         finally:
-            self._soon_queued -= 1
+            self._slots.release_on_behalf_of(slot)
 
     async def _attempt_gated(self, claimed: ClaimedDelivery) -> None:
         """Attempt if the target's gate lets it in now; else hand the delivery back uncounted."""
@@ -251,11 +275,11 @@ class Dispatcher:
             if gate.in_flight == gate.max_in_flight - 1:
                 self._wake.set()  # it was full: its waiting deliveries can be claimed again
 
-    async def _attempt_and_release(self, claimed: ClaimedDelivery) -> None:
+    async def _attempt_and_release(self, claimed: ClaimedDelivery, slot: object) -> None:
         try:
             await self._attempt_gated(claimed)
         finally:
-            self._slots.release_on_behalf_of(claimed.delivery.id)
+            self._slots.release_on_behalf_of(slot)
             # A backlog drains at the pace of the attempts, not of the poll interval:
             # once half the slots are free the poller claims again.
             if self._slots.available_tokens * 2 >= self._slots.total_tokens:
