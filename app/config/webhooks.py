@@ -25,6 +25,7 @@ from pydantic import (
 from app.config.base import ConfigModel
 from app.config.edge import UpstreamAuth
 from app.config.names import HeaderValues, Name, header_name, plain_path
+from app.config.routes import CircuitBreakerOrOff, CircuitBreakerSettings
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -178,6 +179,8 @@ class DeliveryTarget(ConfigModel):
     # Pacing: at most this many attempts at once (default: half the dispatcher's slots) and per period.
     max_in_flight: int | None = Field(None, ge=1, le=1000)
     rate_limit: str | None = None  # "50/second", "1000/minute"
+    # Stop attempting a target whose attempts keep failing, then try one (on unless ``false``).
+    circuit_breaker: CircuitBreakerOrOff = Field(default_factory=CircuitBreakerSettings)
     # Only events of these types (exact, or globs like "invoice.*"); unset: every event.
     event_types: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(None, min_length=1)
 

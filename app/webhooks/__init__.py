@@ -8,5 +8,5 @@ engine and error translation), ``tables`` (the schema the queries use),
 and ``queries`` (the durable delivery store), ``intake`` (the ASGI endpoint),
 ``delivery`` (the dispatcher), ``runtime`` (what the lifespan opens).
 
-May import: ``app.config``, ``app.errors``, ``app.wire``, ``app.observability``, ``app.outbound``.
+May import: ``app.config``, ``app.errors``, ``app.wire``, ``app.observability``, ``app.outbound``, ``app.resilience``.
 """

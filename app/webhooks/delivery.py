@@ -41,6 +41,7 @@ from anyio.abc import TaskGroup
 
 from app.config.webhooks import DeliveryTarget, WebhookEndpoint, rate_limit_per_second
 from app.outbound.auth import build_upstream_auth
+from app.resilience.breaker import CircuitBreaker
 from app.webhooks.batching import StoreWriter
 from app.webhooks.database import StoreError, utc_now
 from app.webhooks.pacing import TargetGate
@@ -124,7 +125,13 @@ class Dispatcher:
             for target in endpoint.deliver_to:
                 amount, period = rate_limit_per_second(target.rate_limit) if target.rate_limit else (None, 1.0)
                 cap = target.max_in_flight or default_in_flight
-                self._gates[(endpoint.name, target.name)] = TargetGate(cap, amount, period)
+                settings = target.circuit_breaker
+                breaker = (
+                    CircuitBreaker(settings.failure_threshold, settings.reset_timeout, settings.half_open_requests)
+                    if settings
+                    else None
+                )
+                self._gates[(endpoint.name, target.name)] = TargetGate(cap, amount, period, breaker)
         self._interval = interval
         self._batch = batch
         self._lease = lease_seconds
@@ -263,17 +270,17 @@ class Dispatcher:
             return
         now = time.monotonic()
         if not gate.try_enter(now):
-            # Claimed in a batch beyond what the target may take now: pending again, this claim uncounted.
+            # More than the target may take now (or its breaker is open): pending again, this claim uncounted.
             due = utc_now() + timedelta(seconds=gate.wait_for_token(now))
             values = {"status": "pending", "next_attempt_at": due, "attempts": delivery.attempts - 1}
             await self._finish(Finish(delivery.id, self.owner, None, values))
             return
+        answered_well: bool | None = None
         try:
-            await self.attempt(claimed)
+            answered_well = await self.attempt(claimed)
         finally:
-            gate.leave()
-            if gate.in_flight == gate.max_in_flight - 1:
-                self._wake.set()  # it was full: its waiting deliveries can be claimed again
+            if gate.leave(time.monotonic(), ok=answered_well):
+                self._wake.set()  # its waiting deliveries can be claimed again
 
     async def _attempt_and_release(self, claimed: ClaimedDelivery, slot: object) -> None:
         try:
@@ -285,14 +292,18 @@ class Dispatcher:
             if self._slots.available_tokens * 2 >= self._slots.total_tokens:
                 self._wake.set()
 
-    async def attempt(self, claimed: ClaimedDelivery) -> None:
-        """One attempt of a delivery this process has leased, and its outcome recorded."""
+    async def attempt(self, claimed: ClaimedDelivery) -> bool | None:
+        """One attempt of a delivery this process has leased, and its outcome recorded.
+
+        Returns whether the target answered well, as its breaker counts it: False for no answer,
+        a 5xx or a 429 (None when no attempt was made).
+        """
         delivery = claimed.delivery
         target = self._endpoints.get(delivery.endpoint, {}).get(delivery.target)
         if target is None:
             reason = f"target {delivery.endpoint}/{delivery.target} is no longer configured"
             await self._finish(self.store.dead(delivery.id, self.owner, reason=reason))
-            return
+            return None
         started_at = utc_now()
         started = time.monotonic()
         status: int | None = None
@@ -343,6 +354,7 @@ class Dispatcher:
         if self._on_attempt is not None:
             self._on_attempt(delivery.endpoint, counted)
         await self._finish(done)
+        return status is not None and status < 500 and status != 429
 
     async def _finish(self, outcome: Finish) -> None:
         # The lease makes a failed bookkeeping call safe: the delivery is attempted again once it expires.

@@ -1,18 +1,24 @@
-"""Per-target pacing: how many attempts a target may have in flight, and how fast. Pure.
+"""Per-target pacing: how many attempts a target may have in flight, how fast, and whether at all. Pure.
 
 Each delivery target gets a ``TargetGate``: a cap on attempts in flight
-(``max_in_flight``) and a sliding window (``rate_limit``: at most ``amount``
+(``max_in_flight``), a sliding window (``rate_limit``: at most ``amount``
 attempts begin in any ``period`` seconds; a token bucket would let twice that
-through in the first period). The dispatcher
+through in the first period) and, unless the target turns it off, a circuit
+breaker (the routes' ``app.resilience.breaker``): after ``failure_threshold``
+attempts in a row fail (no answer, a 5xx or a 429), no attempt goes to the
+target for ``reset_timeout`` seconds, then one trial does. The dispatcher
 claims no delivery for a saturated target, and an attempt begins only once its
-gate lets it in, so a slow or rate-limited target waits on its own gate while
-the dispatcher's slots go to the others.
+gate lets it in, so a slow, rate-limited or down target waits on its own gate
+while the dispatcher's slots go to the others; a delivery the gate refuses is
+handed back uncounted, so a target that is down spends no one's retries.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+
+from app.resilience.breaker import CircuitBreaker
 
 
 @dataclass
@@ -22,6 +28,7 @@ class TargetGate:
     max_in_flight: int
     amount: int | None = None  # attempts per period; None: no rate limit
     period: float = 1.0
+    breaker: CircuitBreaker | None = None
     in_flight: int = 0
     _starts: deque[float] = field(default_factory=deque, repr=False)  # the last ``amount`` starts
 
@@ -33,6 +40,8 @@ class TargetGate:
         """True when an attempt could not begin now (too many in flight, or the window is full)."""
         if self.in_flight >= self.max_in_flight:
             return True
+        if self.breaker is not None and not self.breaker.allows(now):
+            return True
         if self.amount is None:
             return False
         self._expire(now)
@@ -42,20 +51,35 @@ class TargetGate:
         """Begin an attempt if the gate allows it now."""
         if self.saturated(now):
             return False
+        if self.breaker is not None and not self.breaker.acquire(now):  # (allows() said yes: a trial slot)
+            return False
         self.in_flight += 1
         if self.amount is not None:
             self._starts.append(now)
         return True
 
-    def leave(self) -> None:
-        """An attempt finished."""
+    def leave(self, now: float, *, ok: bool | None) -> bool:
+        """An attempt finished: ``ok`` says whether the target answered well (None: it was cut short).
+
+        True when the gate just opened up (it was full, or a trial closed its breaker): deliveries
+        waiting for it can be claimed again."""
+        was_full = self.in_flight >= self.max_in_flight
         self.in_flight -= 1
+        if self.breaker is None or ok is None:
+            return was_full
+        if not ok:
+            self.breaker.record_failure(now)
+            return was_full
+        was_closed = self.breaker.state(now) == "closed"
+        self.breaker.record_success(now)
+        return was_full or not was_closed
 
     def wait_for_token(self, now: float) -> float:
-        """Seconds until the window has room (0 when it has, or there is no rate limit)."""
+        """Seconds until an attempt may begin as far as rate and breaker go (0: now)."""
+        closed_in = self.breaker.retry_after(now) if self.breaker is not None else 0.0
         if self.amount is None:
-            return 0.0
+            return closed_in
         self._expire(now)
         if len(self._starts) < self.amount:
-            return 0.0
-        return max(0.0, self._starts[0] + self.period - now)
+            return closed_in
+        return max(closed_in, self._starts[0] + self.period - now)

@@ -49,7 +49,10 @@ def webhook_config(tmp_path: Path, name: str, store: str, target_port: int) -> P
                 "name": "crash",
                 "path": "/hooks/crash",
                 "verify": {"scheme": "standard", "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]},
-                "deliver_to": [{"name": "svc", "url": f"http://127.0.0.1:{target_port}/in", "timeout": 2}],
+                # The breaker off: every webhook's failed attempt is made, and must survive the kill.
+                "deliver_to": [
+                    {"name": "svc", "url": f"http://127.0.0.1:{target_port}/in", "timeout": 2, "circuit_breaker": False}
+                ],
                 # Slow enough that a down target costs few attempts, long enough never to dead-letter here.
                 "retry": {"schedule": [1.0] * 100, "jitter": 0.1},
             }

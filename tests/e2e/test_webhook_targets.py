@@ -2,7 +2,9 @@
 
 A slow target beside a fast one must not hold up the fast one's deliveries
 (fairness); ``max_in_flight`` bounds a target's concurrent attempts and
-``rate_limit`` its pace; ``event_types`` fans one endpoint out selectively.
+``rate_limit`` its pace; a failing target's breaker stops the attempts and
+spends no retries until it recovers; ``event_types`` fans one endpoint out
+selectively.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tests.webhooks import SECRET, CountingTarget, RecordingTarget, json_body, s
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
-def config(tmp_path: Path, targets: list[dict[str, Any]], **settings: Any) -> Path:
+def config(tmp_path: Path, targets: list[dict[str, Any]], retry: dict[str, Any] | None = None, **settings: Any) -> Path:
     body = {
         "log_level": "warning",
         "webhook_store": f"sqlite:///{tmp_path / 'webhooks.db'}",
@@ -35,7 +37,7 @@ def config(tmp_path: Path, targets: list[dict[str, Any]], **settings: Any) -> Pa
                 "path": "/hooks/paced",
                 "verify": {"scheme": "standard", "secrets": [SECRET]},
                 "deliver_to": targets,
-                "retry": {"schedule": [1.0] * 10, "jitter": 0.1},
+                "retry": retry or {"schedule": [1.0] * 10, "jitter": 0.1},
             }
         ],
         **settings,
@@ -132,3 +134,34 @@ async def test_event_types_fan_one_endpoint_out_by_the_providers_event_type(tmp_
     assert seen(payments) == [0, 4]
     assert seen(refunds) == [1]
     assert seen(everything) == [0, 1, 2, 3, 4]
+
+
+async def test_a_failing_targets_breaker_stops_attempts_spends_no_retries_and_closes_when_it_recovers(tmp_path):
+    events = 20
+    healthy = False
+    flaky = RecordingTarget(respond=lambda _r: (204, []) if healthy else (503, []))
+    steady = RecordingTarget()
+    async with run_uvicorn(flaky) as flaky_svc, run_uvicorn(steady) as steady_svc:
+        breaker = {"failure_threshold": 3, "reset_timeout": 1.0}
+        targets = [
+            {"name": "flaky", "url": flaky_svc.url, "max_in_flight": 1, "circuit_breaker": breaker},
+            {"name": "steady", "url": steady_svc.url},
+        ]
+        # One retry: without the breaker, every event would be dead after two 503s (40 requests).
+        path = config(tmp_path, targets, retry={"schedule": [0.1], "jitter": 0})
+        with serve(tmp_path, path, "gatehouse") as (url, _proc):
+            await send(url, events)
+            await steady.wait_for(events)  # the failing target holds up no one
+            failing_since = time.monotonic()
+            await anyio.sleep(2.5)
+            failed = len(flaky.received)
+            failing_for = time.monotonic() - failing_since
+            healthy = True
+            await flaky.wait_for(failed + events, timeout=20)
+            await anyio.sleep(0.5)  # nothing more arrives
+            after = flaky.received[failed:]
+    # Three failures open it; after that one trial per reset_timeout (each fails and reopens it).
+    assert 3 <= failed <= 3 + int(failing_for / 1.0) + 2
+    # Once a trial succeeds, every event is delivered exactly once: none spent its one retry and died.
+    delivered = sorted(orjson.loads(r.body)["n"] for r in after)
+    assert delivered == list(range(events))
