@@ -7,13 +7,19 @@ process with one Standard Webhooks endpoint and a retry schedule of ``[]``
 1. **intake**: wrk (C, one thread) POSTs signed webhooks for ``--duration``
    seconds from ``--concurrency`` keep-alive connections while the delivery
    target is down; the figure is acknowledged (202) webhooks per second, each
-   one committed to the store before its answer (the immediate failed attempt
-   per event runs meanwhile). The requests (``--events`` of them, each with its
+   one committed to the store before its answer. The target's circuit breaker
+   (on by default) opens after its first 5 refused attempts, so the rest wait
+   pending with no attempt made. The requests (``--events`` of them, each with its
    own id) are signed before the clock starts, so the client costs a few
    percent of a core (printed: ``wrk cpu-s``) and the figure is Gatehouse's;
 2. **delivery**: starts the target (``bench.sink_upstream``), replays every dead
    delivery with the ops API, and times until the store shows all of them
-   delivered: deliveries per second through the dispatcher.
+   delivered: deliveries per second through the dispatcher, from the moment the
+   target is back (the breaker's trial goes within its ``reset_timeout``, 1 s here).
+
+``--intake-target refused`` turns the breaker off: each webhook's immediate attempt is
+made and refused (dead at once, the retry schedule is ``[]``), and delivery replays
+them all.
 
 ``--intake-target stalled`` measures intake without the failed attempt: the target
 accepts connections and never answers, so its first attempts (its in-flight cap) hang
@@ -24,7 +30,7 @@ the dispatcher drains the pending backlog to ``bench.sink_upstream`` by polling.
 
     python -m bench.webhooks [--duration 10] [--concurrency 32] [--only sqlite,postgres]
                              [--events 30000] [--dispatch-concurrency 100] [--dispatch-batch 200]
-                             [--intake-target down|stalled]
+                             [--intake-target down|refused|stalled]
 
 Ack latency is each webhook's time from request to 202 as wrk saw it (p50, p99).
 ``/cpu-s`` is per CPU-second of the Gatehouse process (user + system), which moves
@@ -77,9 +83,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dispatch-batch", type=int, default=200, help="webhook_dispatch_batch (200)")
     parser.add_argument(
         "--intake-target",
-        choices=("down", "stalled"),
+        choices=("down", "refused", "stalled"),
         default="down",
-        help="the target during intake: down (each webhook's attempt is refused) or stalled (attempts hang)",
+        help="the target during intake: down (its breaker opens after 5 refused attempts), refused (breaker off: "
+        "each webhook's attempt is refused) or stalled (attempts hang)",
     )
     parser.add_argument("--postgres", default=POSTGRES_URL, help="a database on the cluster to create one next to")
     return parser.parse_args(argv)
@@ -297,7 +304,14 @@ async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: 
                 "name": "bench",
                 "path": "/hooks/bench",
                 "verify": {"scheme": "standard", "secrets": [SECRET]},
-                "deliver_to": [{"name": "sink", "url": f"http://127.0.0.1:{target_port}/in", "timeout": timeout}],
+                "deliver_to": [
+                    {
+                        "name": "sink",
+                        "url": f"http://127.0.0.1:{target_port}/in",
+                        "timeout": timeout,
+                        "circuit_breaker": args.intake_target != "refused" and {"reset_timeout": 1.0},
+                    }
+                ],
                 "retry": {"schedule": []},
             }
         ],
@@ -313,10 +327,10 @@ async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: 
             if stalled is not None:
                 await stalled.start(target_port)
             intake = await asyncio.to_thread(_send, base + "/hooks/bench", args, proc.pid, tmp)
-            if stalled is None:
+            if args.intake_target == "refused":
                 # Each immediate attempt found the target down (requests still in flight at the end may add a few).
                 await counts.wait("dead", int(intake["answered"]))
-            else:
+            elif stalled is not None:
                 intake["stalled_attempts"] = await stalled.stop_listening()
             sink = [sys.executable, "-m", "bench.sink_upstream", "--port", str(target_port)]
             with _process(sink, tmp / f"{name}-sink.log") as sink_proc:
@@ -324,7 +338,7 @@ async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: 
                 async with httpx.AsyncClient(trust_env=False, timeout=30.0) as admin:
                     answered = int(intake["answered"])
                     if stalled is None:
-                        await asyncio.sleep(1.0)  # the last webhooks' attempts are recorded dead
+                        await asyncio.sleep(1.0)  # the last webhooks' attempts are recorded
                     cpu_before, started = cpu_seconds([proc.pid]), time.perf_counter()
                     if stalled is not None:
                         # The held attempts fail (dead) and free their slots: the dispatcher drains the backlog.
@@ -335,7 +349,7 @@ async def bench_store(name: str, store_url: str, args: argparse.Namespace, tmp: 
                         headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
                     )
                     replayed = replay.json().get("replayed", 0) if replay.status_code == 202 else 0
-                    if replay.status_code != 202 or (stalled is None and replayed < answered):
+                    if replay.status_code != 202 or (args.intake_target == "refused" and replayed < answered):
                         raise RuntimeError(f"replay-dead answered {replay.status_code} {replay.text}")
                     delivered = await counts.wait("delivered", answered, or_dead=True)
                     delivery_s = time.perf_counter() - started
