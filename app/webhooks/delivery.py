@@ -7,7 +7,9 @@ and its lease never runs out while it waits. Right after intake is the fast
 path: when it has free slots (``reserve``) intake stores the new deliveries
 already leased to this process and ``deliver_claimed`` attempts them with no
 claim of their own; otherwise ``deliver_soon`` claims them one by one (a
-replay does too) or leaves them to the next poll. A delivery whose holder
+replay does too) or leaves them to the next poll. A target that is ``busy``
+(at its cap or rate, its breaker open) gets neither: its new deliveries wait,
+pending, for the poller, which claims nothing for it until its gate opens. A delivery whose holder
 crashed is claimed again once its lease expires, by whichever process polls first.
 
 Every lease this process takes comes with a slot already held: ``reserve`` and
@@ -39,9 +41,8 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
-from app.config.webhooks import DeliveryTarget, WebhookEndpoint, rate_limit_per_second
+from app.config.webhooks import DeliveryTarget, WebhookEndpoint
 from app.outbound.auth import build_upstream_auth
-from app.resilience.breaker import CircuitBreaker
 from app.webhooks.batching import StoreWriter
 from app.webhooks.database import StoreError, utc_now
 from app.webhooks.pacing import TargetGate
@@ -119,19 +120,12 @@ class Dispatcher:
         self._provider_signatures = {
             endpoint.name: provider_signature_headers(endpoint.verify) for endpoint in endpoints
         }
-        default_in_flight = max(1, concurrency // 2)
-        self._gates: dict[tuple[str, str], TargetGate] = {}
-        for endpoint in endpoints:
-            for target in endpoint.deliver_to:
-                amount, period = rate_limit_per_second(target.rate_limit) if target.rate_limit else (None, 1.0)
-                cap = target.max_in_flight or default_in_flight
-                settings = target.circuit_breaker
-                breaker = (
-                    CircuitBreaker(settings.failure_threshold, settings.reset_timeout, settings.half_open_requests)
-                    if settings
-                    else None
-                )
-                self._gates[(endpoint.name, target.name)] = TargetGate(cap, amount, period, breaker)
+        # Per target: in-flight cap (default half the slots), rate limit and breaker.
+        self._gates = {
+            (endpoint.name, target.name): TargetGate.for_target(target, default_in_flight=max(1, concurrency // 2))
+            for endpoint in endpoints
+            for target in endpoint.deliver_to
+        }
         self._interval = interval
         self._batch = batch
         self._lease = lease_seconds
@@ -196,6 +190,12 @@ class Dispatcher:
                 return
             self._soon_queued += 1
             tasks.start_soon(self._claim_and_attempt, delivery_id)
+
+    def busy(self, endpoint: str, target: str) -> bool:
+        """Whether no attempt to this target could begin now (at its cap or rate, or its breaker open):
+        intake then leases and claims none of its deliveries, and leaves them to the poller."""
+        gate = self._gates.get((endpoint, target))
+        return gate is not None and gate.saturated(time.monotonic())
 
     def wake(self) -> None:
         """Poll now instead of at the next interval (after a replay)."""
@@ -393,15 +393,3 @@ class Dispatcher:
 
 def _ms_since(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
-
-
-async def prune_forever(store: DeliveryStore, *, retention_days: float, interval: float) -> None:
-    """Delete delivered events older than the retention, now and every ``interval`` seconds."""
-    while True:
-        try:
-            pruned = await store.prune_delivered(utc_now() - timedelta(days=retention_days))
-            if pruned:
-                log.info("webhook retention: pruned %d delivered deliveries", pruned)
-        except StoreError as exc:
-            log.warning("webhook retention: prune failed: %s", exc)
-        await anyio.sleep(interval)

@@ -83,7 +83,9 @@ class WebhookIntake:
             kind = event_type(endpoint.config.event_type_source, scope["headers"], body)
             targets = tuple(t.name for t in endpoint.config.deliver_to if takes(t, kind))
             # Leased to this process as they are stored when it can attempt them at once: no claim after.
-            lease = webhooks.dispatcher.reserve(len(targets)) if targets else None
+            # A busy target's deliveries (at its cap or rate, its breaker open) are left to the poller.
+            ready = [not webhooks.dispatcher.busy(endpoint.config.name, target) for target in targets]
+            lease = webhooks.dispatcher.reserve(len(targets)) if targets and all(ready) else None
             reserved = len(targets) if lease is not None else 0
             try:
                 new = NewEvent(endpoint.config.name, event_id, headers, body, targets, kind, lease)
@@ -114,7 +116,7 @@ class WebhookIntake:
             if lease is not None:
                 webhooks.dispatcher.deliver_claimed(recorded.claimed, reserved)
             else:
-                webhooks.dispatcher.deliver_soon(recorded.delivery_ids)
+                webhooks.dispatcher.deliver_soon(i for i, r in zip(recorded.delivery_ids, ready, strict=True) if r)
 
     def _count(self, endpoint: _Endpoint, outcome: str) -> None:
         if self._metrics is not None:

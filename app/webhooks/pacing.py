@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from app.config.webhooks import DeliveryTarget, rate_limit_per_second
 from app.resilience.breaker import CircuitBreaker
 
 
@@ -31,6 +32,17 @@ class TargetGate:
     breaker: CircuitBreaker | None = None
     in_flight: int = 0
     _starts: deque[float] = field(default_factory=deque, repr=False)  # the last ``amount`` starts
+
+    @classmethod
+    def for_target(cls, target: DeliveryTarget, *, default_in_flight: int) -> TargetGate:
+        amount, period = rate_limit_per_second(target.rate_limit) if target.rate_limit else (None, 1.0)
+        settings = target.circuit_breaker
+        breaker = (
+            CircuitBreaker(settings.failure_threshold, settings.reset_timeout, settings.half_open_requests)
+            if settings
+            else None
+        )
+        return cls(target.max_in_flight or default_in_flight, amount, period, breaker)
 
     def _expire(self, now: float) -> None:
         while self._starts and self._starts[0] <= now - self.period:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import anyio
@@ -48,7 +49,7 @@ async def open_webhooks(settings: Settings, metrics: Metrics | None = None) -> A
         return
     # Imported here: the store pulls in SQLAlchemy (~11 MiB), which a gateway without webhooks never needs.
     from app.webhooks.batching import StoreWriter
-    from app.webhooks.delivery import Dispatcher, prune_forever
+    from app.webhooks.delivery import Dispatcher
     from app.webhooks.store import DeliveryStore
 
     store = await DeliveryStore.open(settings.webhook_store)
@@ -94,3 +95,17 @@ async def open_webhooks(settings: Settings, metrics: Metrics | None = None) -> A
         with anyio.CancelScope(shield=True):
             await http.aclose()
             await store.aclose()
+
+
+async def prune_forever(store: DeliveryStore, *, retention_days: float, interval: float) -> None:
+    """Delete delivered events older than the retention, now and every ``interval`` seconds."""
+    from app.webhooks.database import StoreError, utc_now  # (SQLAlchemy: imported with the store)
+
+    while True:
+        try:
+            pruned = await store.prune_delivered(utc_now() - timedelta(days=retention_days))
+            if pruned:
+                log.info("webhook retention: pruned %d delivered deliveries", pruned)
+        except StoreError as exc:
+            log.warning("webhook retention: prune failed: %s", exc)
+        await anyio.sleep(interval)

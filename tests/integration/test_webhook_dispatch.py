@@ -129,3 +129,42 @@ async def test_a_burst_at_a_capped_target_is_sent_once_each_never_beyond_max_in_
     assert sorted(sent) == sorted(str(d.id) for d in deliveries)
     assert [d.attempts for d in deliveries] == [1] * events
     assert target.peak == 2
+
+
+async def test_intake_leaves_a_busy_targets_deliveries_to_the_poller_with_no_claim_or_hand_back(tmp_path: Path):
+    # The target may take one attempt at a time and is holding one: the next webhooks' deliveries cannot
+    # begin, so intake neither leases them (an attempt would be refused by the gate and the delivery
+    # written back) nor claims them: each costs its intake's write and nothing more. They go once it frees.
+    events, delay = 10, 0.4  # (under the target's 1 s timeout)
+    target = CountingTarget(delay=delay)
+    async with run_uvicorn(target) as svc:
+        async with run_gateway(
+            webhooks=[hook("busy", svc.url, 1, 1)],
+            webhook_store=f"sqlite:///{tmp_path / 'webhooks.db'}",
+            webhook_dispatch_interval=0.05,
+        ) as gw:
+            webhooks = gw.state["webhooks"]
+            assert webhooks is not None
+            async with httpx.AsyncClient(base_url=gw.url, timeout=10.0) as client:
+
+                async def post(n: int) -> None:
+                    body = json_body({"n": n})
+                    response = await client.post("/hooks/busy", content=body, headers=standard_headers(f"b{n}", body))
+                    assert response.status_code == 202
+
+                await post(0)
+                await target.wait_for(1)  # its attempt holds the target's one place
+                written_before = webhooks.writer.commits.items
+                for n in range(1, events + 1):
+                    await post(n)
+                await anyio.sleep(0.1)  # (an attempt refused by the gate would be written back by now)
+                written = webhooks.writer.commits.items - written_before
+            with anyio.fail_after(delay * (events + 1) + 5):
+                while True:
+                    deliveries = await webhooks.store.list_deliveries(limit=100)
+                    if len(deliveries) == events + 1 and all(d.status == "delivered" for d in deliveries):
+                        break
+                    await anyio.sleep(0.05)
+    assert written == events  # the intakes, and no claim or hand-back
+    assert sorted(Counter(r.headers["x-gatehouse-delivery-id"] for r in target.received).values()) == [1] * (events + 1)
+    assert [d.attempts for d in deliveries] == [1] * (events + 1)
