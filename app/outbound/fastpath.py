@@ -24,14 +24,24 @@ works around one httpx 0.28 behaviour, is pinned by
     lower-case bytes, as the gateway's are). This builds the same request, with
     the same automatic ``Host`` and ``Content-Length: 0`` httpx would add, from
     headers normalised once.
+
+``body_chunks``
+    ``send(stream=True)`` wraps the transport's stream in a ``BoundAsyncStream``
+    whose ``__aiter__`` is an async generator that only re-yields the inner
+    stream's chunks: a generator object, a second ``__anext__`` per chunk, and
+    the event loop's async-generator hooks (a ``WeakSet`` entry added on first
+    iteration and removed when it is finalised) per response. Iterating the
+    inner stream gives the same bytes; ``response.aclose()`` still goes through
+    ``BoundAsyncStream.aclose`` (``elapsed`` set, the inner stream closed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import httpx
+from httpx._client import BoundAsyncStream
 
 # What a closed response's stream becomes; reading it again still raises httpx.StreamClosed.
 _SPENT = httpx.ByteStream(b"")
@@ -85,3 +95,14 @@ def build_request(
     if stream is None:
         stream = _SPENT
     return httpx.Request(method, url, headers=raw_headers(headers), stream=stream, extensions=extensions)
+
+
+def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """An iterator over ``response``'s raw body, one layer nearer the transport (see the module docstring).
+
+    ``response.aclose()`` must still be called, as for ``response.stream``.
+    """
+    stream = response.stream
+    if type(stream) is BoundAsyncStream:
+        stream = stream._stream
+    return stream.__aiter__()  # type: ignore[union-attr]

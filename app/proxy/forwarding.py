@@ -19,7 +19,7 @@ import httpx
 from starlette.types import Receive, Send
 
 from app.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from app.outbound.fastpath import build_request, release
+from app.outbound.fastpath import body_chunks, build_request, release
 from app.proxy.body import ClientDisconnected
 from app.proxy.exchange import Exchange
 from app.proxy.headers import client_response_headers
@@ -195,7 +195,7 @@ async def relay_response(exchange: Exchange, response: httpx.Response, send: Sen
         if exchange.trailers:
             start["trailers"] = True
         await send(start)
-        chunks = response.stream.__aiter__()  # type: ignore[union-attr]
+        chunks = body_chunks(response)
         try:
             with map_upstream_errors(route.name):
                 first = await _next(chunks)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import weakref
 
 import httpx
 import pytest
 
 from app.outbound.clients import make_client
-from app.outbound.fastpath import build_request, raw_headers, release
+from app.outbound.fastpath import body_chunks, build_request, raw_headers, release
 
 URL = httpx.URL("http://upstream.test:8080/v1/x?q=%7C")
 HEADERS = [(b"host", b"upstream.test:8080"), (b"accept", b"*/*"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
@@ -110,3 +111,50 @@ async def test_release_leaves_an_open_response_alone():
         release(response)
         assert response.stream is stream
         assert await response.aread() == b"body"
+
+
+class PlainChunks(httpx.AsyncByteStream):
+    """A transport stream whose iterator is a plain object (as the aiohttp transport's is), not an async generator."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.closed = False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self.chunks:
+            raise StopAsyncIteration
+        return self.chunks.pop(0)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.anyio
+async def test_body_chunks_are_the_transport_streams_own_and_aclose_still_goes_through_httpx():
+    inner = PlainChunks([b"a", b"bc"])
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, stream=inner))
+    client = make_client(timeout=httpx.Timeout(5.0), transport=transport)
+    async with client:
+        response = await client.send(client.build_request("GET", URL), stream=True)
+        chunks = body_chunks(response)
+        assert chunks is inner  # no async generator between the relay and the transport
+        assert [chunk async for chunk in chunks] == [b"a", b"bc"]
+        await response.aclose()
+        assert inner.closed and response.is_closed
+        assert response.elapsed.total_seconds() >= 0  # BoundAsyncStream.aclose ran
+
+
+@pytest.mark.anyio
+async def test_httpx_still_wraps_the_body_in_an_async_generator():
+    """When this fails, httpx no longer adds the layer and ``body_chunks`` can be ``response.stream.__aiter__()``."""
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, stream=PlainChunks([b"x"])))
+    client = make_client(timeout=httpx.Timeout(5.0), transport=transport)
+    async with client:
+        response = await client.send(client.build_request("GET", URL), stream=True)
+        through_httpx = response.stream.__aiter__()
+        assert inspect.isasyncgen(through_httpx)
+        await through_httpx.aclose()
+        await response.aclose()
