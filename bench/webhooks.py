@@ -76,7 +76,7 @@ POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.webhooks", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds of intake per store (default 10)")
-    parser.add_argument("--events", type=int, default=30000, help="webhooks signed in advance, at most sent (30000)")
+    parser.add_argument("--events", type=int, default=100000, help="webhooks signed in advance, at most sent (100000)")
     parser.add_argument("--concurrency", type=int, default=32, help="senders in parallel (default 32)")
     parser.add_argument("--only", default="sqlite,postgres", help="stores: sqlite,postgres")
     parser.add_argument("--dispatch-concurrency", type=int, default=100, help="webhook_dispatch_concurrency (100)")
