@@ -101,6 +101,22 @@ def write_config(tmp_path: Path, text: str) -> Path:
     return path
 
 
+@contextmanager
+def serve_demo(
+    tmp_path: Path, upstream_port: int, settings: str = ""
+) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """``gatehouse serve`` with ``settings`` (YAML) and a ``demo`` route (``/demo`` to the upstream, prefix
+    kept); yields the process, its port and its log once it answers."""
+    routes = f"routes:\n  - name: demo\n    prefix: /demo\n    upstream: http://127.0.0.1:{upstream_port}\n"
+    config = write_config(tmp_path, textwrap.dedent(settings) + routes)
+    port = free_port()
+    log = tmp_path / "gatehouse.log"
+    argv = gatehouse("serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port))
+    with process(argv, log, cwd=tmp_path) as proc:
+        wait_until_ok(f"http://127.0.0.1:{port}{HEALTHZ}", proc, log)
+        yield proc, port, log
+
+
 def check_config(path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         gatehouse("check-config", str(path)),
@@ -307,22 +323,8 @@ def test_run_demo_serves_demo_hello_and_stops_both_children(tmp_path: Path) -> N
 
 
 def test_serve_under_hypercorn_speaks_h2c_and_drains_on_sigterm(tmp_path: Path, upstream_port: int) -> None:
-    config = write_config(
-        tmp_path,
-        f"""\
-        http_server: hypercorn
-        routes:
-          - name: demo
-            prefix: /demo
-            upstream: http://127.0.0.1:{upstream_port}
-        """,
-    )
-    port = free_port()
-    log = tmp_path / "gatehouse.log"
-    argv = gatehouse("serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port))
-    with process(argv, log, cwd=tmp_path) as proc:
+    with serve_demo(tmp_path, upstream_port, "http_server: hypercorn\n") as (proc, port, log):
         base = f"http://127.0.0.1:{port}"
-        wait_until_ok(base + HEALTHZ, proc, log)
         with httpx.Client(base_url=base, http1=False, http2=True, trust_env=False, timeout=5.0) as client:
             hello = client.get("/demo/hello")
             assert hello.http_version == "HTTP/2" and hello.status_code == 200

@@ -21,14 +21,9 @@ import httpx
 import pytest
 
 from tests.e2e.test_cli import (
-    HEALTHZ,
     STOP_TIMEOUT,
-    free_port,
-    gatehouse,
-    process,
+    serve_demo,
     upstream_port,  # noqa: F401 # a fixture
-    wait_until_ok,
-    write_config,
 )
 from tests.servers import parse_response
 
@@ -72,27 +67,16 @@ def held_connection(port: int) -> socket.socket:
 
 
 def test_server_limits_and_drain_delay_apply_under_hypercorn(tmp_path: Path, upstream_port: int) -> None:  # noqa: F811
-    config = write_config(
-        tmp_path,
-        f"""\
+    settings = """\
         http_server: hypercorn
         drain_delay: 1.5
         server:
           header_timeout: 1
           keepalive_timeout: 30
           max_connections: 2
-        routes:
-          - name: demo
-            prefix: /demo
-            upstream: http://127.0.0.1:{upstream_port}
-        """,
-    )
-    port = free_port()
-    log = tmp_path / "gatehouse.log"
-    argv = gatehouse("serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port))
-    with process(argv, log, cwd=tmp_path) as proc:
+        """
+    with serve_demo(tmp_path, upstream_port, settings) as (proc, port, log):
         base = f"http://127.0.0.1:{port}"
-        wait_until_ok(base + HEALTHZ, proc, log)
 
         held = [held_connection(port) for _ in range(2)]  # two keep-alive connections, answered and kept open
         with socket.create_connection(("127.0.0.1", port)) as third:
@@ -162,25 +146,14 @@ def test_sigterm_closes_connections_waiting_for_a_header_block_after_the_drain_d
     upstream_port: int,  # noqa: F811
 ) -> None:
     # header_timeout and shutdown_grace far longer than the bound below: only the shutdown may close them.
-    config = write_config(
-        tmp_path,
-        f"""\
+    settings = """\
         http_server: hypercorn
         drain_delay: 1
         shutdown_grace: 60
         server:
           header_timeout: 30
-        routes:
-          - name: demo
-            prefix: /demo
-            upstream: http://127.0.0.1:{upstream_port}
-        """,
-    )
-    port = free_port()
-    log = tmp_path / "gatehouse.log"
-    argv = gatehouse("serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port))
-    with process(argv, log, cwd=tmp_path) as proc:
-        wait_until_ok(f"http://127.0.0.1:{port}{HEALTHZ}", proc, log)
+        """
+    with serve_demo(tmp_path, upstream_port, settings) as (proc, port, log):
         with (
             socket.create_connection(("127.0.0.1", port)) as silent,
             socket.create_connection(("127.0.0.1", port)) as partial,
