@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,6 +72,7 @@ class RecordingTarget:
     received: list[Received] = field(default_factory=list)
     respond: Callable[[Received], tuple[int, list[tuple[bytes, bytes]]]] = lambda _r: (204, [])
     delay: float = 0.0  # seconds between receiving a delivery and answering it
+    before_answer: Callable[[Received], Awaitable[None]] | None = None  # awaited before answering, e.g. to hold it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -90,6 +91,8 @@ class RecordingTarget:
                 break
         record = Received({k.decode(): v.decode() for k, v in scope["headers"]}, body, time.monotonic())
         self.received.append(record)
+        if self.before_answer is not None:
+            await self.before_answer(record)
         if self.delay:
             await anyio.sleep(self.delay)
         status, headers = self.respond(record)

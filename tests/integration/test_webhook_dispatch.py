@@ -17,7 +17,7 @@ import pytest
 
 from tests.gateway import run_gateway
 from tests.servers import LOOPBACK, run_uvicorn
-from tests.webhooks import SECRET, CountingTarget, json_body, standard_headers
+from tests.webhooks import SECRET, CountingTarget, Received, json_body, standard_headers
 
 pytestmark = pytest.mark.anyio
 
@@ -135,11 +135,20 @@ async def test_intake_leaves_a_busy_targets_deliveries_to_the_poller_with_no_cla
     # The target may take one attempt at a time and is holding one: the next webhooks' deliveries cannot
     # begin, so intake neither leases them (an attempt would be refused by the gate and the delivery
     # written back) nor claims them: each costs its intake's write and nothing more. They go once it frees.
-    events, delay = 10, 0.4  # (under the target's 1 s timeout)
-    target = CountingTarget(delay=delay)
+    events = 10
+    release = anyio.Event()
+
+    async def hold_the_first(_record: Received) -> None:
+        if not release.is_set():
+            await release.wait()
+
+    target = CountingTarget()
+    target.before_answer = hold_the_first  # (the target runs in this event loop)
     async with run_uvicorn(target) as svc:
+        busy = hook("busy", svc.url, 1, 1)
+        busy["deliver_to"][0]["timeout"] = 30  # type: ignore[index]  # held until released, never timed out
         async with run_gateway(
-            webhooks=[hook("busy", svc.url, 1, 1)],
+            webhooks=[busy],
             webhook_store=f"sqlite:///{tmp_path / 'webhooks.db'}",
             webhook_dispatch_interval=0.05,
         ) as gw:
@@ -153,13 +162,14 @@ async def test_intake_leaves_a_busy_targets_deliveries_to_the_poller_with_no_cla
                     assert response.status_code == 202
 
                 await post(0)
-                await target.wait_for(1)  # its attempt holds the target's one place
+                await target.wait_for(1)  # its attempt holds the target's one place until released
                 written_before = webhooks.writer.commits.items
                 for n in range(1, events + 1):
                     await post(n)
                 await anyio.sleep(0.1)  # (an attempt refused by the gate would be written back by now)
                 written = webhooks.writer.commits.items - written_before
-            with anyio.fail_after(delay * (events + 1) + 5):
+                release.set()
+            with anyio.fail_after(10):
                 while True:
                     deliveries = await webhooks.store.list_deliveries(limit=100)
                     if len(deliveries) == events + 1 and all(d.status == "delivered" for d in deliveries):
