@@ -32,7 +32,7 @@ from app.errors import (
     send_problem,
 )
 from app.observability.access import AccessLog
-from app.observability.metrics import Metrics, RouteMetrics
+from app.observability.metrics import BoundValue, Metrics, RouteMetrics
 from app.observability.tracing import Tracer, trace_id_of
 from app.outbound.urls import exact_url, origin_text
 from app.proxy.body import ClientDisconnected, RequestBody
@@ -78,7 +78,7 @@ class Gateway:
         self._trusted = tuple(trusted_proxies)
         self._access = access_log
         self.tracer = tracer
-        self._in_flight = metrics.in_flight
+        self._in_flight = BoundValue(metrics.in_flight)
         self._no_route = metrics.no_route
         self._origins: dict[tuple[object, ...], str] = {}  # upstream origins as the access log shows them
 
@@ -98,13 +98,13 @@ class Gateway:
         started_ns = time_ns() if self.tracer is not None else 0
         generation = self.generation
         generation.in_flight += 1
-        self._in_flight.inc()
+        self._in_flight.inc(1)
         outcome = _Outcome(self._no_route)
         try:
             await self._proxy(scope, receive, send, generation, outcome)
         finally:
             generation.finished_one()
-            self._in_flight.dec()
+            self._in_flight.inc(-1)
             duration = perf_counter() - start
             outcome.metrics.request(scope["method"], outcome.status, duration)
             if self.tracer is not None:

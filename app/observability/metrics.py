@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import platform
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -52,6 +53,40 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+class BoundValue:
+    """One counter or gauge child's value, added to in one call (``inc``; a gauge's ``dec`` is ``inc(-1)``).
+
+    prometheus-client's ``Counter.inc`` checks the amount and that the metric has
+    no unbound labels, then adds under the value's lock: four Python calls for one
+    add, several times per request. The checks hold by construction here (a bound
+    child, amounts of 1 or -1), so the hot path adds to the child's value directly
+    (``_value``: a ``MutexValue``, or in multiprocess mode a file-backed value with
+    the same ``inc``). ``tests/unit/test_metrics.py`` pins the result against the
+    library's own methods.
+    """
+
+    __slots__ = ("inc",)
+
+    def __init__(self, child: Counter | Gauge) -> None:
+        self.inc: Callable[[float], None] = child._value.inc
+
+
+class BoundHistogram:
+    """A histogram child's ``observe``: the sum and the one bucket it falls in, no label or exemplar checks."""
+
+    __slots__ = ("_add_sum", "_bounds", "_add_bucket")
+
+    def __init__(self, child: Histogram) -> None:
+        self._add_sum: Callable[[float], None] = child._sum.inc
+        self._bounds: list[float] = list(child._upper_bounds)
+        self._add_bucket: list[Callable[[float], None]] = [bucket.inc for bucket in child._buckets]
+
+    def observe(self, amount: float) -> None:
+        self._add_sum(amount)
+        # The first bucket whose upper bound is >= amount, as Histogram.observe picks it (the last is +Inf).
+        self._add_bucket[bisect_left(self._bounds, amount)](1)
+
+
 class RouteMetrics:
     """One route's pre-bound metric children (see the module docstring)."""
 
@@ -69,9 +104,9 @@ class RouteMetrics:
     def __init__(self, metrics: Metrics, name: str) -> None:
         self.name = name
         self._requests_family = metrics.requests
-        self._requests: dict[tuple[str, int], Any] = {}
-        self.duration = metrics.duration.labels(name)
-        self.upstream_duration = metrics.upstream_duration.labels(name)
+        self._requests: dict[tuple[str, int], BoundValue] = {}
+        self.duration = BoundHistogram(metrics.duration.labels(name))
+        self.upstream_duration = BoundHistogram(metrics.upstream_duration.labels(name))
         self.errors = {kind: metrics.upstream_errors.labels(name, kind) for kind in ERROR_KINDS}
         self.retries = metrics.retries.labels(name)
         self.rate_limited = metrics.rate_limited.labels(name)
@@ -82,8 +117,8 @@ class RouteMetrics:
         if child is None:
             label = method if method in METHODS else "OTHER"
             klass = STATUS_CLASSES[min(max(status // 100, 1), 5) - 1]
-            child = self._requests[key] = self._requests_family.labels(self.name, label, klass)
-        child.inc()
+            child = self._requests[key] = BoundValue(self._requests_family.labels(self.name, label, klass))
+        child.inc(1)
         self.duration.observe(seconds)
 
 

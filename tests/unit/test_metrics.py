@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.observability.metrics import Metrics
+from app.observability.metrics import BoundValue, Metrics
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -65,3 +65,37 @@ def test_unknown_methods_and_odd_statuses_fold_into_bounded_labels():
     assert got["gatehouse_requests_total", (("method", "OTHER"), ("route", "r"), ("status_class", "2xx"))] == 2
     assert got["gatehouse_requests_total", (("method", "GET"), ("route", "r"), ("status_class", "5xx"))] == 1
     assert got["gatehouse_request_duration_seconds_count", (("route", "r"),)] == 4
+
+
+def test_bound_values_count_as_the_librarys_own_methods():
+    """``BoundValue`` and ``BoundHistogram`` reach into prometheus-client's children; this pins them to its methods."""
+    ours, theirs = Metrics(), Metrics()
+    # Both bounds, either side of them, zero, past the last finite bound, and a long stream's hour.
+    amounts = [0.0, 0.005, 0.0050001, 0.3, 1.0, 2.5, 119.9, 120.0, 121.0, 3600.0, 9999.0]
+    route = ours.for_route("r")
+    in_flight = BoundValue(ours.in_flight)
+    for amount in amounts:
+        route.duration.observe(amount)
+        route.upstream_duration.observe(amount)
+        route.request("GET", 200, amount)
+        route.request("BREW", 503, amount)
+        in_flight.inc(1)
+    in_flight.inc(-1)
+    theirs.for_route("r")  # the route's other children (retries, errors...), at zero
+    children = theirs.duration.labels("r"), theirs.upstream_duration.labels("r")
+    for amount in amounts:
+        for child in children:
+            child.observe(amount)
+        for _ in range(2):  # each request() observes the whole-request duration too
+            theirs.duration.labels("r").observe(amount)
+        theirs.requests.labels("r", "GET", "2xx").inc()
+        theirs.requests.labels("r", "OTHER", "5xx").inc()
+        theirs.in_flight.inc()
+    theirs.in_flight.dec()
+    mine, expected = samples(ours), samples(theirs)
+
+    def counted(found: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[object, float]:
+        return {k: v for k, v in found.items() if k[0].startswith("gatehouse_") and not k[0].endswith("_created")}
+
+    assert counted(mine) == counted(expected)
+    assert mine[("gatehouse_requests_in_flight", ())] == len(amounts) - 1
