@@ -102,7 +102,11 @@ def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
 
     ``response.aclose()`` must still be called, as for ``response.stream``.
     """
-    stream = response.stream
+    return stream_chunks(response.stream)  # type: ignore[arg-type]
+
+
+def stream_chunks(stream: httpx.AsyncByteStream) -> AsyncIterator[bytes]:
+    """``stream``'s chunks; for httpx's ``BoundAsyncStream``, its inner stream's (see ``body_chunks``)."""
     if type(stream) is BoundAsyncStream:
         stream = stream._stream
-    return stream.__aiter__()  # type: ignore[union-attr]
+    return stream.__aiter__()

@@ -19,7 +19,7 @@ import httpx
 from starlette.types import Receive, Send
 
 from app.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from app.outbound.fastpath import body_chunks, build_request, release
+from app.outbound.fastpath import body_chunks, build_request, release, stream_chunks
 from app.proxy.body import ClientDisconnected
 from app.proxy.exchange import Exchange
 from app.proxy.headers import client_response_headers
@@ -149,14 +149,9 @@ class WatchedStream(httpx.AsyncByteStream):
         self._on_close: Callable[[], None] | None = on_close
         self._on_error = on_error
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._inner:
-                yield chunk
-        except httpx.TransportError as exc:
-            if self._on_error is not None:
-                self._on_error(exc)
-            raise
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = stream_chunks(self._inner)
+        return chunks if self._on_error is None else _WatchedChunks(chunks, self._on_error)
 
     async def aclose(self) -> None:
         try:
@@ -165,6 +160,35 @@ class WatchedStream(httpx.AsyncByteStream):
             on_close, self._on_close = self._on_close, None
             if on_close is not None:
                 on_close()
+
+
+class _WatchedChunks:
+    """``WatchedStream``'s iterator when it reports errors: a plain object, not an async generator.
+
+    An async generator here was one more generator per response, with the event
+    loop's hooks and a second ``__anext__`` per chunk (as ``body_chunks`` avoids for httpx's).
+    """
+
+    __slots__ = ("_chunks", "_on_error")
+
+    def __init__(self, chunks: AsyncIterator[bytes], on_error: Callable[[Exception], None]) -> None:
+        self._chunks = chunks
+        self._on_error = on_error
+
+    def __aiter__(self) -> _WatchedChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        except httpx.TransportError as exc:
+            self._on_error(exc)
+            raise
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def watch_response(

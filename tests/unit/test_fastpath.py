@@ -11,6 +11,7 @@ import pytest
 
 from app.outbound.clients import make_client
 from app.outbound.fastpath import body_chunks, build_request, raw_headers, release
+from app.proxy.forwarding import watch_response
 
 URL = httpx.URL("http://upstream.test:8080/v1/x?q=%7C")
 HEADERS = [(b"host", b"upstream.test:8080"), (b"accept", b"*/*"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
@@ -158,3 +159,35 @@ async def test_httpx_still_wraps_the_body_in_an_async_generator():
         assert inspect.isasyncgen(through_httpx)
         await through_httpx.aclose()
         await response.aclose()
+
+
+class FailingChunks(PlainChunks):
+    """Sends its chunks, then fails as an upstream that resets mid-body."""
+
+    async def __anext__(self) -> bytes:
+        if not self.chunks:
+            raise httpx.ReadError("reset mid-body")
+        return self.chunks.pop(0)
+
+
+@pytest.mark.anyio
+async def test_a_watched_body_is_iterated_without_async_generators_and_still_reports_how_it_ended():
+    inner = FailingChunks([b"a"])
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, stream=inner))
+    client = make_client(timeout=httpx.Timeout(5.0), transport=transport)
+    closed: list[str] = []
+    errors: list[Exception] = []
+    async with client:
+        response = await client.send(client.build_request("GET", URL), stream=True)
+        # As the retrying endpoint and the bulkhead do: one watch inside the other.
+        inner_watch = watch_response(response, lambda: closed.append("inner"), errors.append)
+        watch_response(inner_watch, lambda: closed.append("outer"))
+        chunks = body_chunks(response)
+        assert not inspect.isasyncgen(chunks)
+        assert await chunks.__anext__() == b"a"
+        with pytest.raises(httpx.ReadError):
+            await chunks.__anext__()
+        assert [type(e) for e in errors] == [httpx.ReadError]
+        await response.aclose()
+        await response.aclose()
+        assert inner.closed and closed == ["inner", "outer"]
