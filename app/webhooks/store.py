@@ -27,7 +27,6 @@ from datetime import timedelta
 from typing import Any, Self, TypeVar, cast
 
 import anyio
-from sqlalchemy import and_, tuple_
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -45,7 +44,6 @@ from app.webhooks.database import (
 from app.webhooks.migrations import migrate
 from app.webhooks.queries import Clock, DeliveryQueries
 from app.webhooks.records import AttemptResult, Claim, ClaimedDelivery, Finish, NewEvent, RecordedEvent
-from app.webhooks.tables import deliveries
 
 __all__ = ["DeliveryStore", "StoreError", "StoreUnavailable"]
 
@@ -189,11 +187,7 @@ class DeliveryStore(DeliveryQueries):
         delivery is leased to two owners at once. ``exclude`` names (endpoint, target)
         pairs to leave alone (targets that cannot take an attempt now).
         """
-        now = self._clock()
-        due = self._due(now)
-        if exclude:
-            due = and_(due, tuple_(deliveries.c.endpoint, deliveries.c.target).not_in(list(exclude)))
-        return await self._write(lease_due, due, owner, lease_seconds, limit, now)
+        return await self._write(lease_due, owner, lease_seconds, limit, self._clock(), exclude)
 
     async def claim_one(self, delivery_id: int, owner: str, lease_seconds: float) -> ClaimedDelivery | None:
         """Lease one delivery now, whatever its ``next_attempt_at`` (the attempt right after the ack).
