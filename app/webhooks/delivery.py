@@ -42,28 +42,16 @@ import httpx
 from anyio.abc import TaskGroup
 
 from app.config.webhooks import DeliveryTarget, WebhookEndpoint
-from app.outbound.auth import build_upstream_auth
 from app.webhooks.batching import StoreWriter
 from app.webhooks.database import StoreError, utc_now
+from app.webhooks.outgoing import TargetRequests
 from app.webhooks.pacing import TargetGate
 from app.webhooks.records import AttemptResult, Claim, ClaimedDelivery, Finish, Lease
 from app.webhooks.schedule import Dead, Delivered, Retry, classify
-from app.webhooks.signing import STANDARD_HEADERS, DeliverySigner, message_id, provider_signature_headers
 from app.webhooks.store import DeliveryStore
 
 log = logging.getLogger("gatehouse.webhooks")
 
-# Headers the dispatcher sets itself; stored ones with these names are not passed on.
-_OWN_HEADERS = frozenset(
-    {
-        b"x-gatehouse-event-id",
-        b"x-gatehouse-provider-event-id",
-        b"x-gatehouse-delivery-id",
-        b"x-gatehouse-attempt",
-        b"x-gatehouse-endpoint",
-        b"user-agent",
-    }
-)
 _MAX_ERROR = 500
 
 
@@ -99,26 +87,10 @@ class Dispatcher:
             endpoint.name: {target.name: target for target in endpoint.deliver_to} for endpoint in endpoints
         }
         self._policies = {endpoint.name: endpoint.retry for endpoint in endpoints}
-        # Parsed once: httpx parses a str URL on every request (~10 us, a few percent of an attempt).
-        self._urls = {
-            (endpoint.name, target.name): httpx.URL(target.url)
+        self._requests = {
+            (endpoint.name, target.name): TargetRequests(endpoint, target, http)
             for endpoint in endpoints
             for target in endpoint.deliver_to
-        }
-        self._auth: dict[tuple[str, str], httpx.Auth] = {
-            (endpoint.name, target.name): build_upstream_auth(target.upstream_auth, lambda: http)
-            for endpoint in endpoints
-            for target in endpoint.deliver_to
-            if target.upstream_auth is not None
-        }
-        self._signers = {
-            (endpoint.name, target.name): DeliverySigner(target.signing_secret)
-            for endpoint in endpoints
-            for target in endpoint.deliver_to
-            if target.signing_secret is not None
-        }
-        self._provider_signatures = {
-            endpoint.name: provider_signature_headers(endpoint.verify) for endpoint in endpoints
         }
         # Per target: in-flight cap (default half the slots), rate limit and breaker.
         self._gates = {
@@ -309,15 +281,12 @@ class Dispatcher:
         status: int | None = None
         retry_after: str | None = None
         error: str | None = None
+        requests = self._requests[(delivery.endpoint, delivery.target)]
         try:
             with anyio.fail_after(target.timeout):  # the whole attempt, however slowly bytes trickle
-                response = await self._http.post(
-                    self._urls[(delivery.endpoint, delivery.target)],
-                    content=claimed.body,
-                    headers=self._headers(claimed, target),
-                    timeout=target.timeout,
-                    auth=self._auth.get((delivery.endpoint, delivery.target), httpx.USE_CLIENT_DEFAULT),
-                )
+                request = requests.request(claimed)
+                auth = requests.auth
+                response = await self._http.send(request, auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth)
             status = response.status_code
             retry_after = response.headers.get("retry-after")
         except TimeoutError:
@@ -366,29 +335,6 @@ class Dispatcher:
             return
         if not kept:
             log.warning("webhook delivery %d: the lease expired during the attempt; outcome not recorded", delivery_id)
-
-    def _headers(self, claimed: ClaimedDelivery, target: DeliveryTarget) -> list[tuple[bytes, bytes]]:
-        delivery = claimed.delivery
-        signer = self._signers.get((delivery.endpoint, delivery.target))
-        own = {name for name, _ in target.raw_headers} | _OWN_HEADERS
-        if not target.forward_provider_signature:
-            own |= self._provider_signatures.get(delivery.endpoint, frozenset())
-        if signer is not None:
-            own |= STANDARD_HEADERS  # ours, never the provider's of the same name
-        headers = [(name, value) for name, value in claimed.headers if name not in own]
-        headers += target.raw_headers
-        headers += [
-            (b"user-agent", b"gatehouse-webhooks"),
-            (b"x-gatehouse-event-id", str(delivery.event_id).encode()),
-            (b"x-gatehouse-delivery-id", str(delivery.id).encode()),
-            (b"x-gatehouse-attempt", str(delivery.attempts).encode()),
-            (b"x-gatehouse-endpoint", delivery.endpoint.encode()),
-        ]
-        if claimed.provider_event_id is not None:
-            headers.append((b"x-gatehouse-provider-event-id", claimed.provider_event_id.encode("utf-8")))
-        if signer is not None:
-            headers += signer.headers(message_id(delivery.event_id), int(time.time()), claimed.body)
-        return headers
 
 
 def _ms_since(started: float) -> int:

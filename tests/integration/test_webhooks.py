@@ -443,6 +443,23 @@ async def test_target_upstream_auth_and_headers_are_sent_with_each_delivery(tmp_
     assert target.received[0].headers["x-tenant"] == "blue"
 
 
+async def test_a_delivery_carries_the_clients_default_headers_unless_the_provider_or_gatehouse_sets_them(tmp_path):
+    target = RecordingTarget()
+    defaults = httpx.AsyncClient().headers
+    async with run_uvicorn(target) as svc:
+        hook = endpoint("std", "/hooks/in", svc.url)
+        async with run_gateway(webhooks=[hook], webhook_store=store_url(tmp_path), **FAST) as gw:
+            async with httpx.AsyncClient(base_url=gw.url) as client:
+                body = json_body({"n": 1})
+                headers = {**standard_headers("msg_accept", body), "accept": "application/vnd.test+json"}
+                assert (await client.post("/hooks/in", content=body, headers=headers)).status_code == 202
+            await target.wait_for(1)
+    got = target.received[0].headers
+    assert got["accept"] == "application/vnd.test+json"  # the provider's, stored with the event
+    assert got["accept-encoding"] == defaults["accept-encoding"]  # the client's
+    assert got["user-agent"] == "gatehouse-webhooks"  # ours
+
+
 async def test_shutdown_mid_attempt_hands_the_delivery_back_instead_of_waiting_for_the_lease(tmp_path):
     target = RecordingTarget(delay=1.5)  # still answering when Gatehouse stops
     async with run_uvicorn(target) as svc:
