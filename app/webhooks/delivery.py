@@ -29,6 +29,7 @@ provider's own signature headers are passed on only to a target that sets
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -283,7 +284,11 @@ class Dispatcher:
         error: str | None = None
         requests = self._requests[(delivery.endpoint, delivery.target)]
         try:
-            with anyio.fail_after(target.timeout):  # the whole attempt, however slowly bytes trickle
+            # The whole attempt, however slowly bytes trickle. asyncio's own timeout, not anyio.fail_after:
+            # the same TimeoutError at the deadline, and a shutdown's cancellation still passes through
+            # (it converts only its own), at a fraction of the cost (fail_after is two generator context
+            # managers and a cancel scope, ~5% of an attempt). aiohttp times its reads the same way.
+            async with asyncio.timeout(target.timeout):
                 request = requests.request(claimed)
                 auth = requests.auth
                 response = await self._http.send(request, auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth)

@@ -460,6 +460,37 @@ async def test_a_delivery_carries_the_clients_default_headers_unless_the_provide
     assert got["user-agent"] == "gatehouse-webhooks"  # ours
 
 
+async def test_an_attempt_whose_answer_trickles_in_is_cut_off_at_the_targets_timeout(tmp_path):
+    async def trickle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            await stream.send(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+            for _ in range(100):  # a byte every 0.2 s: no read waits as long as the 1 s timeout
+                await anyio.sleep(0.2)
+                await stream.send(b"x")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, trickle)
+        hook = endpoint("std", "/hooks/in", f"http://127.0.0.1:{port}/", target={"timeout": 1.0})
+        async with run_gateway(webhooks=[hook], webhook_store=store_url(tmp_path), **FAST) as gw:
+            async with httpx.AsyncClient(base_url=gw.url) as client:
+                started = time.monotonic()
+                response = await post_signed(client, "/hooks/in", "msg_trickle", {"n": 1})
+            delivery_id = await first_delivery_id(gw, response.json()["event_id"])
+            webhooks = gw.state["webhooks"]
+            with anyio.fail_after(5):
+                while not (found := await webhooks.store.get_delivery_with_attempts(delivery_id))[1]:
+                    await anyio.sleep(0.02)
+            elapsed = time.monotonic() - started
+        tasks.cancel_scope.cancel()
+    delivery, attempts = found
+    assert attempts[0].error == delivery.last_error == "timed out after 1.0s"
+    assert delivery.status == "pending"  # to be retried
+    assert elapsed < 3.0
+
+
 async def test_shutdown_mid_attempt_hands_the_delivery_back_instead_of_waiting_for_the_lease(tmp_path):
     target = RecordingTarget(delay=1.5)  # still answering when Gatehouse stops
     async with run_uvicorn(target) as svc:
