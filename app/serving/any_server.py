@@ -31,8 +31,6 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.assembly.drain import Drain
 from app.config.settings import Settings
@@ -42,6 +40,12 @@ from app.serving.signals import drain_first
 from app.serving.websocket_protocol import GatehouseWebSocketProtocol
 
 log = logging.getLogger("gatehouse")
+
+# uvicorn's stock HTTP protocols, by module: importing h11_impl would load h11 (11 modules) into
+# every gateway, though ``gatehouse serve`` runs httptools; uvicorn imports it when it picks it.
+STOCK_HTTP = frozenset(
+    {("uvicorn.protocols.http.h11_impl", "H11Protocol"), ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol")}
+)
 
 CANNOT_DISABLE = (
     "uvicorn's proxy headers are on and Gatehouse could not turn them off: any client it trusts "
@@ -135,7 +139,7 @@ def reaches(app: Any, target: object) -> bool:
 def use_gatehouse_protocols(config: uvicorn.Config) -> None:
     """Gatehouse's HTTP and WebSocket protocol classes in place of uvicorn's stock ones (as ``server_options``)."""
     http = config.http_protocol_class
-    if http in (HttpToolsProtocol, H11Protocol):
+    if (getattr(http, "__module__", None), getattr(http, "__qualname__", None)) in STOCK_HTTP:
         config.http_protocol_class = GatehouseHttpProtocol
     elif not (isinstance(http, type) and issubclass(http, GatehouseHttpProtocol)):
         log.warning("uvicorn runs a custom HTTP protocol (%r): server.* limits are not enforced", http)

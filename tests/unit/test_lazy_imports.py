@@ -1,6 +1,7 @@
 """A started gateway imports only what its configuration uses: without webhook endpoints no SQLAlchemy
 or alembic, without JWT auth no PyJWT or ``cryptography``, without an HTTP/2 route no h2, without auth no
-httpcore (the edge's client), without a rate limit no ``limits``; never httpx's command-line client (rich, pygments).
+httpcore (the edge's client), without a rate limit no ``limits``; never httpx's command-line client (rich, pygments),
+nor uvicorn's h11 protocol and h11 (``gatehouse serve`` runs httptools; ``uvicorn --http h11`` loads them itself).
 What the configuration does use is loaded at start-up, not on the first request
 (the rate-limit storage: tests/unit/edge/test_resources.py).
 
@@ -38,6 +39,8 @@ LAZY = (
     "httpx._main",
     "rich",
     "pygments",
+    "h11",
+    "uvicorn.protocols.http.h11_impl",
 )
 
 PROBE = """
