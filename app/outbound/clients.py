@@ -78,7 +78,8 @@ def make_client(
 
 
 def ssl_context(verify: bool | Path, *, http2: bool, client_cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
-    """A fresh context per transport (httpcore sets ALPN on the one it is given).
+    """A fresh context for one TLS setting; ``UpstreamClients`` shares it among that setting's transports
+    (httpcore sets ALPN on the one it is given: always the same list for the same ``http2``).
 
     ``client_cert`` (certificate file, key file) is presented to upstreams that ask for one (mutual TLS).
     """

@@ -11,6 +11,7 @@ No client keeps cookies (see ``app.outbound.clients``).
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -51,6 +52,11 @@ class UpstreamClients:
         self._transports: dict[ClientKey, httpx.AsyncBaseTransport] = {}
         self._by_route: dict[str, httpx.AsyncClient] = {}
         self._by_target: dict[tuple[str, int], httpx.AsyncClient] = {}
+        # One TLS context per TLS setting, not per origin: each loads the CA bundle (~0.9 MiB of RSS
+        # for certifi's). Neither transport changes a context after building it; httpcore sets the
+        # same ALPN on every HTTP/1.1 one, and HTTP/2 contexts are kept apart. Per generation, so a
+        # reload re-reads CA bundles and client certificates.
+        self._tls: dict[tuple[bool | Path, bool, tuple[Path, Path] | None], ssl.SSLContext] = {}
         for route in routes:
             for index, target in enumerate(route.targets):
                 key = ClientKey(target.origin, route.http2, route.verify, route.client_cert)
@@ -81,13 +87,20 @@ class UpstreamClients:
             # h2 over TLS is negotiated by ALPN; cleartext h2c uses prior knowledge.
             return HTTP2Transport(
                 https=https,
-                ssl_context=ssl_context(key.verify, http2=True, client_cert=key.client_cert) if https else None,
+                ssl_context=self._ssl_context(key) if https else None,
                 limits=self._limits,
             )
-        context = ssl_context(key.verify, http2=False, client_cert=key.client_cert) if https else None
+        context = self._ssl_context(key) if https else None
         if self._http1 == "httpcore":
             return httpx.AsyncHTTPTransport(limits=self._limits, verify=context or True, trust_env=False)
         return AiohttpTransport(limits=self._limits, ssl_context=context)
+
+    def _ssl_context(self, key: ClientKey) -> ssl.SSLContext:
+        setting = (key.verify, key.http2, key.client_cert)
+        context = self._tls.get(setting)
+        if context is None:
+            context = self._tls[setting] = ssl_context(key.verify, http2=key.http2, client_cert=key.client_cert)
+        return context
 
     def for_route(self, route_name: str) -> httpx.AsyncClient:
         return self._by_route[route_name]
