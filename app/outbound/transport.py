@@ -211,8 +211,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def _acquire_slot(self, pool_timeout: float | None) -> None:
         slots = self._slots
-        if not slots.locked():
-            await slots.acquire()  # free slot: returns without suspending
+        if slots.take_free():
             return
         try:
             await asyncio.wait_for(slots.acquire(), pool_timeout)
@@ -270,6 +269,20 @@ class _Slots(asyncio.Semaphore):
         await super().acquire()
         self.in_use += 1
         return True
+
+    def take_free(self) -> bool:
+        """Take a slot if one is free and nobody waits for one, without suspending; else ``False``.
+
+        What ``acquire`` does on its fast path, without its coroutine and ``locked()``'s
+        generator scan of the waiters: 5k instructions a request. It reads the Semaphore's
+        own state (``_value``, ``_waiters``; the same from Python 3.10 to 3.13), so
+        ``tests/unit/test_outbound.py`` checks it against ``locked()``.
+        """
+        if self._value > 0 and not self._waiters:
+            self._value -= 1
+            self.in_use += 1
+            return True
+        return False
 
     def release(self) -> None:
         self.in_use -= 1

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import httpx
 import pytest
 import yarl
 
 from app.outbound.clients import make_client
-from app.outbound.transport import map_aiohttp_errors
+from app.outbound.transport import _Slots, map_aiohttp_errors
 from app.outbound.urls import exact_url, origin_text, path_and_query, yarl_url
 
 pytestmark = pytest.mark.anyio
@@ -228,3 +230,19 @@ async def test_aiohttp_session_request_still_only_wraps_its_private_request():
             assert manager._coro.cr_code is aiohttp.ClientSession._request.__code__
         finally:
             manager.close()
+
+
+@pytest.mark.anyio
+async def test_a_free_slot_is_taken_without_suspending_but_never_ahead_of_a_waiter():
+    """``_Slots.take_free`` reads the Semaphore's own state: it must agree with ``locked()``."""
+    slots = _Slots(1)
+    assert not slots.locked() and slots.take_free() and slots.in_use == 1
+    assert slots.locked() and not slots.take_free() and slots.in_use == 1
+    waiter = asyncio.ensure_future(slots.acquire())
+    await asyncio.sleep(0)  # the waiter queues
+    slots.release()  # the slot is the waiter's now, though it has not run yet
+    assert slots.locked() and not slots.take_free()
+    await waiter
+    assert slots.in_use == 1 and not slots.take_free()
+    slots.release()
+    assert slots.take_free() and slots.in_use == 1
