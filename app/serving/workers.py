@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import socket
 import sys
+from multiprocessing.connection import wait
 from typing import Any
 
 import uvicorn
@@ -91,6 +93,24 @@ class HypercornWorker(uvicorn.Server):
 
 class WorkerProcess(multiprocess.Process):
     """uvicorn's worker process, whose server is ``HypercornWorker`` when the config says hypercorn."""
+
+    def _healthcheck(self, timeout: float) -> bool | None:
+        """The worker's ``started`` flag, or None if it does not answer in time or exits first.
+
+        uvicorn's (0.54) waits on the pipe alone, and the supervisor's end of the child's pipe
+        stays open, so a worker that exits after the ping went out leaves the supervisor
+        waiting the whole ``timeout_worker_healthcheck`` (60 s here, for slow starts), deaf to
+        signals and to its other workers. Waiting on the process's sentinel too ends it at once.
+        """
+        try:
+            self.parent_conn.send(b"ping")
+            wait([self.parent_conn, self.process.sentinel], timeout)
+            if self.parent_conn.poll():
+                started: bool = self.parent_conn.recv()
+                return started
+            return None
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return None
 
     @property
     def server(self) -> uvicorn.Server:
