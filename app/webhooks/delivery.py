@@ -291,7 +291,16 @@ class Dispatcher:
             async with asyncio.timeout(target.timeout):
                 request = requests.request(claimed)
                 auth = requests.auth
-                response = await self._http.send(request, auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth)
+                response = await self._http.send(
+                    request, auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth, stream=True
+                )
+                # Only the status counts: the body is read to keep the connection, never decoded (a
+                # target's garbled gzip is no reason to send again what it accepted).
+                try:
+                    async for _ in response.aiter_raw():
+                        pass
+                finally:
+                    await response.aclose()
             status = response.status_code
             retry_after = response.headers.get("retry-after")
         except TimeoutError:

@@ -491,6 +491,36 @@ async def test_an_attempt_whose_answer_trickles_in_is_cut_off_at_the_targets_tim
     assert elapsed < 3.0
 
 
+async def test_a_target_that_accepts_with_a_body_it_says_is_gzip_but_is_not_has_the_delivery(tmp_path):
+    # Only the status counts: the answer's body is read (to keep the connection) but never decoded.
+    async def target(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        headers = [(b"content-encoding", b"gzip"), (b"content-length", b"8")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"not gzip"})
+
+    async with run_uvicorn(target) as svc:
+        hook = endpoint("std", "/hooks/in", svc.url)
+        async with run_gateway(webhooks=[hook], webhook_store=store_url(tmp_path), **FAST) as gw:
+            async with httpx.AsyncClient(base_url=gw.url) as client:
+                response = await post_signed(client, "/hooks/in", "msg_gzip", {"n": 1})
+            delivery_id = await first_delivery_id(gw, response.json()["event_id"])
+            webhooks = gw.state["webhooks"]
+            with anyio.fail_after(5):
+                while not (found := await webhooks.store.get_delivery_with_attempts(delivery_id))[1]:
+                    await anyio.sleep(0.02)
+    delivery, attempts = found
+    assert (attempts[0].status_code, attempts[0].error) == (200, None)
+    assert delivery.status == "delivered"
+
+
 async def test_shutdown_mid_attempt_hands_the_delivery_back_instead_of_waiting_for_the_lease(tmp_path):
     target = RecordingTarget(delay=1.5)  # still answering when Gatehouse stops
     async with run_uvicorn(target) as svc:
