@@ -127,7 +127,12 @@ class _ResponseStream(httpx.AsyncByteStream):
         response = self._response
         # A fully read body hands the connection back to the pool; anything else closes it.
         if response.content.is_eof():
-            response.release()
+            # aiohttp closes a response itself when its body ends, the connection back in the pool
+            # (``ClientResponse._response_eof``); ``release()`` would then only mark the spent
+            # body as failed, through an ``asyncio.isfuture`` whose failed ``hasattr`` builds an
+            # ``AttributeError``: 4k instructions a request for nothing.
+            if not response.closed:
+                response.release()
         else:
             response.close()
         self._slots.release()

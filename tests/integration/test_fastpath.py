@@ -124,3 +124,23 @@ async def test_the_aiohttp_transport_keeps_at_most_max_keepalive_connections_idl
         response = await client.get(f"{server.url}/echo/")  # an idle one is reused
         assert response.status_code == 200
         assert len(server.server.server_state.connections) == 2
+
+
+async def test_a_fully_read_body_hands_its_connection_back_and_a_cut_one_closes_it(upstream):
+    """Whichever way a body ends (length, chunked, empty), the next request reuses the connection."""
+    server, stats = upstream
+    transport = AiohttpTransport(limits=httpx.Limits())
+    seen: set[object] = set()  # the upstream's connection objects (held, so none is mistaken for another)
+    async with make_client(timeout=httpx.Timeout(5), transport=transport) as client:
+        for path in ("/echo/", "/large?bytes=100000", "/large?bytes=0", "/stream?chunks=3&delay=0", "/echo/"):
+            async with client.stream("GET", f"{server.url}{path}") as response:
+                async for _ in response.aiter_raw():
+                    pass
+            assert transport.in_use == 0
+            seen.update(server.server.server_state.connections)
+            assert len(seen) == 1, path
+        async with client.stream("GET", f"{server.url}/large?bytes=1000000") as response:
+            async for _ in response.aiter_raw():
+                break  # the rest is never read: the connection cannot be reused
+        assert transport.in_use == 0
+        await stats.wait_for(lambda: len(server.server.server_state.connections) == 0)
