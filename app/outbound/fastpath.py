@@ -33,6 +33,13 @@ works around one httpx 0.28 behaviour, is pinned by
     iteration and removed when it is finalised) per response. Iterating the
     inner stream gives the same bytes; ``response.aclose()`` still goes through
     ``BoundAsyncStream.aclose`` (``elapsed`` set, the inner stream closed).
+
+``close_response``
+    ``Response.aclose`` closes the stream inside ``request_context``, a
+    ``@contextlib.contextmanager`` (a generator, a context-manager object and
+    two more frames per response) whose only work is to attach the request to
+    a ``RequestError`` raised while closing. This does the same with a
+    ``try``/``except``.
 """
 
 from __future__ import annotations
@@ -110,3 +117,19 @@ def stream_chunks(stream: httpx.AsyncByteStream) -> AsyncIterator[bytes]:
     if type(stream) is BoundAsyncStream:
         stream = stream._stream
     return stream.__aiter__()
+
+
+async def close_response(response: httpx.Response) -> None:
+    """``await response.aclose()`` without its generator-based context manager (see the module docstring)."""
+    if response.is_closed:
+        return
+    stream = response.stream
+    if not isinstance(stream, httpx.AsyncByteStream):
+        raise RuntimeError("Attempted to call an async close on an sync stream.")
+    response.is_closed = True
+    try:
+        await stream.aclose()
+    except httpx.RequestError as exc:
+        if response._request is not None:  # as httpx's request_context does
+            exc.request = response._request
+        raise

@@ -19,7 +19,7 @@ import httpx
 from starlette.types import Receive, Send
 
 from app.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from app.outbound.fastpath import body_chunks, build_request, release, stream_chunks
+from app.outbound.fastpath import body_chunks, build_request, close_response, release, stream_chunks
 from app.proxy.body import ClientDisconnected
 from app.proxy.exchange import Exchange
 from app.proxy.headers import client_response_headers
@@ -260,7 +260,7 @@ async def relay_response(exchange: Exchange, response: httpx.Response, send: Sen
             extra={"route": route.name, "request_id": exchange.request_id.decode()},
         )
     finally:
-        await response.aclose()
+        await close_response(response)
         release(response)  # freed now, not by the cyclic GC (app.outbound.fastpath)
     return sent
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app.outbound.clients import make_client
-from app.outbound.fastpath import body_chunks, build_request, raw_headers, release
+from app.outbound.fastpath import body_chunks, build_request, close_response, raw_headers, release
 from app.proxy.forwarding import watch_response
 
 URL = httpx.URL("http://upstream.test:8080/v1/x?q=%7C")
@@ -191,3 +191,44 @@ async def test_a_watched_body_is_iterated_without_async_generators_and_still_rep
         await response.aclose()
         await response.aclose()
         assert inner.closed and closed == ["inner", "outer"]
+
+
+class FailingClose(PlainChunks):
+    async def aclose(self) -> None:
+        self.closed = True
+        raise httpx.ReadError("reset while closing")
+
+
+@pytest.mark.anyio
+async def test_close_response_closes_as_httpx_aclose_does():
+    inner = PlainChunks([b"a"])
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, stream=inner))
+    client = make_client(timeout=httpx.Timeout(5.0), transport=transport)
+    async with client:
+        response = await client.send(client.build_request("GET", URL), stream=True)
+        await close_response(response)
+        assert inner.closed and response.is_closed
+        assert response.elapsed.total_seconds() >= 0  # BoundAsyncStream.aclose ran
+        inner.closed = False
+        await close_response(response)  # once only, as aclose
+        assert not inner.closed
+
+
+@pytest.mark.anyio
+async def test_close_response_attaches_the_request_to_an_error_while_closing_as_httpx_does():
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, stream=FailingClose([b"a"])))
+    client = make_client(timeout=httpx.Timeout(5.0), transport=transport)
+    async with client:
+        ours = await client.send(client.build_request("GET", URL), stream=True)
+        theirs = await client.send(client.build_request("GET", URL), stream=True)
+        with pytest.raises(httpx.ReadError) as by_us:
+            await close_response(ours)
+        with pytest.raises(httpx.ReadError) as by_httpx:
+            await theirs.aclose()
+    assert by_us.value.request is ours.request and by_httpx.value.request is theirs.request
+    assert ours.is_closed and theirs.is_closed
+
+
+def test_httpx_aclose_still_closes_inside_request_context():
+    """When this fails, httpx's ``aclose`` changed: ``close_response`` must follow or go."""
+    assert "request_context" in httpx.Response.aclose.__code__.co_names
