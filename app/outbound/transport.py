@@ -37,11 +37,7 @@ _SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Cont
 
 
 class map_aiohttp_errors:  # noqa: N801 (used as a function: ``with map_aiohttp_errors(): ...``)
-    """Translate aiohttp's exceptions to the httpx ones that say the same thing.
-
-    A class, not ``@contextlib.contextmanager``: it is entered twice per request,
-    and a generator-based context manager costs a generator and two extra frames each time.
-    """
+    """Translate aiohttp's exceptions to the httpx ones that say the same thing (``httpx_error``)."""
 
     __slots__ = ("_reading",)
 
@@ -52,30 +48,36 @@ class map_aiohttp_errors:  # noqa: N801 (used as a function: ``with map_aiohttp_
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
-        if exc is None:
-            return
-        if isinstance(exc, aiohttp.ConnectionTimeoutError):
-            raise httpx.ConnectTimeout(str(exc) or "timed out connecting to the upstream") from exc
-        if isinstance(exc, aiohttp.SocketTimeoutError):
-            raise httpx.ReadTimeout(str(exc) or "timed out reading from the upstream") from exc
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            raise httpx.ConnectError(str(exc)) from exc
-        if isinstance(exc, aiohttp.ServerDisconnectedError):
-            raise httpx.RemoteProtocolError(str(exc) or "upstream closed the connection") from exc
-        if isinstance(exc, aiohttp.ClientPayloadError):
-            raise httpx.ReadError(str(exc) or "upstream response body was cut short") from exc
-        if isinstance(exc, aiohttp.ClientResponseError):
-            raise httpx.RemoteProtocolError(str(exc) or "invalid response from the upstream") from exc
-        if isinstance(exc, (aiohttp.ClientOSError, aiohttp.ClientConnectionError)):
-            error = httpx.ReadError if self._reading else httpx.WriteError
-            raise error(str(exc) or "connection to the upstream failed") from exc
-        if isinstance(exc, aiohttp.ClientError):
-            raise httpx.TransportError(str(exc) or type(exc).__name__) from exc
-        if isinstance(exc, TimeoutError):
-            raise httpx.ReadTimeout("timed out waiting for the upstream") from exc
+        if exc is not None and (error := httpx_error(exc, reading=self._reading)) is not None:
+            raise error from exc
 
 
-_READING = map_aiohttp_errors(reading=True)  # it keeps no state: one for every read
+def httpx_error(exc: BaseException, *, reading: bool) -> httpx.TransportError | None:
+    """The httpx error that says what aiohttp's ``exc`` says, or None to let it through.
+
+    The hot path calls it from an ``except`` rather than entering ``map_aiohttp_errors``:
+    a ``try`` costs nothing until something is raised, a ``with`` two method calls.
+    """
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(str(exc) or "timed out connecting to the upstream")
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return httpx.ReadTimeout(str(exc) or "timed out reading from the upstream")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(str(exc))
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError(str(exc) or "upstream closed the connection")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return httpx.ReadError(str(exc) or "upstream response body was cut short")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError(str(exc) or "invalid response from the upstream")
+    if isinstance(exc, (aiohttp.ClientOSError, aiohttp.ClientConnectionError)):
+        error = httpx.ReadError if reading else httpx.WriteError
+        return error(str(exc) or "connection to the upstream failed")
+    if isinstance(exc, aiohttp.ClientError):
+        return httpx.TransportError(str(exc) or type(exc).__name__)
+    if isinstance(exc, TimeoutError):
+        return httpx.ReadTimeout("timed out waiting for the upstream")
+    return None
 
 
 class _Body:
@@ -100,11 +102,15 @@ class _Body:
         return self
 
     async def __anext__(self) -> bytes:
-        with _READING:
+        try:
             if self._pieces:
                 chunk, _ = await self._content.readchunk()  # (b"", False) at the end
             else:
                 chunk = await self._content.readany()
+        except BaseException as exc:
+            if (error := httpx_error(exc, reading=True)) is None:
+                raise
+            raise error from exc
         if not chunk:
             raise StopAsyncIteration
         return chunk
@@ -188,23 +194,24 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if chunked or "Content-Length" in headers:
             body = request.stream  # type: ignore[assignment]
         try:
-            with map_aiohttp_errors():
-                # ``request`` only wraps ``_request`` in a context manager that ``await`` unwraps
-                # again, built through a typing generic alias (its ``__call__`` tries and fails to set
-                # ``__orig_class__``): 15k instructions a request (tests/unit/test_outbound.py pins it).
-                response = await session._request(
-                    request.method,
-                    yarl_url(request.url),
-                    headers=headers,
-                    data=body,
-                    chunked=True if chunked else None,
-                    allow_redirects=False,
-                    compress=None,
-                    timeout=_client_timeout(timeouts.get("connect"), timeouts.get("read")),
-                )
-        except BaseException:
+            # ``request`` only wraps ``_request`` in a context manager that ``await`` unwraps
+            # again, built through a typing generic alias (its ``__call__`` tries and fails to set
+            # ``__orig_class__``): 15k instructions a request (tests/unit/test_outbound.py pins it).
+            response = await session._request(
+                request.method,
+                yarl_url(request.url),
+                headers=headers,
+                data=body,
+                chunked=True if chunked else None,
+                allow_redirects=False,
+                compress=None,
+                timeout=_client_timeout(timeouts.get("connect"), timeouts.get("read")),
+            )
+        except BaseException as exc:
             self._slots.release()
-            raise
+            if (error := httpx_error(exc, reading=False)) is None:
+                raise
+            raise error from exc
         return httpx.Response(
             status_code=response.status,
             # aiohttp's parser has validated the fields; httpx need not re-encode and re-check them.
