@@ -12,6 +12,7 @@ import anyio.to_thread
 
 from app.assembly.drain import Drain
 from app.assembly.gateway import Gateway
+from app.assembly.heap import trim_heap_when_quiet
 from app.assembly.ops_access import ops_only
 from app.assembly.reload import Reloader
 from app.config.server import OpsListen
@@ -56,6 +57,7 @@ def make_lifespan(
         background = AsyncExitStack()
         try:
             webhooks = await background.enter_async_context(open_webhooks(settings, gateway.metrics))
+            await background.enter_async_context(trim_heap_when_quiet())
             state: State = {
                 "settings": settings,
                 "gateway": gateway,

@@ -1,0 +1,95 @@
+"""``QuietTrimmer`` hands freed heap back once per busy spell, when the process has gone quiet."""
+
+from __future__ import annotations
+
+import sys
+
+import anyio
+
+from app.assembly.heap import QuietTrimmer, glibc_malloc_trim, trim_heap_when_quiet
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def trimmer_with(clock: Clock) -> tuple[QuietTrimmer, list[int]]:
+    calls: list[int] = []
+    found: list[int] = []
+
+    def find() -> object:
+        found.append(1)
+        return lambda: calls.append(1)
+
+    trimmer = QuietTrimmer(find, clock)  # type: ignore[arg-type]
+    return trimmer, calls
+
+
+def test_no_trim_while_idle_nor_while_busy_and_one_when_a_busy_spell_ends():
+    clock = Clock()
+    trimmer, calls = trimmer_with(clock)
+    for _ in range(3):  # idle since start-up: nothing was freed, nothing to do
+        clock.now += 0.001
+        trimmer.check(5.0)
+    assert calls == []
+    for _ in range(4):  # busy: half a core
+        clock.now += 2.5
+        trimmer.check(5.0)
+    assert calls == []
+    clock.now += 0.01  # quiet: the spell is over
+    trimmer.check(5.0)
+    assert calls == [1]
+    for _ in range(3):  # still quiet: once per spell
+        clock.now += 0.01
+        trimmer.check(5.0)
+    assert calls == [1] and trimmer.trims == 1
+    clock.now += 1.0  # another busy interval, then quiet
+    trimmer.check(5.0)
+    clock.now += 0.0
+    trimmer.check(5.0)
+    assert trimmer.trims == 2
+
+
+def test_without_malloc_trim_nothing_is_looked_up_twice():
+    clock = Clock()
+    looked: list[int] = []
+
+    def none() -> None:
+        looked.append(1)
+
+    trimmer = QuietTrimmer(none, clock)
+    for _ in range(3):
+        clock.now += 5.0
+        trimmer.check(5.0)
+        trimmer.check(5.0)
+    assert looked == [1] and trimmer.trims == 0
+
+
+def test_glibc_malloc_trim_runs_here():
+    assert sys.platform.startswith("linux")  # where the gateway runs (the image is Debian's glibc)
+    trim = glibc_malloc_trim()
+    assert trim is not None
+    assert trim() in (0, 1)  # 1: memory was released, 0: none could be
+
+
+def test_the_lifespan_task_checks_on_its_interval_and_stops_with_it():
+    clock = Clock()
+    trimmer, calls = trimmer_with(clock)
+    clock.now = 1.0  # busy since the trimmer was made
+
+    async def main() -> None:
+        async with trim_heap_when_quiet(trimmer, every=0.02):
+            for _ in range(200):  # the first check sees the busy second, a later one the quiet: one trim
+                if trimmer.trims:
+                    break
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.1)
+        clock.now += 1.0  # would make the next check busy, then trim again, were it still running
+        await anyio.sleep(0.1)
+
+    anyio.run(main)
+    assert calls == [1]
