@@ -107,6 +107,8 @@ class Dispatcher:
         self._soon_queued = 0  # deliver_soon's tasks, waiting for a slot or holding one
         self._reserved: list[object] = []  # slots held for deliveries leased at intake, not yet attempted
         self._tasks: TaskGroup | None = None
+        self._attempts: set[asyncio.Task[None]] = set()  # the poller's (see _spawn)
+        self._crashed: BaseException | None = None  # what one of them raised unexpectedly
         self._wake = anyio.Event()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -115,10 +117,12 @@ class Dispatcher:
             self._tasks = tasks
             task_status.started()
             try:
-                await self._poll_forever(tasks)
+                await self._poll_forever()
             finally:
                 self._tasks = None
                 tasks.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await self._stop_attempts()
 
     def reserve(self, count: int) -> Lease | None:
         """A lease for ``count`` new deliveries if they can be attempted at once (free slots), else None.
@@ -190,8 +194,32 @@ class Dispatcher:
         for slot in slots:
             self._slots.release_on_behalf_of(slot)
 
-    async def _poll_forever(self, tasks: TaskGroup) -> None:
+    def _spawn(self, delivery: ClaimedDelivery, slot: object) -> None:
+        """Attempt a delivery the poller claimed, as a plain asyncio task rather than in the task group:
+        anyio's ``start_soon`` makes a cancel scope and an event per task and asks sniffio for the running
+        library for each (~5% of an attempt's CPU). ``run`` cancels them at shutdown and waits for their
+        hand-backs, as the task group did; one that raises stops the dispatcher, as it did."""
+        task = asyncio.get_running_loop().create_task(self._attempt_and_release(delivery, slot))
+        self._attempts.add(task)
+        task.add_done_callback(self._attempt_done)
+
+    def _attempt_done(self, task: asyncio.Task[None]) -> None:
+        self._attempts.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None and self._crashed is None:
+            self._crashed = exc
+            self._wake.set()
+
+    async def _stop_attempts(self) -> None:
+        attempts = list(self._attempts)
+        for task in attempts:
+            task.cancel()  # once: each hands its delivery back, shielded
+        if attempts:
+            await asyncio.wait(attempts)
+
+    async def _poll_forever(self) -> None:
         while True:
+            if self._crashed is not None:
+                raise self._crashed
             claimed = 0
             free = int(self._slots.available_tokens) - self._soon_queued
             slots = self._take_slots(min(free, self._batch)) if free > 0 else []  # before the leases
@@ -207,7 +235,7 @@ class Dispatcher:
                     self._give_back(slots[len(due) :])
                 claimed = len(due)
                 for delivery, slot in zip(due, slots, strict=False):
-                    tasks.start_soon(self._attempt_and_release, delivery, slot)
+                    self._spawn(delivery, slot)
             if claimed and claimed >= len(slots):
                 await anyio.sleep(0)  # more may be due: claim again as slots free up
                 continue

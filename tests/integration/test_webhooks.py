@@ -540,6 +540,22 @@ async def test_shutdown_mid_attempt_hands_the_delivery_back_instead_of_waiting_f
     assert [a.error for a in attempts] == ["interrupted by shutdown"]
 
 
+async def test_shutdown_mid_attempt_hands_back_a_delivery_the_poller_claimed(tmp_path):
+    async with await DeliveryStore.open(store_url(tmp_path)) as store:  # stored before start-up: the poller's
+        recorded = await store.record_event("std", "msg_polled", [], b"{}", ["svc"])
+    target = RecordingTarget(delay=1.5)  # still answering when Gatehouse stops
+    async with run_uvicorn(target) as svc:
+        hook = endpoint("std", "/hooks/in", svc.url)
+        async with run_gateway(webhooks=[hook], webhook_store=store_url(tmp_path), **FAST):
+            await target.wait_for(1)
+        async with await DeliveryStore.open(store_url(tmp_path)) as store:
+            found = await store.get_delivery_with_attempts(recorded.delivery_ids[0])
+    assert found is not None
+    delivery, attempts = found
+    assert (delivery.status, delivery.lease_owner, delivery.last_error) == ("pending", None, "interrupted by shutdown")
+    assert [a.error for a in attempts] == ["interrupted by shutdown"]
+
+
 async def test_first_attempt_starts_right_after_the_answer_without_waiting_for_a_poll(tmp_path):
     target = RecordingTarget()
     async with run_uvicorn(target) as svc:
