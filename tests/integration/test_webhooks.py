@@ -12,7 +12,7 @@ import anyio
 import httpx
 import pytest
 
-from app.webhooks.records import Delivery
+from app.webhooks.records import Attempt, Delivery
 from app.webhooks.store import DeliveryStore
 from tests.gateway import RunningGateway, route, run_gateway
 from tests.servers import raw_http, run_uvicorn
@@ -50,6 +50,16 @@ async def first_delivery_id(gw: RunningGateway, event_id: int) -> int:
     found = [d for d in await webhooks.store.list_deliveries(limit=1000) if d.event_id == event_id]
     assert len(found) == 1
     return found[0].id
+
+
+async def first_attempt(gw: RunningGateway, delivery_id: int) -> tuple[Delivery, list[Attempt]]:
+    """The delivery and its attempts once it has one (within 5 s)."""
+    webhooks = gw.state["webhooks"]
+    assert webhooks is not None
+    with anyio.fail_after(5):
+        while (found := await webhooks.store.get_delivery_with_attempts(delivery_id)) is None or not found[1]:
+            await anyio.sleep(0.02)
+    return found
 
 
 async def test_signed_webhook_is_acknowledged_202_then_delivered_with_the_event_ids(tmp_path):
@@ -479,10 +489,7 @@ async def test_an_attempt_whose_answer_trickles_in_is_cut_off_at_the_targets_tim
                 started = time.monotonic()
                 response = await post_signed(client, "/hooks/in", "msg_trickle", {"n": 1})
             delivery_id = await first_delivery_id(gw, response.json()["event_id"])
-            webhooks = gw.state["webhooks"]
-            with anyio.fail_after(5):
-                while not (found := await webhooks.store.get_delivery_with_attempts(delivery_id))[1]:
-                    await anyio.sleep(0.02)
+            found = await first_attempt(gw, delivery_id)
             elapsed = time.monotonic() - started
         tasks.cancel_scope.cancel()
     delivery, attempts = found
@@ -512,10 +519,7 @@ async def test_a_target_that_accepts_with_a_body_it_says_is_gzip_but_is_not_has_
             async with httpx.AsyncClient(base_url=gw.url) as client:
                 response = await post_signed(client, "/hooks/in", "msg_gzip", {"n": 1})
             delivery_id = await first_delivery_id(gw, response.json()["event_id"])
-            webhooks = gw.state["webhooks"]
-            with anyio.fail_after(5):
-                while not (found := await webhooks.store.get_delivery_with_attempts(delivery_id))[1]:
-                    await anyio.sleep(0.02)
+            found = await first_attempt(gw, delivery_id)
     delivery, attempts = found
     assert (attempts[0].status_code, attempts[0].error) == (200, None)
     assert delivery.status == "delivered"
