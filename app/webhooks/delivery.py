@@ -35,12 +35,12 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import httpx
-from anyio.abc import TaskGroup
 
 from app.config.webhooks import DeliveryTarget, WebhookEndpoint
 from app.webhooks.batching import StoreWriter
@@ -106,23 +106,21 @@ class Dispatcher:
         self._soon_limit = concurrency * 4  # immediate attempts queued beyond this wait for the poller
         self._soon_queued = 0  # deliver_soon's tasks, waiting for a slot or holding one
         self._reserved: list[object] = []  # slots held for deliveries leased at intake, not yet attempted
-        self._tasks: TaskGroup | None = None
-        self._attempts: set[asyncio.Task[None]] = set()  # the poller's (see _spawn)
+        self._running = False
+        self._attempts: set[asyncio.Task[None]] = set()  # every attempt under way (see _spawn)
         self._crashed: BaseException | None = None  # what one of them raised unexpectedly
         self._wake = anyio.Event()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Poll and attempt until cancelled (lifespan shutdown)."""
-        async with anyio.create_task_group() as tasks:
-            self._tasks = tasks
-            task_status.started()
-            try:
-                await self._poll_forever()
-            finally:
-                self._tasks = None
-                tasks.cancel_scope.cancel()
-                with anyio.CancelScope(shield=True):
-                    await self._stop_attempts()
+        self._running = True
+        task_status.started()
+        try:
+            await self._poll_forever()
+        finally:
+            self._running = False
+            with anyio.CancelScope(shield=True):
+                await self._stop_attempts()
 
     def reserve(self, count: int) -> Lease | None:
         """A lease for ``count`` new deliveries if they can be attempted at once (free slots), else None.
@@ -133,7 +131,7 @@ class Dispatcher:
         """
         # The slots are taken now, not when the attempts start: a task already scheduled (a
         # deliver_soon claim) or a poller between its count and its claim would take them first.
-        if self._tasks is None or count > self._slots.available_tokens:
+        if not self._running or count > self._slots.available_tokens:
             return None
         slots = self._take_slots(count)
         if len(slots) < count:
@@ -149,24 +147,22 @@ class Dispatcher:
     def deliver_claimed(self, claimed: Sequence[ClaimedDelivery], reserved: int) -> None:
         """Attempt deliveries leased at intake now, in the background; ``reserved`` is what ``reserve`` took."""
         self.release(reserved - len(claimed))
-        tasks = self._tasks
-        for index, delivery in enumerate(claimed):
-            if tasks is None:  # shutting down: the lease expires and a poller has them
-                self.release(len(claimed) - index)
-                return
-            tasks.start_soon(self._attempt_reserved, delivery, self._reserved.pop())
+        if not self._running:  # shutting down: the leases expire and a poller has them
+            self.release(len(claimed))
+            return
+        for delivery in claimed:
+            self._spawn(self._attempt_reserved(delivery, self._reserved.pop()))
 
     def deliver_soon(self, delivery_ids: Iterable[int]) -> None:
         """Attempt these deliveries now, in the background (called after the intake answered)."""
-        tasks = self._tasks
-        if tasks is None:
+        if not self._running:
             return  # not running (shutting down): the next process's poller has them
         for delivery_id in delivery_ids:
             if self._soon_queued >= self._soon_limit:
                 self._wake.set()
                 return
             self._soon_queued += 1
-            tasks.start_soon(self._claim_and_attempt, delivery_id)
+            self._spawn(self._claim_and_attempt(delivery_id))
 
     def busy(self, endpoint: str, target: str) -> bool:
         """Whether no attempt to this target could begin now (at its cap or rate, or its breaker open):
@@ -194,12 +190,12 @@ class Dispatcher:
         for slot in slots:
             self._slots.release_on_behalf_of(slot)
 
-    def _spawn(self, delivery: ClaimedDelivery, slot: object) -> None:
-        """Attempt a delivery the poller claimed, as a plain asyncio task rather than in the task group:
-        anyio's ``start_soon`` makes a cancel scope and an event per task and asks sniffio for the running
-        library for each (~5% of an attempt's CPU). ``run`` cancels them at shutdown and waits for their
-        hand-backs, as the task group did; one that raises stops the dispatcher, as it did."""
-        task = asyncio.get_running_loop().create_task(self._attempt_and_release(delivery, slot))
+    def _spawn(self, attempt: Coroutine[Any, Any, None]) -> None:
+        """Run an attempt (the poller's, or one right after intake) as a plain asyncio task rather than in
+        a task group: anyio's ``start_soon`` makes a cancel scope and an event per task and asks sniffio for
+        the running library for each (~5% of an attempt's CPU). ``run`` cancels them at shutdown and waits
+        for their hand-backs, as a task group would; one that raises stops the dispatcher."""
+        task = asyncio.get_running_loop().create_task(attempt)
         self._attempts.add(task)
         task.add_done_callback(self._attempt_done)
 
@@ -235,7 +231,7 @@ class Dispatcher:
                     self._give_back(slots[len(due) :])
                 claimed = len(due)
                 for delivery, slot in zip(due, slots, strict=False):
-                    self._spawn(delivery, slot)
+                    self._spawn(self._attempt_and_release(delivery, slot))
             if claimed and claimed >= len(slots):
                 await anyio.sleep(0)  # more may be due: claim again as slots free up
                 continue
