@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
@@ -21,7 +23,9 @@ from app.observability.lines import LineBuffer, Sink, stdout_sink
 from app.observability.logging import redaction_names
 from app.observability.metrics import Metrics, upstream_state_metrics
 from app.observability.tracing import Tracer, build_tracer
-from app.webhooks.intake import WebhookIntake
+
+if TYPE_CHECKING:
+    from app.webhooks.intake import WebhookIntake
 
 
 class GatehouseApp(FastAPI):
@@ -30,17 +34,19 @@ class GatehouseApp(FastAPI):
     The split happens here, before any of FastAPI's per-request machinery
     (middleware, telemetry checks, routing), so the proxy's hot path is the
     gateway alone. Webhook intake paths are exact, so they cost the proxy one
-    dict lookup. The gateway and the intake render their own errors.
+    dict lookup (none without webhook endpoints: then there is no intake).
+    The gateway and the intake render their own errors.
     """
 
     gateway: Gateway
     websocket_gateway: WebSocketGateway
-    webhook_intake: WebhookIntake
+    webhook_intake: WebhookIntake | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.gateway.is_ops_path(scope["path"]):
-            if self.webhook_intake.handles(scope["path"]):
-                await self.webhook_intake(scope, receive, send)
+            intake = self.webhook_intake
+            if intake is not None and intake.handles(scope["path"]):
+                await intake(scope, receive, send)
                 return
             await self.gateway(scope, receive, send)
             return
@@ -83,7 +89,11 @@ def create_app(
     )
     app.include_router(ops_router, prefix=settings.ops_prefix)
     app.include_router(webhooks_ops_router, prefix=settings.ops_prefix + "/webhooks")
-    app.webhook_intake = WebhookIntake(settings.webhooks, metrics)
+    if settings.webhooks:
+        # Built, and its verifiers imported (0.6 MiB), only for endpoints: a reload cannot add them (restart_required).
+        from app.webhooks.intake import WebhookIntake
+
+        app.webhook_intake = WebhookIntake(settings.webhooks, metrics)
     headers, params = redaction_names(settings)
     access_log = None
     # The access log is written at info: ``log_level: warning`` silences it too.

@@ -1,6 +1,7 @@
-"""A started gateway imports only what its configuration uses: without webhook endpoints no SQLAlchemy
-or alembic, without JWT auth no PyJWT or ``cryptography``, without an HTTP/2 route no h2, without auth no
-httpcore (the edge's client), without a rate limit no ``limits``; never httpx's command-line client (rich, pygments),
+"""A started gateway imports only what its configuration uses: without webhook endpoints no SQLAlchemy,
+alembic or webhook intake (its signature verifiers), without JWT auth no PyJWT or ``cryptography``, without
+an HTTP/2 route no h2, without auth no httpcore (the edge's client), without a rate limit no ``limits``; never
+httpx's command-line client (rich, pygments),
 nor uvicorn's h11 protocol and h11 (``gatehouse serve`` runs httptools; ``uvicorn --http h11`` loads them itself).
 What the configuration does use is loaded at start-up, not on the first request
 (the rate-limit storage: tests/unit/edge/test_resources.py).
@@ -27,6 +28,8 @@ LAZY = (
     "mako",
     "app.webhooks.store",
     "app.webhooks.database",
+    "app.webhooks.intake",
+    "app.webhooks.signatures",
     "jwt",
     "cryptography",
     "app.edge.tokens",
@@ -102,6 +105,16 @@ def test_a_configured_store_is_still_checked_at_start_up(tmp_path: Path) -> None
     # The probe itself: with a non-default webhook_store the URL is validated, so SQLAlchemy loads.
     loaded = loaded_after_start(tmp_path, extra=f"webhook_store='sqlite:///{tmp_path}/hooks.db'")
     assert "sqlalchemy" in loaded
+
+
+def test_webhook_endpoints_load_the_intake_at_start_up(tmp_path: Path) -> None:
+    hook = (
+        "{'name': 'gh', 'path': '/hooks', 'verify': {'scheme': 'standard', 'secrets': ['whsec_"
+        + "A" * 32
+        + "']}, 'deliver_to': [{'name': 'svc', 'url': 'http://127.0.0.1:9'}]}"
+    )
+    loaded = loaded_after_start(tmp_path, extra=f"webhooks=[{hook}], webhook_store='sqlite:///{tmp_path}/hooks.db'")
+    assert {"app.webhooks.intake", "app.webhooks.signatures"} <= set(loaded)
 
 
 def test_an_http2_route_loads_h2_at_start_up(tmp_path: Path) -> None:
