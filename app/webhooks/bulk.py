@@ -18,7 +18,7 @@ from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, union_all, update
 from sqlalchemy.engine import Connection
 
 from app.webhooks.database import StoreUnavailable
@@ -38,10 +38,6 @@ _CLAIMABLE = or_(
     deliveries.c.status == "pending",
     and_(deliveries.c.status == "delivering", deliveries.c.lease_expires_at <= _NOW),
 )
-_DUE = or_(
-    and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= _NOW),
-    and_(deliveries.c.status == "delivering", deliveries.c.lease_expires_at <= _NOW),
-)
 _LEASE = update(deliveries).values(
     status="delivering",
     lease_owner=bindparam("owner"),
@@ -52,16 +48,35 @@ _LEASE = update(deliveries).values(
 
 
 def _lease_due_statement(excluding: bool) -> Any:
-    due = _DUE
-    if excluding:
-        due = and_(due, tuple_(deliveries.c.endpoint, deliveries.c.target).not_in(bindparam("busy", expanding=True)))
-    picked = (
-        select(deliveries.c.id)
-        .where(due)
-        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-        .limit(bindparam("limit"))
-        .with_for_update(skip_locked=True)
-    )
+    """Lease the oldest due deliveries: the oldest pending ones that are due and the oldest whose lease
+    expired, each found through its index (``ix_webhook_deliveries_due``, ``..._lease``) and merged.
+    One WHERE with both cases (an OR) cannot be read in index order: both databases then gathered and
+    sorted every due row on each claim (SQLite a temporary B-tree, PostgreSQL a sequential scan), so
+    draining a backlog of n rows cost O(n) per claim of at most ``limit``. (PostgreSQL reads the
+    pending ones in index order once its statistics know of the backlog; until autovacuum's next
+    ANALYZE it may still sort them.)"""
+
+    def oldest(condition: Any) -> Any:
+        if excluding:
+            busy: Any = bindparam("busy", expanding=True)
+            condition = and_(condition, tuple_(deliveries.c.endpoint, deliveries.c.target).not_in(busy))
+        # By next_attempt_at alone, which the index holds in order (SQLite breaks ties by id, the
+        # rowid every index ends with); adding id would make PostgreSQL sort all rows due at one
+        # instant, as a replay of many makes them.
+        return (
+            select(deliveries.c.id, deliveries.c.next_attempt_at)
+            .where(condition)
+            .order_by(deliveries.c.next_attempt_at)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)
+            .subquery()
+        )
+
+    pending = oldest(and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= _NOW))
+    expired = oldest(and_(deliveries.c.status == "delivering", deliveries.c.lease_expires_at <= _NOW))
+    due = union_all(select(pending.c.id, pending.c.next_attempt_at), select(expired.c.id, expired.c.next_attempt_at))
+    due_rows = due.subquery()
+    picked = select(due_rows.c.id).order_by(due_rows.c.next_attempt_at, due_rows.c.id).limit(bindparam("limit"))
     return _LEASE.where(deliveries.c.id.in_(picked.scalar_subquery())).returning(deliveries.c.id)
 
 
