@@ -34,8 +34,15 @@ class CircuitBreaker:
 
     def allows(self, now: float) -> bool:
         """Whether a request may go to this target now (without claiming a trial slot)."""
+        left = self.trials_left(now)
+        return left is None or left > 0
+
+    def trials_left(self, now: float) -> int | None:
+        """How many requests it would let through now: None when closed (no limit), 0 while open."""
         state = self.state(now)
-        return state == "closed" or (state == "half_open" and self._trials < self.half_open_requests)
+        if state == "closed":
+            return None
+        return self.half_open_requests - self._trials if state == "half_open" else 0
 
     def acquire(self, now: float) -> bool:
         """Claim permission for one request; half-open hands out a limited number of trials."""

@@ -2,8 +2,10 @@
 
 ``Dispatcher.run`` lives as long as the process (started by the lifespan). It
 polls the store every ``interval`` seconds for due deliveries, claiming only as
-many as it has free attempt slots, so a claimed delivery is attempted at once
-and its lease never runs out while it waits. Right after intake is the fast
+many as it has free attempt slots and their targets can take (``_room``), so a
+claimed delivery is attempted at once and its lease never runs out while it
+waits; it polls sooner once half the slots, or half a target's in-flight cap,
+are free again. Right after intake is the fast
 path: when it has free slots (``reserve``) intake stores the new deliveries
 already leased to this process and ``deliver_claimed`` attempts them with no
 claim of their own; otherwise ``deliver_soon`` claims them one by one (a
@@ -217,13 +219,12 @@ class Dispatcher:
             if self._crashed is not None:
                 raise self._crashed
             claimed = 0
-            free = int(self._slots.available_tokens) - self._soon_queued
-            slots = self._take_slots(min(free, self._batch)) if free > 0 else []  # before the leases
+            busy, room = self._room(time.monotonic())
+            wanted = min(int(self._slots.available_tokens) - self._soon_queued, self._batch, room)
+            slots = self._take_slots(wanted) if wanted > 0 else []  # before the leases
             if slots:
                 due: list[ClaimedDelivery] = []
                 try:
-                    now = time.monotonic()
-                    busy = [key for key, gate in self._gates.items() if gate.saturated(now)]
                     due = await self.store.claim_due(self.owner, self._lease, len(slots), exclude=busy)
                 except StoreError as exc:
                     log.warning("webhook dispatcher: cannot claim deliveries: %s", exc)
@@ -238,6 +239,23 @@ class Dispatcher:
             with anyio.move_on_after(self._interval):
                 await self._wake.wait()
             self._wake = anyio.Event()
+
+    def _room(self, now: float) -> tuple[list[tuple[str, str]], int]:
+        """The targets that can take no attempt now, and how many attempts the others can take.
+
+        The poller claims no more than that: a delivery claimed beyond its target's room is refused
+        by the gate and written back, a claim and a write for nothing (with a backlog for one target
+        capped at half the slots, that was every other claimed delivery). Deliveries of a target no
+        longer configured (no gate; each is marked dead) are claimed within the others' room.
+        """
+        busy: list[tuple[str, str]] = []
+        room = 0
+        for key, gate in self._gates.items():
+            if (free := gate.room(now)) > 0:
+                room += free
+            else:
+                busy.append(key)
+        return busy, room if self._gates else self._batch
 
     async def _claim_and_attempt(self, delivery_id: int) -> None:
         try:
@@ -284,9 +302,11 @@ class Dispatcher:
             await self._attempt_gated(claimed)
         finally:
             self._slots.release_on_behalf_of(slot)
-            # A backlog drains at the pace of the attempts, not of the poll interval:
-            # once half the slots are free the poller claims again.
-            if self._slots.available_tokens * 2 >= self._slots.total_tokens:
+            # A backlog drains at the pace of the attempts, not of the poll interval: once half the
+            # slots are free the poller claims again (once, as they become free: woken at every
+            # attempt's end after that, it would claim one delivery at a time). A target's gate wakes
+            # it the same way (``TargetGate.leave``).
+            if self._slots.available_tokens == (self._slots.total_tokens + 1) // 2:
                 self._wake.set()
 
     async def attempt(self, claimed: ClaimedDelivery) -> bool | None:

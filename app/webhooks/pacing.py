@@ -48,16 +48,19 @@ class TargetGate:
         while self._starts and self._starts[0] <= now - self.period:
             self._starts.popleft()
 
+    def room(self, now: float) -> int:
+        """How many attempts could begin now: what the in-flight cap, the window and the breaker leave."""
+        room = self.max_in_flight - self.in_flight
+        if room > 0 and self.breaker is not None and (trials := self.breaker.trials_left(now)) is not None:
+            room = min(room, trials)
+        if room > 0 and self.amount is not None:
+            self._expire(now)
+            room = min(room, self.amount - len(self._starts))
+        return max(room, 0)
+
     def saturated(self, now: float) -> bool:
-        """True when an attempt could not begin now (too many in flight, or the window is full)."""
-        if self.in_flight >= self.max_in_flight:
-            return True
-        if self.breaker is not None and not self.breaker.allows(now):
-            return True
-        if self.amount is None:
-            return False
-        self._expire(now)
-        return len(self._starts) >= self.amount
+        """True when an attempt could not begin now (too many in flight, the window full, the breaker open)."""
+        return self.room(now) == 0
 
     def try_enter(self, now: float) -> bool:
         """Begin an attempt if the gate allows it now."""
@@ -73,18 +76,19 @@ class TargetGate:
     def leave(self, now: float, *, ok: bool | None) -> bool:
         """An attempt finished: ``ok`` says whether the target answered well (None: it was cut short).
 
-        True when the gate just opened up (it was full, or a trial closed its breaker): deliveries
-        waiting for it can be claimed again."""
-        was_full = self.in_flight >= self.max_in_flight
+        True when the gate just opened up for a batch: half its in-flight cap is free again (for a cap
+        of 1 or 2, as soon as it is not full), or a trial closed its breaker. Deliveries waiting for it
+        are then worth a claim; waking the poller at every attempt's end would claim them one by one."""
         self.in_flight -= 1
+        opened = self.max_in_flight - self.in_flight == (self.max_in_flight + 1) // 2
         if self.breaker is None or ok is None:
-            return was_full
+            return opened
         if not ok:
             self.breaker.record_failure(now)
-            return was_full
+            return opened
         was_closed = self.breaker.state(now) == "closed"
         self.breaker.record_success(now)
-        return was_full or not was_closed
+        return opened or not was_closed
 
     def wait_for_token(self, now: float) -> float:
         """Seconds until an attempt may begin as far as rate and breaker go (0: now)."""

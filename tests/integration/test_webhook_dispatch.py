@@ -178,3 +178,68 @@ async def test_intake_leaves_a_busy_targets_deliveries_to_the_poller_with_no_cla
     assert written == events  # the intakes, and no claim or hand-back
     assert sorted(Counter(r.headers["x-gatehouse-delivery-id"] for r in target.received).values()) == [1] * (events + 1)
     assert [d.attempts for d in deliveries] == [1] * (events + 1)
+
+
+async def test_a_backlog_for_a_capped_target_is_claimed_in_batches_its_gate_can_take(tmp_path: Path):
+    # Sixteen slots, a target that takes four attempts at a time, and a backlog of 40 deliveries left
+    # pending while the target was busy. The poller claims no more than the target's gate can take:
+    # nothing is claimed only to be refused by the gate and written back (a claim and a write for
+    # nothing), and it claims again once half the target's cap is free, not at every attempt's end.
+    events, cap = 40, 4
+    release = anyio.Event()
+
+    async def hold_the_first(_record: Received) -> None:
+        if not release.is_set():
+            await release.wait()
+
+    target = CountingTarget(delay=0.02)
+    target.before_answer = hold_the_first  # (the target runs in this event loop)
+    async with run_uvicorn(target) as svc:
+        capped = hook("capped", svc.url, 1, cap)
+        capped["deliver_to"][0]["timeout"] = 30  # type: ignore[index]  # held until released, never timed out
+        async with run_gateway(
+            webhooks=[capped],
+            webhook_store=f"sqlite:///{tmp_path / 'webhooks.db'}",
+            webhook_dispatch_interval=0.05,
+            webhook_dispatch_concurrency=16,
+        ) as gw:
+            webhooks = gw.state["webhooks"]
+            assert webhooks is not None
+            claims: list[int] = []
+            claim_due = webhooks.store.claim_due
+
+            async def counting_claim_due(*args, **kwargs):  # type: ignore[no-untyped-def]
+                claimed = await claim_due(*args, **kwargs)
+                if claimed:
+                    claims.append(len(claimed))
+                return claimed
+
+            webhooks.store.claim_due = counting_claim_due  # type: ignore[method-assign]
+            async with httpx.AsyncClient(base_url=gw.url, timeout=10.0) as client:
+
+                async def post(n: int) -> None:
+                    body = json_body({"n": n})
+                    response = await client.post("/hooks/capped", content=body, headers=standard_headers(f"c{n}", body))
+                    assert response.status_code == 202
+
+                for n in range(cap):  # these hold all of the target's places until released
+                    await post(n)
+                await target.wait_for(cap)
+                for n in range(cap, cap + events):  # the backlog: left pending for the poller
+                    await post(n)
+                written_before = webhooks.writer.commits.items
+                release.set()
+                with anyio.fail_after(10):
+                    while True:
+                        deliveries = await webhooks.store.list_deliveries(limit=100)
+                        if len(deliveries) == cap + events and all(d.status == "delivered" for d in deliveries):
+                            break
+                        await anyio.sleep(0.05)
+                written = webhooks.writer.commits.items - written_before
+    assert written == cap + events  # one outcome each: no delivery claimed only to be handed back
+    assert sum(claims) == events and max(claims) <= cap
+    assert len(claims) <= events // (cap // 2) + 2, claims  # batches of half the cap, not one by one
+    assert target.peak == cap
+    assert sorted(Counter(r.headers["x-gatehouse-delivery-id"] for r in target.received).values()) == [1] * (
+        cap + events
+    )

@@ -63,3 +63,26 @@ def test_leave_says_when_the_gate_opened_up():
     assert gate.try_enter(5.0)  # the trial
     assert gate.leave(5.0, ok=True)  # it closed the breaker
     assert gate.try_enter(6.0) and not gate.leave(6.0, ok=True)  # nothing changed
+
+
+def test_leave_says_so_once_when_half_a_large_cap_is_free_again():
+    gate = TargetGate(max_in_flight=10)
+    for _ in range(10):
+        assert gate.try_enter(0.0)
+    opened = [gate.leave(0.0, ok=True) for _ in range(10)]
+    assert opened == [False] * 4 + [True] + [False] * 5  # at 5 in flight: worth a claim of five
+
+
+def test_room_is_what_the_cap_the_window_and_the_breaker_leave():
+    gate = TargetGate(max_in_flight=4, amount=3, period=1.0)
+    assert gate.room(0.0) == 3  # the window
+    assert gate.try_enter(0.0) and gate.room(0.0) == 2
+    assert gate.try_enter(0.5) and gate.try_enter(0.5) and gate.room(0.5) == 0 and gate.saturated(0.5)
+    assert gate.room(1.0) == 1  # the first start left the window; the cap leaves one more
+    gate = TargetGate(max_in_flight=4, breaker=CircuitBreaker(1, reset_timeout=5.0, half_open_requests=2))
+    assert gate.room(0.0) == 4
+    assert gate.try_enter(0.0)
+    gate.leave(0.0, ok=False)
+    assert gate.room(1.0) == 0  # open
+    assert gate.room(5.0) == 2  # half-open: its trials
+    assert gate.try_enter(5.0) and gate.room(5.0) == 1
