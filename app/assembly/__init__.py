@@ -4,7 +4,7 @@
 entry point; ``generation`` is one version of the route table with its
 pools, filter chains and clients; ``filters`` is the one list of a route's
 filters in order; ``lifespan`` opens and closes what lives as long as the
-process (``heap``: freed heap handed back after busy spells); ``reload`` swaps
+process (``heap``: freed heap kept while busy, handed back after); ``reload`` swaps
 generations; ``drain`` is the shutdown flag; ``ops``, ``webhooks_ops`` and
 ``problems`` are the ops endpoints.
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 
 import anyio
 
@@ -93,3 +95,49 @@ def test_the_lifespan_task_checks_on_its_interval_and_stops_with_it():
 
     anyio.run(main)
     assert calls == [1]
+
+
+# Runs in a fresh interpreter: glibc's sliding thresholds depend on what the process freed before.
+# Prints the bytes a 2 MiB buffer adds to the mmapped ones, then the heap's size while 16 MiB of
+# 256 KiB pieces (uvloop's read size) live and after they are freed.
+HEAP_PROBE = """
+import ctypes, sys
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "keep":
+    from app.assembly.heap import keep_freed_heap
+    assert keep_freed_heap()
+before = libc.mallinfo2().hblkhd
+big = bytearray(2 << 20)
+mmapped = libc.mallinfo2().hblkhd - before
+del big
+pieces = [bytearray(256_000) for _ in range(64)]
+held = libc.mallinfo2().arena
+del pieces
+print(mmapped, held, libc.mallinfo2().arena)
+"""
+
+
+def probe_heap(mode: str) -> tuple[int, int, int]:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", HEAP_PROBE, mode], cwd=root, capture_output=True, text=True, timeout=60, check=True
+    )
+    mmapped, held, after = map(int, done.stdout.split())
+    return mmapped, held, after
+
+
+def test_freed_buffers_stay_in_the_heap_while_busy_so_they_are_not_faulted_in_again():
+    assert sys.platform.startswith("linux")  # glibc, as in the image
+    # glibc by default: a 2 MiB buffer is a fresh mmap, and freed 256 KiB pieces go back to the OS
+    # (mapped anew, page by page, for the next response's body).
+    mmapped, held, after = probe_heap("default")
+    assert mmapped >= 2 << 20
+    assert after < held - (8 << 20) or held < 8 << 20  # trimmed, or never in the heap (mmapped)
+    mmapped, held, after = probe_heap("keep")
+    assert mmapped == 0
+    assert held >= 16 << 20 and after >= held - (1 << 20)  # kept for the next responses
