@@ -242,14 +242,15 @@ async def relay_response(exchange: Exchange, response: httpx.Response, send: Sen
             # (Only once the request body is read: ``receive`` has one reader at a time.)
             watch = exchange.body is None or exchange.body.finished
             counter = [sent]
+            end = length if not exchange.trailers else None
             try:
-                finished = await _relay_rest(chunks, send, receive if watch else None, route.name, counter)
+                ended = await _relay_rest(chunks, send, receive if watch else None, route.name, counter, end)
             finally:
                 sent = counter[0]
-            if finished:
+            if ended is _OPEN:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 await _send_trailers(exchange, response, send, held)
-            else:
+            elif ended is _LEFT:
                 log.info("client disconnected mid-stream", extra={"route": route.name})
         finally:
             aclose = getattr(chunks, "aclose", None)
@@ -300,21 +301,35 @@ def _split_trailers_only(
     return kept, [(n, v) for n, v in headers if n not in _KEPT_IN_HEADERS]
 
 
+# How ``_relay_rest`` left the response: ended by its last piece, still open (the upstream's
+# end seen, the closing message not sent), or abandoned because the client left.
+_ENDED, _OPEN, _LEFT = "ended", "open", "left"
+
+
 async def _relay_rest(
-    chunks: AsyncIterator[bytes], send: Send, receive: Receive | None, route: str, sent: list[int]
-) -> bool:
-    """Relay remaining chunks, adding their size to ``sent[0]``; ``False`` if the client disconnected first."""
+    chunks: AsyncIterator[bytes], send: Send, receive: Receive | None, route: str, sent: list[int], end: int | None
+) -> str:
+    """Relay remaining chunks, adding their size to ``sent[0]``; ``_ENDED``, ``_OPEN`` or ``_LEFT``.
+
+    The piece that brings ``sent[0]`` to ``end`` (the Content-Length) goes with ``more_body``
+    false: the response ends with it, without a closing empty message.
+    """
     with anyio.CancelScope() as scope:
         watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, scope)) if receive else None
         try:
             with map_upstream_errors(route):
                 async for chunk in chunks:
+                    total = sent[0] + len(chunk)
+                    if end is not None and total >= end:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                        sent[0] = total
+                        return _ENDED
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    sent[0] += len(chunk)
+                    sent[0] = total
         finally:
             if watcher is not None:
                 watcher.cancel()
-    return not scope.cancel_called
+    return _LEFT if scope.cancel_called else _OPEN
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

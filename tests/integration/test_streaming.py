@@ -8,6 +8,8 @@ import anyio
 import httpx
 import pytest
 
+from app.config.settings import Settings
+from app.main import create_app
 from tests.gateway import route, run_gateway
 from tests.servers import run_uvicorn
 from tests.upstreams import GZIP_BODY, large_body
@@ -33,6 +35,48 @@ async def test_large_response_arrives_byte_for_byte(upstream):
     assert response.status_code == 200
     assert response.headers["content-length"] == str(size)
     assert response.content == large_body(size)
+
+
+async def test_a_body_of_known_length_ends_with_its_last_piece(upstream):
+    # No empty message after the last byte of a Content-Length body: one ASGI send less per response.
+    server, _ = upstream
+    size = 3 * 1024 * 1024 + 17
+    app = create_app(Settings(routes=[route("up", "/up", server.url)]), access_write=lambda _: None)
+    host = f"127.0.0.1:{server.port}".encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/up/large",
+        "raw_path": b"/up/large",
+        "query_string": f"bytes={size}".encode(),
+        "headers": [(b"host", host)],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    messages = []
+    seen = set()  # the upstream's connection objects: the body was read to its end, so one is reused
+
+    async def receive():
+        await anyio.sleep_forever()  # a client that stays
+
+    async def send(message):
+        messages.append(message)
+
+    async with app.router.lifespan_context(app):
+        for _ in range(2):
+            messages.clear()
+            with anyio.fail_after(10):
+                await app(scope, receive, send)
+            seen.update(server.server.server_state.connections)
+            bodies = [message for message in messages if message["type"] == "http.response.body"]
+            assert len(bodies) > 2
+            assert b"".join(message["body"] for message in bodies) == large_body(size)
+            assert [message["more_body"] for message in bodies] == [True] * (len(bodies) - 1) + [False]
+            assert bodies[-1]["body"]
+    assert len(seen) == 1
 
 
 async def test_sse_reaches_the_client_event_by_event(upstream):
