@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import asyncpg
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 
 from app.webhooks.bulk import lease_due
 from app.webhooks.database import StoreUnavailable, create_sqlite_writer, utc_now
@@ -466,6 +466,28 @@ async def test_a_dropped_postgres_connection_costs_no_write(store, request):
     second = await record(store, "evt_after")
     assert second.event_id != first.event_id and not second.duplicate
     assert (await store.get_event(second.event_id)).provider_event_id == "evt_after"
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_postgres_write_sends_its_transaction_and_nothing_more(store):
+    # SQLAlchemy's pre-ping on asyncpg is three round trips per checkout (BEGIN, ";", ROLLBACK): more
+    # than the statements of a claim. A connection is checked without one (see create_store_engine).
+    sent: list[str] = []
+    logging: set[int] = set()
+
+    def log_queries(dbapi_connection, _record, _proxy) -> None:
+        driver = dbapi_connection.driver_connection
+        if id(driver) not in logging:
+            logging.add(id(driver))
+            driver.add_query_logger(lambda record: sent.append(record.query.strip().upper()))
+
+    event.listen(store.engine.sync_engine.pool, "checkout", log_queries)
+    await record(store, "evt_1")
+    sent.clear()  # from here on, every write's connection logs what it sends
+    await record(store, "evt_2")
+    await store.claim_due("w", LEASE, 10)
+    assert "COMMIT;" in sent
+    assert [query for query in sent if query in (";", "ROLLBACK;")] == []  # the ping's
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
