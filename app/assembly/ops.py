@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.assembly.fastapi_v1 import check_v1_models_without_importing_v1
 from app.assembly.lifespan import State
 from app.assembly.ops_access import metrics_access, ops_access, page_access
 from app.assembly.ops_schema import ADMIN, Health, Readiness, Reloaded, openapi_document, problem
@@ -19,6 +20,8 @@ from app.assembly.reload import NotReloadable, ReloadRejected
 
 OPS_PAGE = (Path(__file__).parent.parent / "observability" / "ops_page.html").read_bytes()
 
+# Before the first route is defined: FastAPI would import pydantic.v1 to check it (app.assembly.fastapi_v1).
+check_v1_models_without_importing_v1()
 router = APIRouter()
 
 

@@ -44,6 +44,7 @@ LAZY = (
     "pygments",
     "h11",
     "uvicorn.protocols.http.h11_impl",
+    "pydantic.v1",
 )
 
 PROBE = """
@@ -56,8 +57,24 @@ settings = Settings(config=sys.argv[1], {extra})
 gateway = app.main.create_app(settings)
 
 async def start_and_stop() -> None:
-    async with gateway.router.lifespan_context(gateway):
-        pass
+    async with gateway.router.lifespan_context(gateway) as state:
+        # One ops request: FastAPI builds its routes for the app on the first one it routes.
+        sent = []
+        scope = {{
+            "type": "http", "asgi": {{"version": "3.0"}}, "http_version": "1.1", "method": "GET", "scheme": "http",
+            "path": "/_gatehouse/readyz", "raw_path": b"/_gatehouse/readyz", "query_string": b"", "root_path": "",
+            "headers": [(b"host", b"gatehouse")], "client": ("127.0.0.1", 9), "server": ("127.0.0.1", 80),
+            "state": dict(state),
+        }}
+
+        async def receive():
+            return {{"type": "http.request", "body": b"", "more_body": False}}
+
+        async def send(message):
+            sent.append(message)
+
+        await gateway(scope, receive, send)
+        assert sent[0]["status"] in (200, 503), sent
 
 anyio.run(start_and_stop)
 print(json.dumps(sorted(
