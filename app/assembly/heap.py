@@ -23,9 +23,10 @@ makes keeping them safe: RSS after a load is the same, and the peak is the in-fl
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import anyio
@@ -41,6 +42,8 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 KEEP_FREE_BYTES = 32 << 20  # free space at the heap's top kept until the trim when quiet (64 x 512 KiB in flight)
 MMAP_FROM_BYTES = 4 << 20  # blocks this large are mmapped and unmapped on free, as glibc does above 128 KiB
+# glibc's older spelling of its tunables (``GLIBC_TUNABLES=glibc.malloc.trim_threshold=...`` is the newer).
+_THRESHOLD_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
 def glibc_function(name: str) -> Callable[..., int] | None:
@@ -58,11 +61,16 @@ def glibc_malloc_trim() -> Trim | None:
     return None if function is None else lambda: function(0)
 
 
-def keep_freed_heap() -> bool:
+def keep_freed_heap(environ: Mapping[str, str] = os.environ) -> bool:
     """Keep up to ``KEEP_FREE_BYTES`` of freed heap for reuse instead of unmapping it at once (see the docstring).
 
-    Setting either threshold also stops glibc sliding them, so both are set. False without glibc.
+    Setting either threshold also stops glibc sliding them, so both are set. False without
+    glibc, and when the environment sets a malloc threshold itself (a deployment that trades
+    CPU for RSS after large bodies, README **Memory**): that choice stands.
     """
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if "_threshold=" in tunables or any(name in environ for name in _THRESHOLD_VARIABLES):
+        return False
     mallopt = glibc_function("mallopt")
     if mallopt is None:
         return False
