@@ -12,6 +12,7 @@ from __future__ import annotations
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.serving.coalescing import WriteCoalescing
+from app.serving.cycle import OwnCycle
 from app.serving.limits import ConnectionLimits
 from app.serving.targets import RequestTargetMixin
 from app.serving.tls_protocol import ClientCertificateMixin
@@ -24,6 +25,7 @@ class GatehouseHttpProtocol(
     ClientCertificateMixin,
     UnsupportedUpgrade,
     RequestTargetMixin,
+    OwnCycle,
     HttpToolsProtocol,
 ):
     """uvicorn's httptools protocol, with Gatehouse's connection-level mixins:
@@ -35,4 +37,6 @@ class GatehouseHttpProtocol(
     - ``UnsupportedUpgrade`` (``app.serving.upgrade``): ``Upgrade`` to anything but WebSocket.
     - ``RequestTargetMixin`` (``app.serving.targets``): keeps a target that is not origin-form
       (absolute-form) for the gateway.
+    - ``OwnCycle`` (``app.serving.cycle``): each request's cycle writes a common response head with two
+      checks in all, not two per field; innermost, as it replaces uvicorn's ``on_headers_complete``.
     """
