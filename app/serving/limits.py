@@ -59,12 +59,19 @@ class ConnectionLimits(HttpToolsProtocol):
     when the clock runs out is closed without an answer, like an idle
     keep-alive connection: a 408 there could be read by the client as the
     answer to the request it is about to send.
+
+    The keep-alive clock runs the same way: uvicorn arms a timer after each
+    response (``call_later``) and cancels it at the next request's first bytes,
+    about 1.8 us a request with uvloop; here the response sets a deadline on
+    one timer per connection (uvicorn's ``timeout_keep_alive_task``), new data
+    clears it, and a timer that rings early is re-armed for the deadline it finds.
     """
 
     header_timeout: float
     header_deadline: float | None
     header_timer: asyncio.TimerHandle | None
     in_header_block: bool
+    keepalive_deadline: float | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         limits = server_settings(self.app_state)
@@ -85,6 +92,39 @@ class ConnectionLimits(HttpToolsProtocol):
             self.header_timer.cancel()
             self.header_timer = None
         super().connection_lost(exc)
+        self.keepalive_deadline = None
+        if self.timeout_keep_alive_task is not None:  # uvicorn leaves it armed when the connection failed
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, but the keep-alive timeout is a deadline for the connection's one timer."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.keepalive_deadline = None
+        self.flow.resume_reading()
+        if self.pipeline:  # the next pipelined request starts now
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self.keepalive_deadline = deadline = self.loop.time() + self.timeout_keep_alive
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_at(deadline, self.keepalive_clock_rang)
+
+    def _unset_keepalive_if_required(self) -> None:
+        self.keepalive_deadline = None  # an armed timer that rings finds no deadline
+
+    def keepalive_clock_rang(self) -> None:
+        self.timeout_keep_alive_task = None
+        deadline = self.keepalive_deadline
+        if deadline is None:
+            return
+        if self.loop.time() < deadline:  # a later response moved the deadline
+            self.timeout_keep_alive_task = self.loop.call_at(deadline, self.keepalive_clock_rang)
+            return
+        self.keepalive_deadline = None
+        self.timeout_keep_alive_handler()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -118,6 +118,28 @@ async def test_an_idle_keep_alive_connection_is_closed_after_keepalive_timeout(u
                 assert time.monotonic() - started < 2
 
 
+async def test_the_keep_alive_clock_restarts_after_each_response(upstream, http_server):
+    """Each response gives the connection a whole keep-alive timeout again; idle after the last, it closes."""
+    server, stats = upstream
+    async with run_gateway(
+        route("svc", "/svc", server.url), server={"keepalive_timeout": 0.6}, http_server=http_server
+    ) as gw:
+        async with connection(gw.port) as (reader, writer):
+            with anyio.fail_after(8):
+                for i in range(5):  # 1.6 s in all, each gap within the timeout
+                    writer.write(get(b"/svc/echo/%d" % i))
+                    head, _ = await read_response(reader)
+                    assert head.startswith(b"HTTP/1.1 200 ")
+                    await asyncio.sleep(0.4)
+                writer.write(get(b"/svc/echo/last"))
+                head, _ = await read_response(reader)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                started = time.monotonic()
+                assert await reader.read(65536) == b""
+                assert 0.4 <= time.monotonic() - started < 2
+    assert stats.requests["/echo/last"] == 1
+
+
 async def test_a_connection_over_max_connections_gets_503_and_is_closed(upstream, http_server):
     server, stats = upstream
     async with run_gateway(
