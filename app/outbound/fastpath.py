@@ -34,6 +34,15 @@ works around one httpx 0.28 behaviour, is pinned by
     inner stream gives the same bytes; ``response.aclose()`` still goes through
     ``BoundAsyncStream.aclose`` (``elapsed`` set, the inner stream closed).
 
+``request_auth``
+    With no ``Auth`` on the client or the request and no userinfo in the URL,
+    ``send`` makes a fresh ``httpx.Auth()`` per request (after unquoting the
+    URL's user name and password to find none) and drives its flow: an async
+    generator around a generator, whose only work is to hand the request back
+    once. ``NO_AUTH`` is an ``Auth`` whose flow does the same as a plain object.
+    ``send`` still drives it (``__anext__``, ``asend``, ``aclose``); a client's
+    own ``auth``, a route's upstream credentials and URL userinfo still win.
+
 ``close_response``
     ``Response.aclose`` closes the stream inside ``request_context``, a
     ``@contextlib.contextmanager`` (a generator, a context-manager object and
@@ -44,8 +53,8 @@ works around one httpx 0.28 behaviour, is pinned by
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from typing import Any, NoReturn
 
 import httpx
 from httpx._client import BoundAsyncStream
@@ -61,6 +70,48 @@ def release(response: httpx.Response) -> None:
     """Break the response <-> stream cycle of a closed response (see the module docstring)."""
     if response.is_closed:
         response.stream = _SPENT
+
+
+class _HandBack:
+    """``NO_AUTH``'s flow: the request once, then the end (what ``Auth().async_auth_flow`` yields)."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: httpx.Request) -> None:
+        self._request = request
+
+    def __aiter__(self) -> _HandBack:
+        return self
+
+    async def __anext__(self) -> httpx.Request:
+        request = self._request
+        if request is None:
+            raise StopAsyncIteration
+        self._request = None  # type: ignore[assignment]
+        return request
+
+    async def asend(self, _response: httpx.Response) -> NoReturn:
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _NoAuth(httpx.Auth):
+    """``httpx.Auth()`` (adds nothing), with its flow as a plain object (see the module docstring)."""
+
+    def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        return _HandBack(request)  # type: ignore[return-value]  # the three methods ``send`` calls
+
+
+NO_AUTH = _NoAuth()
+
+
+def request_auth(client: httpx.AsyncClient, url: httpx.URL) -> httpx.Auth | None:
+    """``NO_AUTH`` where ``send`` would make an ``httpx.Auth()``; else ``None``: leave it to ``send``."""
+    if client.auth is None and not url.userinfo:
+        return NO_AUTH
+    return None
 
 
 def raw_headers(raw: Iterable[tuple[bytes, bytes]]) -> httpx.Headers:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from functools import lru_cache
 from typing import Any, Literal
 
 import aiohttp
 import httpx
+from aiohttp.typedefs import LooseHeaders
 from multidict import CIMultiDict
 
 from app.outbound.fastpath import raw_headers
@@ -34,6 +35,8 @@ from app.outbound.urls import yarl_url
 
 # aiohttp adds these unless told not to; a proxy must not.
 _SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+# The same names as the request reads them (only looked up, never changed: one for all requests).
+_SKIPPED: CIMultiDict[None] = CIMultiDict((name, None) for name in sorted(_SKIP_AUTO_HEADERS))
 
 
 class map_aiohttp_errors:  # noqa: N801 (used as a function: ``with map_aiohttp_errors(): ...``)
@@ -144,6 +147,30 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._slots.release()
 
 
+class _ForwardedRequest(aiohttp.ClientRequest):
+    """aiohttp's request, sending the fields it is given as they are, in their order.
+
+    aiohttp has no way to take a request's headers as final: ``update_headers`` copies them
+    into a new ``CIMultiDict`` behind a ``Host`` built from the URL, and ``update_auto_headers``
+    sorts the skipped names into another, copies the headers again to look names up in, and
+    checks each default header, every request; only to add nothing, as this transport skips
+    all of them. The ``CIMultiDict`` it is handed is the session's fresh copy
+    (``ClientSession._prepare_headers``), so it is kept as it is. Given no ``Host``, or more
+    than one, aiohttp's own rule applies (the URL's, or the last given, sent first).
+    ``tests/integration/test_fastpath.py`` pins the bytes on the wire.
+    """
+
+    def update_headers(self, headers: LooseHeaders | None) -> None:
+        if type(headers) is CIMultiDict and len(headers.getall("Host", ())) == 1:
+            self.headers = headers
+        else:
+            super().update_headers(headers)
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:  # noqa: ARG002
+        # ``skip_auto_headers`` is the session's, always ``_SKIP_AUTO_HEADERS``: no header is added.
+        self._skip_auto_headers = _SKIPPED
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 to one upstream origin through an ``aiohttp`` connection pool."""
 
@@ -168,6 +195,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             skip_auto_headers=_SKIP_AUTO_HEADERS,
+            request_class=_ForwardedRequest,
             timeout=aiohttp.ClientTimeout(total=None),
             trust_env=False,
         )

@@ -18,7 +18,7 @@ import httpx
 from starlette.types import Receive, Send
 
 from app.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from app.outbound.fastpath import body_chunks, build_request, close_response, release, stream_chunks
+from app.outbound.fastpath import body_chunks, build_request, close_response, release, request_auth, stream_chunks
 from app.proxy.body import ClientDisconnected
 from app.proxy.exchange import Exchange
 from app.proxy.headers import client_response_headers
@@ -107,10 +107,13 @@ async def send_request(
     started = perf_counter()
     try:
         try:
-            if exchange.upstream_auth is None:
+            auth = exchange.upstream_auth
+            if auth is None:
+                auth = request_auth(client, url)
+            if auth is None:
                 response = await client.send(request, stream=True)
             else:
-                response = await client.send(request, stream=True, auth=exchange.upstream_auth)
+                response = await client.send(request, stream=True, auth=auth)
         except httpx.TransportError as exc:
             raise upstream_error(exc, route.name) from exc
     except (GatewayError, ClientDisconnected) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
 import aiohttp
@@ -144,3 +145,88 @@ async def test_a_fully_read_body_hands_its_connection_back_and_a_cut_one_closes_
                 break  # the rest is never read: the connection cannot be reused
         assert transport.in_use == 0
         await stats.wait_for(lambda: len(server.server.server_state.connections) == 0)
+
+
+async def test_the_gateway_builds_no_httpx_auth_flow_per_request(upstream, monkeypatch):
+    """With no credentials anywhere, a forwarded request runs no ``httpx.Auth.async_auth_flow`` generator."""
+    flows = []
+    plain = httpx.Auth.async_auth_flow
+
+    def counted(self, request):
+        flows.append(request.url.port)  # the test's own client runs one too, to the gateway
+        return plain(self, request)
+
+    monkeypatch.setattr(httpx.Auth, "async_auth_flow", counted)
+    server, _ = upstream
+    async with run_gateway(route("a", "/a", server.url)) as gw, httpx.AsyncClient() as client:
+        response = await client.get(f"{gw.url}/a/echo/")
+    assert response.status_code == 200
+    assert server.port not in flows and flows
+
+
+class RawUpstream:
+    """A loopback server that records each request's bytes up to its body's end and answers 204."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:  # the client closed the connection
+                writer.close()
+                return
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            self.requests.append(head + await reader.readexactly(length))
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await writer.drain()
+
+
+async def _wire(requests: list[tuple[str, list[tuple[str, str]], bytes | None]]) -> tuple[int, list[bytes]]:
+    upstream = RawUpstream()
+    server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = AiohttpTransport(limits=httpx.Limits())
+    try:
+        async with make_client(timeout=httpx.Timeout(5), transport=transport) as client:
+            for method, headers, body in requests:
+                request = httpx.Request(
+                    method, f"http://127.0.0.1:{port}/p%7Cq?s=a%2Fb&x", headers=headers, content=body
+                )
+                response = await client.send(request)
+                assert response.status_code == 204
+    finally:
+        server.close()
+    assert transport.in_use == 0
+    return port, upstream.requests
+
+
+async def test_the_aiohttp_transport_sends_the_fields_it_is_given_in_their_order_and_case():
+    """Nothing added (no User-Agent, Accept, Accept-Encoding, Content-Type), nothing merged or moved: Host
+    goes where the request has it, repeated fields stay apart; the body goes as it is."""
+    port, seen = await _wire(
+        [
+            ("GET", [("X-Mixed", "One"), ("Host", "other.test"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")], None),
+            ("POST", [("x-a", "1")], b'{"k": 1}'),
+        ]
+    )
+    assert seen == [
+        b"GET /p%7Cq?s=a%2Fb&x HTTP/1.1\r\n"
+        b"X-Mixed: One\r\nHost: other.test\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n",
+        b"POST /p%7Cq?s=a%2Fb&x HTTP/1.1\r\n"
+        b"Host: 127.0.0.1:" + str(port).encode() + b"\r\nx-a: 1\r\nContent-Length: 8\r\n\r\n" + b'{"k": 1}',
+    ]
+
+
+async def test_the_aiohttp_transport_keeps_aiohttps_host_rule_for_several_host_fields():
+    """More than one Host: aiohttp's own rule, the last one given, sent first (the transport adds no other)."""
+    _, seen = await _wire([("GET", [("x-a", "1"), ("Host", "one.test"), ("Host", "two.test")], None)])
+    assert seen == [b"GET /p%7Cq?s=a%2Fb&x HTTP/1.1\r\nHost: two.test\r\nx-a: 1\r\n\r\n"]

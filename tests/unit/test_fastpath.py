@@ -10,7 +10,15 @@ import httpx
 import pytest
 
 from app.outbound.clients import make_client
-from app.outbound.fastpath import body_chunks, build_request, close_response, raw_headers, release
+from app.outbound.fastpath import (
+    NO_AUTH,
+    body_chunks,
+    build_request,
+    close_response,
+    raw_headers,
+    release,
+    request_auth,
+)
 from app.proxy.forwarding import watch_response
 
 URL = httpx.URL("http://upstream.test:8080/v1/x?q=%7C")
@@ -232,3 +240,47 @@ async def test_close_response_attaches_the_request_to_an_error_while_closing_as_
 def test_httpx_aclose_still_closes_inside_request_context():
     """When this fails, httpx's ``aclose`` changed: ``close_response`` must follow or go."""
     assert "request_context" in httpx.Response.aclose.__code__.co_names
+
+
+# request_auth / NO_AUTH: what send would do with no Auth anywhere, without a fresh Auth and its generators
+
+
+@pytest.mark.parametrize(
+    ("client_auth", "url", "expected"),
+    [
+        (None, URL, "no-auth"),
+        (httpx.BasicAuth("u", "p"), URL, None),  # the client's own Auth: send uses it
+        (None, httpx.URL("http://user:pw@upstream.test/x"), None),  # userinfo: send makes a BasicAuth
+    ],
+    ids=["nothing", "client-auth", "userinfo"],
+)
+def test_request_auth_stands_in_only_where_send_would_make_a_plain_auth(client_auth, url, expected):
+    client = httpx.AsyncClient(auth=client_auth)
+    assert request_auth(client, url) is (NO_AUTH if expected == "no-auth" else None)
+
+
+@pytest.mark.anyio
+async def test_no_auth_sends_the_request_unchanged_through_hooks_and_the_transport():
+    seen, hooked = [], []
+
+    def handler(request):
+        seen.append(request)
+        return httpx.Response(200, stream=Chunks())
+
+    async def on_request(request):
+        hooked.append(("request", request))
+
+    async def on_response(response):
+        hooked.append(("response", response))
+
+    transport = httpx.MockTransport(handler)
+    async with httpx.AsyncClient(
+        transport=transport, event_hooks={"request": [on_request], "response": [on_response]}
+    ) as client:
+        request = build_request("GET", URL, HEADERS, None, {})
+        before = list(request.headers.raw)
+        response = await client.send(request, stream=True, auth=request_auth(client, URL))
+        assert await response.aread() == b"body"
+        await response.aclose()
+    assert seen == [request] and request.headers.raw == before
+    assert hooked == [("request", request), ("response", response)]
