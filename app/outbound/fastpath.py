@@ -23,7 +23,10 @@ works around one httpx 0.28 behaviour, is pinned by
     ``Headers`` (7.7 us per request, against 0.7 us for headers that are already
     lower-case bytes, as the gateway's are). This builds the same request, with
     the same automatic ``Host`` and ``Content-Length: 0`` httpx would add, from
-    headers normalised once.
+    headers normalised once, and sets what ``Request.__init__`` would set
+    without copying the (immutable) URL into a new ``URL``, the new headers into
+    another ``Headers`` or the caller's fresh extensions into another dict
+    (1.5 us more per request).
 
 ``body_chunks``
     ``send(stream=True)`` wraps the transport's stream in a ``BoundAsyncStream``
@@ -152,7 +155,15 @@ def build_request(
             headers = auto + headers
     if stream is None:
         stream = _SPENT
-    return httpx.Request(method, url, headers=raw_headers(headers), stream=stream, extensions=extensions)
+    # What ``Request.__init__`` sets when given a stream, without copying the URL (immutable) into a new
+    # ``URL``, the fresh headers into a new ``Headers`` or the caller's fresh ``extensions`` into a new dict.
+    request = httpx.Request.__new__(httpx.Request)
+    request.method = method.upper()
+    request.url = url
+    request.headers = raw_headers(headers)
+    request.extensions = extensions
+    request.stream = stream
+    return request
 
 
 def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:

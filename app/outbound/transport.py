@@ -210,7 +210,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if session is None:
             session = self._session = self._open_session()
         timeouts = request.extensions.get("timeout", {})
-        await self._acquire_slot(timeouts.get("pool"))
+        if not self._slots.take_free():  # else wait, without a coroutine when one is free
+            await self._acquire_slot(timeouts.get("pool"))
         # From httpx's own (name as sent, lower-case name, value) list (``fastpath.raw_headers``
         # builds it): ``Headers.raw`` would copy it into a new list first. A list, not a
         # generator: CIMultiDict builds from it in C.
@@ -250,11 +251,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def _acquire_slot(self, pool_timeout: float | None) -> None:
-        slots = self._slots
-        if slots.take_free():
-            return
         try:
-            await asyncio.wait_for(slots.acquire(), pool_timeout)
+            await asyncio.wait_for(self._slots.acquire(), pool_timeout)
         except TimeoutError:
             raise httpx.PoolTimeout(
                 f"no free connection to the upstream within {pool_timeout} s "

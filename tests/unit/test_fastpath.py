@@ -57,6 +57,8 @@ def test_a_request_without_a_body_is_the_one_httpx_builds(method, headers):
     assert ours.headers.multi_items() == httpx_own.headers.multi_items()
     assert (ours.method, ours.url, ours.extensions) == (httpx_own.method, httpx_own.url, httpx_own.extensions)
     assert ours.url.raw_path == b"/v1/x?q=%7C"
+    # The attributes httpx's constructor sets (httpx's own reads a body-less stream: ``_content``).
+    assert set(vars(ours)) == set(vars(httpx_own)) - {"_content"}
 
 
 @pytest.mark.anyio
@@ -65,6 +67,13 @@ async def test_a_request_with_a_body_keeps_its_headers_and_stream():
     ours, httpx_own = both("POST", [*HEADERS, (b"transfer-encoding", b"chunked")], stream)
     assert ours.headers.raw == httpx_own.headers.raw
     assert ours.stream is stream
+    assert vars(ours).keys() == vars(httpx_own).keys()
+    assert ours.url == httpx_own.url and ours.extensions == httpx_own.extensions
+
+
+def test_the_method_is_upper_case_as_httpx_makes_it():
+    ours, httpx_own = both("get", HEADERS)
+    assert ours.method == httpx_own.method == "GET"
 
 
 def test_raw_headers_look_up_case_insensitively_and_keep_repeated_fields():
