@@ -23,7 +23,7 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator, Iterable
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 import httpx
@@ -150,21 +150,29 @@ class _ResponseStream(httpx.AsyncByteStream):
 class _ForwardedRequest(aiohttp.ClientRequest):
     """aiohttp's request, sending the fields it is given as they are, in their order.
 
-    aiohttp has no way to take a request's headers as final: ``update_headers`` copies them
-    into a new ``CIMultiDict`` behind a ``Host`` built from the URL, and ``update_auto_headers``
-    sorts the skipped names into another, copies the headers again to look names up in, and
-    checks each default header, every request; only to add nothing, as this transport skips
-    all of them. The ``CIMultiDict`` it is handed is the session's fresh copy
-    (``ClientSession._prepare_headers``), so it is kept as it is. Given no ``Host``, or more
-    than one, aiohttp's own rule applies (the URL's, or the last given, sent first).
+    aiohttp has no way to take a request's headers as final. ``ClientSession._request``
+    merges them into a new ``CIMultiDict`` (``_prepare_headers``), which also folds a repeated
+    name spelt in another case (``set-cookie`` then ``Set-Cookie``) into one field, dropping the
+    first; ``update_headers`` copies them again behind a ``Host`` built from the URL, and
+    ``update_auto_headers`` sorts the skipped names into another, copies the headers once more
+    to look names up in, and checks each default header, only to add nothing, as this
+    transport skips all of them. So the transport hands the session no headers, and this
+    request takes the transport's ``CIMultiDict`` from ``fields``, where it is filed under its
+    URL object (``id`` of a live object, unique while the request is built; built before
+    ``_request`` first suspends, but the key does not depend on that). Given no ``Host``, or
+    more than one, aiohttp's own rule applies (the URL's, or the last given, sent first).
     ``tests/integration/test_fastpath.py`` pins the bytes on the wire.
     """
 
+    # Replaced per transport by a subclass with its own dict (``AiohttpTransport._open_session``).
+    fields: ClassVar[dict[int, CIMultiDict[str]]] = {}
+
     def update_headers(self, headers: LooseHeaders | None) -> None:
-        if type(headers) is CIMultiDict and len(headers.getall("Host", ())) == 1:
-            self.headers = headers
+        given = self.fields.pop(id(self.original_url), None)
+        if given is not None and len(given.getall("Host", ())) == 1:
+            self.headers = given
         else:
-            super().update_headers(headers)
+            super().update_headers(headers if given is None else given)
 
     def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:  # noqa: ARG002
         # ``skip_auto_headers`` is the session's, always ``_SKIP_AUTO_HEADERS``: no header is added.
@@ -180,6 +188,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
         # Held from request start until the response body is closed: the pool's size.
         self._slots = _Slots(limits.max_connections or 1_000_000)
+        # Each request's fields, until its aiohttp request takes them (``_ForwardedRequest``).
+        self._fields: dict[int, CIMultiDict[str]] = {}
+        self._request_class = type("_ForwardedRequest", (_ForwardedRequest,), {"fields": self._fields})
 
     def _open_session(self) -> aiohttp.ClientSession:
         connector = _KeepaliveCappedConnector(
@@ -195,7 +206,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             skip_auto_headers=_SKIP_AUTO_HEADERS,
-            request_class=_ForwardedRequest,
+            request_class=self._request_class,
             timeout=aiohttp.ClientTimeout(total=None),
             trust_env=False,
         )
@@ -222,14 +233,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         body: AsyncIterator[bytes] | None = None
         if chunked or "Content-Length" in headers:
             body = request.stream  # type: ignore[assignment]
+        url = yarl_url(request.url)
+        self._fields[id(url)] = headers
         try:
             # ``request`` only wraps ``_request`` in a context manager that ``await`` unwraps
             # again, built through a typing generic alias (its ``__call__`` tries and fails to set
             # ``__orig_class__``): 15k instructions a request (tests/unit/test_outbound.py pins it).
             response = await session._request(
                 request.method,
-                yarl_url(request.url),
-                headers=headers,
+                url,
+                headers=None,  # ``headers`` go by ``fields`` (see ``_ForwardedRequest``)
                 data=body,
                 chunked=True if chunked else None,
                 allow_redirects=False,
@@ -237,6 +250,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 timeout=_client_timeout(timeouts.get("connect"), timeouts.get("read")),
             )
         except BaseException as exc:
+            self._fields.pop(id(url), None)  # failed before its request took them
             self._slots.release()
             if (error := httpx_error(exc, reading=False)) is None:
                 raise

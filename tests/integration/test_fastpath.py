@@ -206,21 +206,23 @@ async def _wire(requests: list[tuple[str, list[tuple[str, str]], bytes | None]])
     finally:
         server.close()
     assert transport.in_use == 0
+    assert transport._fields == {}  # every request's fields were taken
     return port, upstream.requests
 
 
 async def test_the_aiohttp_transport_sends_the_fields_it_is_given_in_their_order_and_case():
     """Nothing added (no User-Agent, Accept, Accept-Encoding, Content-Type), nothing merged or moved: Host
-    goes where the request has it, repeated fields stay apart; the body goes as it is."""
+    goes where the request has it, repeated fields stay apart (aiohttp's session merged a repeated name
+    spelt in another case into one field); the body goes as it is."""
     port, seen = await _wire(
         [
-            ("GET", [("X-Mixed", "One"), ("Host", "other.test"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")], None),
+            ("GET", [("X-Mixed", "One"), ("Host", "other.test"), ("set-cookie", "a=1"), ("Set-Cookie", "b=2")], None),
             ("POST", [("x-a", "1")], b'{"k": 1}'),
         ]
     )
     assert seen == [
         b"GET /p%7Cq?s=a%2Fb&x HTTP/1.1\r\n"
-        b"X-Mixed: One\r\nHost: other.test\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n",
+        b"X-Mixed: One\r\nHost: other.test\r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n",
         b"POST /p%7Cq?s=a%2Fb&x HTTP/1.1\r\n"
         b"Host: 127.0.0.1:" + str(port).encode() + b"\r\nx-a: 1\r\nContent-Length: 8\r\n\r\n" + b'{"k": 1}',
     ]
@@ -230,3 +232,17 @@ async def test_the_aiohttp_transport_keeps_aiohttps_host_rule_for_several_host_f
     """More than one Host: aiohttp's own rule, the last one given, sent first (the transport adds no other)."""
     _, seen = await _wire([("GET", [("x-a", "1"), ("Host", "one.test"), ("Host", "two.test")], None)])
     assert seen == [b"GET /p%7Cq?s=a%2Fb&x HTTP/1.1\r\nHost: two.test\r\nx-a: 1\r\n\r\n"]
+
+
+async def test_the_aiohttp_transport_keeps_no_fields_of_a_request_that_failed():
+    transport = AiohttpTransport(limits=httpx.Limits())
+    listener = await asyncio.start_server(lambda _r, _w: None, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    listener.close()
+    await listener.wait_closed()
+    async with make_client(timeout=httpx.Timeout(5), transport=transport) as client:
+        with pytest.raises(httpx.ConnectError):  # after aiohttp built its request
+            await client.send(httpx.Request("GET", f"http://127.0.0.1:{port}/", headers=[("x-a", "1")]))
+        with pytest.raises(ValueError, match="non-token"):  # while aiohttp builds it, before it takes the fields
+            await client.send(httpx.Request("GE\x01T", f"http://127.0.0.1:{port}/"))
+    assert transport._fields == {} and transport.in_use == 0
