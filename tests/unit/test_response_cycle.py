@@ -13,7 +13,12 @@ import logging
 from typing import Any
 
 import pytest
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from app.serving import cycle as cycle_module
 from app.serving.cycle import ResponseCycle
@@ -179,3 +184,11 @@ def test_on_headers_complete_is_still_uvicorns_apart_from_the_cycle_class():
         "on_response",
     ]
     assert "on_headers_complete" in vars(cycle_module.OwnCycle)
+
+
+def test_the_byte_tables_refuse_exactly_what_uvicorns_patterns_refuse():
+    for byte in range(256):
+        one = bytes([byte])
+        assert (cycle_module._VALUE_BYTES[byte] == 0) == bool(HEADER_VALUE_RE.search(one)), byte
+        refused_name = bool(HEADER_RE.search(one)) or one.isupper()
+        assert (cycle_module._NAME_BYTES[byte] == 0) == refused_name, byte
