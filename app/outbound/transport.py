@@ -147,6 +147,15 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._slots.release()
 
 
+class _Handoff:
+    """The fields of the request the transport is handing to aiohttp, until its request takes them."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self) -> None:
+        self.fields: CIMultiDict[str] | None = None
+
+
 class _ForwardedRequest(aiohttp.ClientRequest):
     """aiohttp's request, sending the fields it is given as they are, in their order.
 
@@ -157,18 +166,20 @@ class _ForwardedRequest(aiohttp.ClientRequest):
     ``update_auto_headers`` sorts the skipped names into another, copies the headers once more
     to look names up in, and checks each default header, only to add nothing, as this
     transport skips all of them. So the transport hands the session no headers, and this
-    request takes the transport's ``CIMultiDict`` from ``fields``, where it is filed under its
-    URL object (``id`` of a live object, unique while the request is built; built before
-    ``_request`` first suspends, but the key does not depend on that). Given no ``Host``, or
-    more than one, aiohttp's own rule applies (the URL's, or the last given, sent first).
-    ``tests/integration/test_fastpath.py`` pins the bytes on the wire.
+    request takes the transport's ``CIMultiDict`` from its ``handoff``. aiohttp builds the
+    request before ``_request`` first suspends (no traces, no ``trust_env``), so no other
+    request can come between handing the fields over and their being taken; the transport
+    checks that (a URL will not do as a key: yarl caches URL objects by their parts). Given
+    no ``Host``, or more than one, aiohttp's own rule applies (the URL's, or the last given,
+    sent first). ``tests/integration/test_fastpath.py`` pins the bytes on the wire.
     """
 
-    # Replaced per transport by a subclass with its own dict (``AiohttpTransport._open_session``).
-    fields: ClassVar[dict[int, CIMultiDict[str]]] = {}
+    # Replaced per transport by a subclass with its own (``AiohttpTransport.__init__``).
+    handoff: ClassVar[_Handoff]
 
     def update_headers(self, headers: LooseHeaders | None) -> None:
-        given = self.fields.pop(id(self.original_url), None)
+        handoff = self.handoff
+        given, handoff.fields = handoff.fields, None
         if given is not None and len(given.getall("Host", ())) == 1:
             self.headers = given
         else:
@@ -188,9 +199,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
         # Held from request start until the response body is closed: the pool's size.
         self._slots = _Slots(limits.max_connections or 1_000_000)
-        # Each request's fields, until its aiohttp request takes them (``_ForwardedRequest``).
-        self._fields: dict[int, CIMultiDict[str]] = {}
-        self._request_class = type("_ForwardedRequest", (_ForwardedRequest,), {"fields": self._fields})
+        self._handoff = _Handoff()  # see ``_ForwardedRequest``
+        self._request_class = type("_ForwardedRequest", (_ForwardedRequest,), {"handoff": self._handoff})
 
     def _open_session(self) -> aiohttp.ClientSession:
         connector = _KeepaliveCappedConnector(
@@ -234,7 +244,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if chunked or "Content-Length" in headers:
             body = request.stream  # type: ignore[assignment]
         url = yarl_url(request.url)
-        self._fields[id(url)] = headers
+        handoff = self._handoff
+        if handoff.fields is not None:  # never, unless aiohttp suspends before building its request
+            self._slots.release()
+            raise RuntimeError("aiohttp did not take the previous request's fields before this request")
+        handoff.fields = headers
         try:
             # ``request`` only wraps ``_request`` in a context manager that ``await`` unwraps
             # again, built through a typing generic alias (its ``__call__`` tries and fails to set
@@ -242,7 +256,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response = await session._request(
                 request.method,
                 url,
-                headers=None,  # ``headers`` go by ``fields`` (see ``_ForwardedRequest``)
+                headers=None,  # ``headers`` go by the handoff (see ``_ForwardedRequest``)
                 data=body,
                 chunked=True if chunked else None,
                 allow_redirects=False,
@@ -250,7 +264,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 timeout=_client_timeout(timeouts.get("connect"), timeouts.get("read")),
             )
         except BaseException as exc:
-            self._fields.pop(id(url), None)  # failed before its request took them
+            handoff.fields = None  # failed before its request took them, if it did
             self._slots.release()
             if (error := httpx_error(exc, reading=False)) is None:
                 raise

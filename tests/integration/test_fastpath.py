@@ -190,23 +190,30 @@ class RawUpstream:
             await writer.drain()
 
 
-async def _wire(requests: list[tuple[str, list[tuple[str, str]], bytes | None]]) -> tuple[int, list[bytes]]:
+async def _wire(
+    requests: list[tuple[str, list[tuple[str, str]], bytes | None]], *, together: bool = False
+) -> tuple[int, list[bytes]]:
     upstream = RawUpstream()
     server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     transport = AiohttpTransport(limits=httpx.Limits())
+
+    async def send(client, method, headers, body):
+        request = httpx.Request(method, f"http://127.0.0.1:{port}/p%7Cq?s=a%2Fb&x", headers=headers, content=body)
+        response = await client.send(request)
+        assert response.status_code == 204
+
     try:
         async with make_client(timeout=httpx.Timeout(5), transport=transport) as client:
-            for method, headers, body in requests:
-                request = httpx.Request(
-                    method, f"http://127.0.0.1:{port}/p%7Cq?s=a%2Fb&x", headers=headers, content=body
-                )
-                response = await client.send(request)
-                assert response.status_code == 204
+            if together:
+                await asyncio.gather(*(send(client, *r) for r in requests))
+            else:
+                for r in requests:
+                    await send(client, *r)
     finally:
         server.close()
     assert transport.in_use == 0
-    assert transport._fields == {}  # every request's fields were taken
+    assert transport._handoff.fields is None  # every request's fields were taken
     return port, upstream.requests
 
 
@@ -234,6 +241,13 @@ async def test_the_aiohttp_transport_keeps_aiohttps_host_rule_for_several_host_f
     assert seen == [b"GET /p%7Cq?s=a%2Fb&x HTTP/1.1\r\nHost: two.test\r\nx-a: 1\r\n\r\n"]
 
 
+async def test_concurrent_requests_to_one_url_each_send_their_own_fields():
+    """The fields reach aiohttp by a handoff (``_ForwardedRequest``): requests in flight together never mix them."""
+    port, seen = await _wire([("GET", [("x-n", str(n)), ("x-m", str(n))], None) for n in range(20)], together=True)
+    head = b"GET /p%%7Cq?s=a%%2Fb&x HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nx-n: %d\r\nx-m: %d\r\n\r\n"
+    assert sorted(seen) == sorted(head % (port, n, n) for n in range(20))
+
+
 async def test_the_aiohttp_transport_keeps_no_fields_of_a_request_that_failed():
     transport = AiohttpTransport(limits=httpx.Limits())
     listener = await asyncio.start_server(lambda _r, _w: None, "127.0.0.1", 0)
@@ -245,4 +259,4 @@ async def test_the_aiohttp_transport_keeps_no_fields_of_a_request_that_failed():
             await client.send(httpx.Request("GET", f"http://127.0.0.1:{port}/", headers=[("x-a", "1")]))
         with pytest.raises(ValueError, match="non-token"):  # while aiohttp builds it, before it takes the fields
             await client.send(httpx.Request("GE\x01T", f"http://127.0.0.1:{port}/"))
-    assert transport._fields == {} and transport.in_use == 0
+    assert transport._handoff.fields is None and transport.in_use == 0
