@@ -28,6 +28,12 @@ works around one httpx 0.28 behaviour, is pinned by
     another ``Headers`` or the caller's fresh extensions into another dict
     (1.5 us more per request).
 
+``build_response``
+    ``httpx.Response(...)`` given a stream copies the headers it is given into
+    another ``Headers`` and the extensions into another dict, past a dozen
+    keyword defaults. A transport's response is fresh; this sets the same
+    attributes on it as they are (0.6 us per response).
+
 ``body_chunks``
     ``send(stream=True)`` wraps the transport's stream in a ``BoundAsyncStream``
     whose ``__aiter__`` is an async generator that only re-yields the inner
@@ -164,6 +170,29 @@ def build_request(
     request.extensions = extensions
     request.stream = stream
     return request
+
+
+def build_response(
+    status_code: int,
+    raw: Iterable[tuple[bytes, bytes]],
+    stream: httpx.AsyncByteStream,
+    request: httpx.Request,
+    extensions: dict[str, Any],
+) -> httpx.Response:
+    """``httpx.Response(status_code, headers=raw_headers(raw), stream=..., request=..., extensions=...)``."""
+    response = httpx.Response.__new__(httpx.Response)
+    response.status_code = status_code
+    response.headers = raw_headers(raw)
+    response._request = request
+    response.next_request = None
+    response.extensions = extensions
+    response.history = []
+    response.is_closed = False
+    response.is_stream_consumed = False
+    response.default_encoding = "utf-8"
+    response.stream = stream
+    response._num_bytes_downloaded = 0
+    return response
 
 
 def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:

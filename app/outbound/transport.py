@@ -30,7 +30,7 @@ import httpx
 from aiohttp.typedefs import LooseHeaders
 from multidict import CIMultiDict
 
-from app.outbound.fastpath import raw_headers
+from app.outbound.fastpath import build_response
 from app.outbound.urls import yarl_url
 
 # aiohttp adds these unless told not to; a proxy must not.
@@ -269,13 +269,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if (error := httpx_error(exc, reading=False)) is None:
                 raise
             raise error from exc
-        return httpx.Response(
-            status_code=response.status,
-            # aiohttp's parser has validated the fields; httpx need not re-encode and re-check them.
-            headers=raw_headers(response.raw_headers),
-            stream=_ResponseStream(response, self._slots),
-            request=request,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
+        # aiohttp's parser has validated the fields; httpx need not re-encode and re-check them.
+        return build_response(
+            response.status,
+            response.raw_headers,
+            _ResponseStream(response, self._slots),
+            request,
+            {"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
         )
 
     async def _acquire_slot(self, pool_timeout: float | None) -> None:

@@ -14,6 +14,7 @@ from app.outbound.fastpath import (
     NO_AUTH,
     body_chunks,
     build_request,
+    build_response,
     close_response,
     raw_headers,
     release,
@@ -293,3 +294,18 @@ async def test_no_auth_sends_the_request_unchanged_through_hooks_and_the_transpo
         await response.aclose()
     assert seen == [request] and request.headers.raw == before
     assert hooked == [("request", request), ("response", response)]
+
+
+def test_build_response_is_the_response_httpx_builds_from_a_transports_fields():
+    request = httpx.Request("GET", URL)
+    stream = Chunks()
+    raw = [(b"Content-Type", b"text/plain"), (b"set-cookie", b"a=1"), (b"Set-Cookie", b"b=2")]
+    extensions = {"http_version": b"HTTP/1.1", "reason_phrase": b"OK"}
+    ours = build_response(200, raw, stream, request, extensions)
+    theirs = httpx.Response(200, headers=raw_headers(raw), stream=stream, request=request, extensions=extensions)
+    assert vars(ours).keys() == vars(theirs).keys()
+    for name, value in vars(theirs).items():
+        if name != "headers":
+            assert getattr(ours, name) == value, name
+    assert ours.headers.raw == theirs.headers.raw and ours.headers.get_list("set-cookie") == ["a=1", "b=2"]
+    assert (ours.http_version, ours.reason_phrase, ours.request) == ("HTTP/1.1", "OK", request)
