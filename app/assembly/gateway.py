@@ -81,6 +81,7 @@ class Gateway:
         self._in_flight = BoundValue(metrics.in_flight)
         self._no_route = metrics.no_route
         self._origins: dict[tuple[object, ...], str] = {}  # upstream origins as the access log shows them
+        self._peers: dict[tuple[str, int], str] = {}  # client (host, port) as the access log shows it
 
     @property
     def access_log(self) -> AccessLog | None:
@@ -126,7 +127,12 @@ class Gateway:
             bytes_in = exchange.body.received if exchange.body is not None else 0
         client = scope.get("client")
         ip = outcome.client_ip  # not the peer's for a client behind a trusted proxy
-        shown_client = ip if ip and client and ip != client[0] else f"{client[0]}:{client[1]}" if client else ""
+        if not client or (ip and ip != client[0]):
+            shown_client = ip if client else ""
+        else:  # one text per connection, not per request
+            if len(self._peers) >= 1024:
+                self._peers.clear()
+            shown_client = self._peers.get(client) or self._peers.setdefault(client, f"{client[0]}:{client[1]}")
         self._access.emit(  # positional, in emit's order: keywords cost the call twice as much
             outcome.id_for(scope).decode(),
             trace_id_of(outcome.traceparent) if outcome.traceparent else None,
