@@ -8,6 +8,7 @@ Per-route work (which names to drop, which to set) is compiled once into a
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +33,15 @@ METHOD_OVERRIDE = frozenset({b"x-http-method-override", b"x-method-override", b"
 # RFC 9112 §3.2 / RFC 3986 §3.2.2, narrowed to what DNS names and IP literals use:
 # no userinfo, path, comma, space or percent-escape can hide in it.
 VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+
+
+@functools.lru_cache(maxsize=1024)
+def valid_host(value: bytes) -> bool:
+    """``VALID_HOST`` matches ``value``; remembered, as a client sends the same Host on every request
+    (sre tests the pattern's character classes byte by byte: 4.4k instructions for ``127.0.0.1:8080``)."""
+    return VALID_HOST.match(value) is not None
+
+
 # Never forwarded upstream: the gateway answers `Expect: 100-continue` itself.
 REQUEST_ONLY_HERE = frozenset({b"host", b"x-request-id", b"expect", b"traceparent"})
 # Replaced by the serving gateway's own.
@@ -178,7 +188,7 @@ def upstream_request_headers(
     if host is None:
         if require_host:
             raise ValueError("no Host field (HTTP/1.1 requires one)")
-    elif VALID_HOST.match(host) is None:
+    elif not valid_host(host):
         raise ValueError("the Host field is not a valid host[:port]")
     if fwd_host is not None and VALID_HOST.match(fwd_host) is None:
         fwd_host = None  # a trusted proxy's odd value is not copied on raw

@@ -1,6 +1,6 @@
 import pytest
 
-from app.proxy.headers import HeaderPlan, client_response_headers, upstream_request_headers
+from app.proxy.headers import VALID_HOST, HeaderPlan, client_response_headers, upstream_request_headers, valid_host
 
 
 def plan(**overrides):
@@ -190,3 +190,11 @@ def test_response_connection_keep_alive_drops_only_itself():
 def test_response_pass_notes_content_length_and_location():
     out = client_response_headers([(b"Content-Length", b"12"), (b"Location", b"/x")], plan(), b"r")
     assert out.content_length == 12 and out.has_location
+
+
+def test_a_remembered_host_answer_is_the_patterns_each_time():
+    hosts = [b"example.com", b"127.0.0.1:8080", b"[::1]:443", b"a b", b"x@y", b"host:99999x", b"", b"a..b", b"h_1.-"]
+    for _ in range(2):  # the second round is answered from the cache
+        for host in hosts:
+            assert valid_host(host) is (VALID_HOST.match(host) is not None), host
+    assert valid_host(b"evil.example\r\nx: y") is False
