@@ -42,9 +42,9 @@ def new_span_id() -> bytes:
 
 def continue_trace(incoming: bytes | None) -> bytes:
     """The ``traceparent`` to send upstream: the caller's trace with a new span id, or a new trace."""
-    parsed = parse_traceparent(incoming)
-    if parsed is None:
-        return b"00-%032x-%s-00" % (random.getrandbits(128) or 1, new_span_id())
+    parsed = parse_traceparent(incoming) if incoming is not None else None
+    if parsed is None:  # a new trace for nearly every request: new_span_id inline (-1.6k instructions)
+        return b"00-%032x-%016x-00" % (random.getrandbits(128) or 1, random.getrandbits(64) or 1)
     trace_id, _, flags = parsed
     return b"00-" + trace_id + b"-" + new_span_id() + b"-" + flags
 

@@ -25,3 +25,16 @@ def test_http_route_is_the_prefix_template_and_host_splits_into_address_and_port
     assert split_host("[::1]:8080") == ("::1", 8080)
     assert split_host("[::1]") == ("::1", None)
     assert split_host("host:notaport") == ("host", None)
+
+
+def test_a_new_trace_is_a_version_00_traceparent_with_nonzero_ids():
+    import re
+
+    from app.observability.tracing import continue_trace, parse_traceparent
+
+    for _ in range(50):
+        value = continue_trace(None)
+        assert re.fullmatch(rb"00-[0-9a-f]{32}-[0-9a-f]{16}-00", value)
+        assert parse_traceparent(value) is not None  # not the all-zero trace or span
+    caller = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert continue_trace(caller)[:36] == caller[:36] and continue_trace(caller)[-3:] == b"-01"

@@ -49,3 +49,12 @@ def test_sane_request_id_is_kept_and_insane_one_replaced():
     fresh = sane_request_id(b"bad id\r\n")
     assert fresh != b"bad id\r\n" and len(fresh) == 32
     assert sane_request_id(None) != sane_request_id(None)
+
+
+def test_new_request_ids_are_32_hex_characters_a_fixed_prefix_and_a_counter():
+    from app.wire import new_request_id, sane_request_id
+
+    first, second = new_request_id(), new_request_id()
+    assert len(first) == len(second) == 32 and first[:16] == second[:16]
+    assert int(second[16:], 16) == int(first[16:], 16) + 1
+    assert all(c in b"0123456789abcdef" for c in first) and sane_request_id(first) is first
