@@ -99,3 +99,21 @@ def test_bound_values_count_as_the_librarys_own_methods():
 
     assert counted(mine) == counted(expected)
     assert mine[("gatehouse_requests_in_flight", ())] == len(amounts) - 1
+
+
+def test_unlocked_adds_land_in_the_value_and_other_kinds_keep_their_own_inc():
+    from prometheus_client.values import MutexValue
+
+    from app.observability.metrics import unlocked_add
+
+    value = MutexValue("counter", "m", "m", (), (), "help")
+    add = unlocked_add(value)
+    add(1)
+    add(2.5)
+    assert value.get() == 3.5
+
+    class FileBacked:  # multiprocess mode's values are another class, with an inc of their own
+        def inc(self, amount: float) -> None: ...
+
+    other = FileBacked()
+    assert unlocked_add(other) == other.inc
