@@ -143,7 +143,11 @@ class AccessLog:
         client: str,
         close_code: int | None = None,
     ) -> None:
-        """One line; ``close_code`` is set for a WebSocket (``status`` 101), whose line is written at its close."""
+        """One line; ``close_code`` is set for a WebSocket (``status`` 101), whose line is written at its close.
+
+        ``trace_id`` is hex, as ``tracing.trace_id_of`` takes it from a traceparent the gateway made or
+        validated, so it is quoted as it is (``json_string`` cost 3k instructions a line to say so).
+        """
         # Inline, not in helpers: each Python call here costs about 2% of the line.
         now = time.time()
         second = int(now)
@@ -157,10 +161,11 @@ class AccessLog:
             if upstream_duration is not None:
                 waited = int(upstream_duration * 1_000_000 + 0.5)
                 upstream_ms = f"{waited // 1000}.{digits[waited % 1000]}"
+            trace = "null" if trace_id is None else '"' + trace_id + '"'
             line = (
                 f'{{"timestamp":"{self._date}.{digits[int((now - second) * 1000)]}+00:00",'
                 f'"request_id":{self._field(request_id)},'
-                f'"trace_id":{"null" if trace_id is None else json_string(trace_id)},'
+                f'"trace_id":{trace},'
                 f'"route":{quoted.get(route) or self._quote(route)},'
                 f'"method":{quoted.get(method) or self._quote(method)},'
                 f'"path":{self._field(path + "?" + redact_query(query, self._secret) if query else path)},'

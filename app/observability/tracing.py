@@ -50,6 +50,7 @@ def continue_trace(incoming: bytes | None) -> bytes:
 
 
 def trace_id_of(traceparent: bytes) -> str:
+    """The trace id of a traceparent the gateway made or validated: 32 hex characters (quoted as is in the log)."""
     return traceparent[3:35].decode()
 
 
