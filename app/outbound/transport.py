@@ -177,13 +177,17 @@ class _ForwardedRequest(aiohttp.ClientRequest):
     # Replaced per transport by a subclass with its own (``AiohttpTransport.__init__``).
     handoff: ClassVar[_Handoff]
 
-    def update_headers(self, headers: LooseHeaders | None) -> None:
+    def update_headers(self, headers: LooseHeaders | None) -> None:  # noqa: ARG002
         handoff = self.handoff
         given, handoff.fields = handoff.fields, None
-        if given is not None and len(given.getall("Host", ())) == 1:
+        if given is None:
+            # A request aiohttp builds a second time (a resend, which ``_retry_connection = False``
+            # turns off) would go without the forwarded fields: refused, never sent bare.
+            raise RuntimeError("aiohttp built a request with no forwarded fields handed to it")
+        if len(given.getall("Host", ())) == 1:
             self.headers = given
         else:
-            super().update_headers(headers if given is None else given)
+            super().update_headers(given)
 
     def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:  # noqa: ARG002
         # ``skip_auto_headers`` is the session's, always ``_SKIP_AUTO_HEADERS``: no header is added.

@@ -9,6 +9,7 @@ import aiohttp
 import anyio
 import httpx
 import pytest
+import yarl
 
 from app.outbound.clients import make_client
 from app.outbound.fastpath import release
@@ -260,3 +261,47 @@ async def test_the_aiohttp_transport_keeps_no_fields_of_a_request_that_failed():
         with pytest.raises(ValueError, match="non-token"):  # while aiohttp builds it, before it takes the fields
             await client.send(httpx.Request("GE\x01T", f"http://127.0.0.1:{port}/"))
     assert transport._handoff.fields is None and transport.in_use == 0
+
+
+async def test_the_aiohttp_transport_never_resends_a_request_the_upstream_dropped():
+    """aiohttp resends an idempotent request once when a reused connection is dropped, rebuilding it
+    without the fields handed off; retries are the gateway's (its policy and budget), so it must not."""
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered = 0
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                seen.append(head)
+                if answered == 1 and len(seen) == 2:  # the second request on the first connection: drop it
+                    break
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+                answered += 1
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = AiohttpTransport(limits=httpx.Limits())
+    try:
+        async with make_client(timeout=httpx.Timeout(5), transport=transport) as client:
+            first = await client.get(f"http://127.0.0.1:{port}/one", headers={"x-a": "1"})
+            assert first.status_code == 200 and first.content == b"ok"
+            with pytest.raises(httpx.TransportError):
+                await client.get(f"http://127.0.0.1:{port}/two", headers={"x-a": "2"})
+            await asyncio.sleep(0.2)  # a resend would reach the upstream by now
+    finally:
+        server.close()
+    assert [head.split(b"\r\n", 1)[0] for head in seen] == [b"GET /one HTTP/1.1", b"GET /two HTTP/1.1"]
+    assert all(b"x-a: " in head for head in seen)
+    assert transport._handoff.fields is None and transport.in_use == 0
+
+
+async def test_a_request_built_without_handed_off_fields_is_refused():
+    """Should aiohttp ever build a request twice (a resend), the second must not go out without the fields."""
+    transport = AiohttpTransport(limits=httpx.Limits())
+    with pytest.raises(RuntimeError, match="no forwarded fields"):
+        transport._request_class("GET", yarl.URL("http://127.0.0.1:9/"), loop=asyncio.get_running_loop())
