@@ -244,7 +244,7 @@ class Gateway:
             assert generation.clients is not None, "the lifespan opens the generation"
             # Positional, in the field order of ``Exchange``: keywords cost its generated __init__ 2.3x as much.
             # fmt: off
-            exchange = outcome.exchange = Exchange(  # positional, in field order: keywords cost its __init__ 2.3x
+            exchange = outcome.exchange = Exchange(
                 route, method, _with_target(generation.origins[route_name], target), inbound.headers, body,
                 request_id, client_ip, generation.clients.for_route(route_name), client_cert_subject(scope),
                 None, None, metrics, span, self.tracer, trailers,  # identity, upstream_auth: filters set them

@@ -18,7 +18,8 @@ defaults give a freed 256 KiB body piece back to the OS as soon as 512 KiB lie f
 top of the heap (its sliding trim threshold, twice the largest block it has mmapped and
 freed), so the next response's pieces are mapped in again page by page: 40 page faults per
 1 MiB response, 15-20% of the gateway's CPU on 1 MiB responses. The trim when quiet is what
-makes keeping them safe: RSS after a load is the same, and the peak is the in-flight peak.
+makes keeping them safe: once it has run (5-10 s after a load) RSS is what it was without
+keeping them; until then it stays at the load's peak.
 """
 
 from __future__ import annotations
