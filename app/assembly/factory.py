@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -15,7 +16,6 @@ from app.assembly.ops import router as ops_router
 from app.assembly.problems import install_error_handlers
 from app.assembly.reload import Reloader
 from app.assembly.webhooks_ops import router as webhooks_ops_router
-from app.assembly.websocket import WebSocketGateway
 from app.config.settings import Settings, load_settings
 from app.edge.resources import EdgeResources
 from app.observability.access import AccessLog
@@ -25,6 +25,7 @@ from app.observability.metrics import Metrics, upstream_state_metrics
 from app.observability.tracing import Tracer, build_tracer
 
 if TYPE_CHECKING:
+    from app.assembly.websocket import WebSocketGateway
     from app.webhooks.intake import WebhookIntake
 
 
@@ -39,8 +40,17 @@ class GatehouseApp(FastAPI):
     """
 
     gateway: Gateway
-    websocket_gateway: WebSocketGateway
     webhook_intake: WebhookIntake | None = None
+    make_websocket_gateway: Callable[[], WebSocketGateway]
+    _websocket_gateway: WebSocketGateway | None = None
+
+    @property
+    def websocket_gateway(self) -> WebSocketGateway:
+        """Built at the first WebSocket, as uvicorn's protocol for it is (``app.serving.websocket_upgrade``):
+        its module brings the relay and websockets' client."""
+        if self._websocket_gateway is None:
+            self._websocket_gateway = self.make_websocket_gateway()
+        return self._websocket_gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.gateway.is_ops_path(scope["path"]):
@@ -110,16 +120,22 @@ def create_app(
         access_log=access_log,
         tracer=tracer if tracer is not None else build_tracer(settings.tracing, params),
     )
-    app.websocket_gateway = WebSocketGateway(
-        app.gateway,
-        drain,
-        shutdown_grace=settings.shutdown_grace,
-        drain_delay=settings.drain_delay,
-        trusted_proxies=settings.trusted_proxies,
-        max_header_count=settings.max_header_count,
-        max_header_bytes=settings.max_header_bytes,
-        access_log=access_log,
-    )
+
+    def make_websocket_gateway() -> WebSocketGateway:
+        from app.assembly.websocket import WebSocketGateway
+
+        return WebSocketGateway(
+            app.gateway,
+            drain,
+            shutdown_grace=settings.shutdown_grace,
+            drain_delay=settings.drain_delay,
+            trusted_proxies=settings.trusted_proxies,
+            max_header_count=settings.max_header_count,
+            max_header_bytes=settings.max_header_bytes,
+            access_log=access_log,
+        )
+
+    app.make_websocket_gateway = make_websocket_gateway
     metrics.watch(upstream_state_metrics(lambda: app.gateway.generation.pools.pools))
     app.state.drain = drain
     app.state.reloader = Reloader(app.gateway, settings, edge)

@@ -37,7 +37,7 @@ from app.config.settings import Settings
 from app.config.websocket import MAX_MESSAGE_BYTES_CAP
 from app.serving.http_protocol import GatehouseHttpProtocol
 from app.serving.signals import drain_first
-from app.serving.websocket_protocol import GatehouseWebSocketProtocol
+from app.serving.websocket_upgrade import gatehouse_websocket_protocol
 
 log = logging.getLogger("gatehouse")
 
@@ -145,7 +145,7 @@ def use_gatehouse_protocols(config: uvicorn.Config) -> None:
         log.warning("uvicorn runs a custom HTTP protocol (%r): server.* limits are not enforced", http)
     ws = config.ws_protocol_class
     if ws is not None and getattr(ws, "__module__", "").startswith("uvicorn.protocols.websockets"):
-        config.ws_protocol_class = GatehouseWebSocketProtocol
+        config.ws_protocol_class = gatehouse_websocket_protocol  # type: ignore[assignment]  # only ever called
         config.ws_max_size = MAX_MESSAGE_BYTES_CAP
         config.ws_per_message_deflate = False
 

@@ -27,7 +27,7 @@ from app.config.websocket import MAX_MESSAGE_BYTES_CAP
 from app.serving.http_protocol import GatehouseHttpProtocol
 from app.serving.signals import drain_first
 from app.serving.tls import CertificateReloader
-from app.serving.websocket_protocol import GatehouseWebSocketProtocol
+from app.serving.websocket_upgrade import gatehouse_websocket_protocol
 
 WORKER_START_TIMEOUT = 60.0
 
@@ -87,7 +87,7 @@ def server_options(
         "port": port,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         "http": GatehouseHttpProtocol,
-        "ws": GatehouseWebSocketProtocol,
+        "ws": gatehouse_websocket_protocol,
         # The frame parser refuses larger messages (1009) before buffering them; routes set lower limits.
         "ws_max_size": MAX_MESSAGE_BYTES_CAP,
         # No permessage-deflate with clients: uvicorn inflates every message of a network read

@@ -25,6 +25,7 @@ uvicorn's websockets-based protocol, changed in two places:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -38,11 +39,29 @@ from websockets.http11 import Request, Response
 from app.errors import BadRequest, render_problem
 from app.outbound.websocket import withhold_pongs
 from app.proxy.websocket import LIMIT_EXTENSION, PING_EXTENSION, PONG_EVENT, RELAY_CONTROL
-from app.serving.tls_protocol import WebSocketClientCertificateMixin
+from app.serving.tls import tls_extension
 
 log = logging.getLogger("gatehouse.proxy")
 
 MAX_QUEUED_CONTROL = 16
+
+
+class WebSocketClientCertificateMixin(WebSocketsSansIOProtocol):
+    """The TLS client certificate's subject in each WebSocket handshake's scope (``tls_protocol`` does it for
+    requests), so ``auth: mtls`` covers WebSockets too."""
+
+    _tls_extension: dict[str, Any] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        self._tls_extension = tls_extension(ssl_object) if ssl_object is not None else None
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)  # builds the scope and schedules the app, which has not run yet
+        if self._tls_extension is not None:
+            extensions = self.scope.get("extensions") or {}
+            self.scope["extensions"] = {**extensions, "tls": self._tls_extension}  # type: ignore[dict-item]
 
 
 class GatehouseWebSocketProtocol(WebSocketClientCertificateMixin, WebSocketsSansIOProtocol):

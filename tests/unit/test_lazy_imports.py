@@ -2,9 +2,11 @@
 alembic or webhook intake (its signature verifiers), without JWT auth no PyJWT or ``cryptography``, without
 an HTTP/2 route no h2, without auth no httpcore (the edge's client), without a rate limit no ``limits``; never
 httpx's command-line client (rich, pygments),
-nor uvicorn's h11 protocol and h11 (``gatehouse serve`` runs httptools; ``uvicorn --http h11`` loads them itself).
+nor uvicorn's h11 protocol and h11 (``gatehouse serve`` runs httptools; ``uvicorn --http h11`` loads them itself);
+before the first WebSocket, neither websockets nor the WebSocket protocol and relay (``app.serving.websocket_upgrade``).
 What the configuration does use is loaded at start-up, not on the first request
-(the rate-limit storage: tests/unit/edge/test_resources.py).
+(the rate-limit storage: tests/unit/edge/test_resources.py), except the WebSocket stack, which
+every route that allows GET takes by default: the first upgrade imports it.
 
 Checked in a fresh interpreter: this process has imported everything the other
 tests use, so its ``sys.modules`` says nothing.
@@ -45,6 +47,13 @@ LAZY = (
     "h11",
     "uvicorn.protocols.http.h11_impl",
     "pydantic.v1",
+    "websockets",
+    "uvicorn.protocols.websockets.websockets_sansio_impl",
+    "app.serving.websocket_protocol",
+    "app.assembly.websocket",
+    "app.proxy.websocket",
+    "app.resilience.websocket",
+    "app.outbound.websocket",
 )
 
 PROBE = """
