@@ -2,7 +2,7 @@
 
 One ``write()`` syscall per request line cost the gateway about a sixth of its
 requests/s. ``LineBuffer`` collects finished lines and hands them to its sink
-in batches: when ``max_bytes`` are waiting, ``interval`` seconds after the
+in batches: when ``max_lines`` are waiting, ``interval`` seconds after the
 first waiting line, and on ``close()`` (the lifespan's shutdown, after uvicorn
 has waited for in-flight requests). After ``close()`` it writes through, so a
 line from a request cancelled late in shutdown is still written.
@@ -30,7 +30,7 @@ Sink = Callable[[bytes], None]
 log = logging.getLogger("gatehouse")
 
 PIPE_BUF = getattr(select, "PIPE_BUF", 4096)
-DEFAULT_MAX_BYTES = 32 * 1024
+DEFAULT_MAX_LINES = 128  # about 32 KiB of JSON access-log lines
 DEFAULT_INTERVAL = 0.1  # seconds a line may wait for company
 
 
@@ -57,22 +57,26 @@ class LineBuffer:
         self,
         sink: Sink = stdout_sink,
         *,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_lines: int = DEFAULT_MAX_LINES,
         interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self._sink = sink
-        self._max_bytes = max_bytes
         self._interval = interval
-        self._lines: list[str] = []
-        self._size = 0
+        self._pending: list[str] = []  # lines without their newlines
+        self._due = max_lines  # flush when this many are pending (1 once closed: write through)
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
 
     def write(self, line: str) -> None:
-        """Queue one line (without its newline)."""
-        self._lines.append(line)
-        self._size += len(line) + 1
-        if self._size >= self._max_bytes or self.closed:
+        """Queue one line (without its newline); a call costs only an append and a length test."""
+        pending = self._pending
+        pending.append(line)
+        if len(pending) == 1 or len(pending) >= self._due:
+            self._added()
+
+    def _added(self) -> None:
+        """The first line of a batch, or the last: flush if due, else make sure a timer will."""
+        if len(self._pending) >= self._due:
             self.flush()
         elif self._timer is None:
             try:
@@ -91,18 +95,21 @@ class LineBuffer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._lines:
+        pending = self._pending
+        if not pending:
             return
-        lines, self._lines, self._size = self._lines, [], 0
-        text = "\n".join(lines) + "\n"
+        text = "\n".join(pending) + "\n"
+        count = len(pending)
+        pending.clear()
         try:
             self._sink(text.encode("utf-8", "replace"))
         except Exception:  # as logging's handlers do: a broken stdout must not fail requests
-            log.exception("could not write %d access-log line(s)", len(lines))
+            log.exception("could not write %d access-log line(s)", count)
 
     def close(self) -> None:
         """Flush, and write every later line straight through."""
         self.closed = True
+        self._due = 1
         self.flush()
 
 

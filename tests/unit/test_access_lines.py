@@ -25,10 +25,10 @@ class Sink:
 
 
 @pytest.mark.anyio
-async def test_lines_wait_until_the_buffer_holds_max_bytes():
+async def test_lines_wait_until_the_buffer_holds_max_lines():
     sink = Sink()
-    buffer = LineBuffer(sink, max_bytes=30, interval=60)
-    buffer.write("a" * 9)  # 10 bytes with its newline
+    buffer = LineBuffer(sink, max_lines=3, interval=60)
+    buffer.write("a" * 9)
     buffer.write("b" * 9)
     assert sink.writes == []
     buffer.write("c" * 9)
@@ -70,7 +70,7 @@ def test_a_failing_sink_drops_the_batch_without_raising(caplog):
     def broken(_data: bytes) -> None:
         raise BrokenPipeError
 
-    buffer = LineBuffer(broken, max_bytes=1)
+    buffer = LineBuffer(broken, max_lines=1)
     buffer.write("x")
     assert "could not write 1 access-log line(s)" in caplog.text
 
