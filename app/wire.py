@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, NewType
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -71,20 +72,29 @@ def parse_retry_after(value: bytes | str | None, *, now: float | None = None, ca
     return seconds if cap is None else min(seconds, cap)
 
 
+# A request ID as the gateway keeps, forwards, answers and logs it: the client's X-Request-ID when it
+# matches ``_SANE_REQUEST_ID``, else one of ours (hex). The type says it was checked: the access log
+# writes it between a JSON string's quotes without escaping (none of these characters needs it).
+if TYPE_CHECKING:
+    RequestId = NewType("RequestId", bytes)
+else:  # the plain type at run time: calling a NewType is a Python frame, and these run per request
+    RequestId = bytes
+
 _SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:+/=@-]{1,128}$")
 _ID_PREFIX = os.urandom(8).hex().encode()
 _ID_COUNTER = itertools.count(1)
 
 
-def new_request_id() -> bytes:
+def new_request_id() -> RequestId:
     """32 hex characters: a random per-process prefix and a counter (unique, and no syscall)."""
-    return _ID_PREFIX + b"%016x" % next(_ID_COUNTER)  # bytes formatting: 1.1k instructions less than an f-string
+    # Bytes formatting: 1.1k instructions less than an f-string.
+    return RequestId(_ID_PREFIX + b"%016x" % next(_ID_COUNTER))
 
 
-def sane_request_id(value: bytes | None) -> bytes:
+def sane_request_id(value: bytes | None) -> RequestId:
     """The client's X-Request-ID if it is sane, else a fresh one."""
     if value is not None and _SANE_REQUEST_ID.match(value):
-        return value
+        return RequestId(value)
     return new_request_id()
 
 

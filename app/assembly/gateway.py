@@ -43,7 +43,7 @@ from app.proxy.grpc import is_grpc, send_grpc_error
 from app.proxy.headers import VALID_HOST, upstream_request_headers
 from app.proxy.routing import CompiledRoute, RouteTable
 from app.proxy.urls import normalise_path, upstream_target
-from app.wire import REQUEST_TARGET_KEY, header_value, sane_request_id
+from app.wire import REQUEST_TARGET_KEY, RequestId, header_value, sane_request_id
 
 log = logging.getLogger("gatehouse.proxy")
 
@@ -134,7 +134,7 @@ class Gateway:
                 self._peers.clear()
             shown_client = self._peers.get(client) or self._peers.setdefault(client, f"{client[0]}:{client[1]}")
         self._access.emit(  # positional, in emit's order: keywords cost the call twice as much
-            outcome.id_for(scope).decode(),
+            outcome.id_for(scope),
             trace_id_of(outcome.traceparent) if outcome.traceparent else None,
             outcome.metrics.name,
             scope["method"],
@@ -341,14 +341,14 @@ class _Outcome:
         self.metrics = metrics
         self.status = 500
         self.bytes_out = 0
-        self.request_id: bytes | None = None
+        self.request_id: RequestId | None = None
         self.traceparent: bytes | None = None
         self.exchange: Exchange | None = None
         self.span: Any = None
         self.client_ip = ""
         self.route: CompiledRoute | None = None
 
-    def id_for(self, scope: Scope) -> bytes:
+    def id_for(self, scope: Scope) -> RequestId:
         """The request's one id: the client's if sane, else a new one, made once and then kept."""
         if self.request_id is None:
             self.request_id = sane_request_id(header_value(scope["headers"], b"x-request-id"))
@@ -377,7 +377,7 @@ def client_cert_subject(scope: Scope) -> str | None:
     return tls.get("client_cert_name") if tls else None
 
 
-def client_request_id(scope: Scope) -> bytes:
+def client_request_id(scope: Scope) -> RequestId:
     return sane_request_id(header_value(scope["headers"], b"x-request-id"))
 
 

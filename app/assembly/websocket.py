@@ -44,7 +44,7 @@ from app.proxy.headers import upstream_request_headers
 from app.proxy.urls import normalise_path, upstream_target
 from app.proxy.websocket import LIMIT_EXTENSION, PING_EXTENSION, RELAY_CONTROL, RelayOutcome, relay
 from app.resilience.websocket import connect_upstream, relay_limits
-from app.wire import HOP_BY_HOP
+from app.wire import HOP_BY_HOP, RequestId
 
 log = logging.getLogger("gatehouse.proxy")
 
@@ -243,7 +243,7 @@ class WebSocketGateway:
         client = scope.get("client")
         outcome = ended.outcome
         self._access.emit(
-            request_id=(ended.request_id or client_request_id(scope)).decode(),
+            request_id=ended.request_id or client_request_id(scope),
             trace_id=None,
             route=ended.route,
             method="GET",
@@ -268,7 +268,7 @@ class _Ended:
     def __init__(self) -> None:
         self.route = "-"
         self.status = 500
-        self.request_id: bytes | None = None
+        self.request_id: RequestId | None = None
         self.upstream: str | None = None
         self.accepted = False
         self.outcome: RelayOutcome | None = None

@@ -32,10 +32,19 @@ import orjson
 
 from app.observability.lines import LineBuffer
 from app.observability.logging import DEFAULT_HEADERS, RedactingFormatter, redact_query
+from app.wire import RequestId
 
 # "000" to "999": the milliseconds of the timestamp and the fraction of a duration, looked up (a
 # ``:03d`` format costs three times as much, and a line has three of them).
 THREE_DIGITS = tuple(f"{i:03d}" for i in range(1000))
+# "0" to "999": a status, a small byte count, whole milliseconds. Formatting an int in an f-string
+# costs about four times a lookup here, and a line has up to six of them (callgrind: 4.7k
+# instructions a line for the three counts alone). Larger numbers are formatted; none is negative.
+NUMBERS = tuple(str(i) for i in range(1000))
+
+# Paths kept with their checked form: up to this many, each up to this long.
+MAX_KEPT_PATHS = 1024
+MAX_KEPT_PATH = 256
 
 
 def json_string(value: str) -> str:
@@ -61,6 +70,26 @@ def escape_text(value: str) -> str:
     return "".join(ch if ch.isprintable() and ch != "\\" else _NAMED_ESCAPES.get(ch) or ascii(ch)[1:-1] for ch in value)
 
 
+def plain(value: str) -> bool:
+    """Whether ``value`` goes into a JSON line as it is: printable ASCII that no pattern of the redactor can match.
+
+    Printable ASCII needs no JSON escape but ``"`` and ``\\``; the rest are ``might_hold_a_secret``'s tests.
+    """
+    return (
+        value.isascii()
+        and value.isprintable()  # then the only whitespace is " "
+        and not (
+            '"' in value
+            or "\\" in value
+            or "=" in value
+            or ":" in value
+            or "," in value
+            or " " in value
+            or "eyJ" in value
+        )
+    )
+
+
 def might_hold_a_secret(value: str) -> bool:
     """Whether one of ``RedactingFormatter``'s patterns could match in ``value``.
 
@@ -83,6 +112,7 @@ class AccessLog:
         self._second = -1
         self._date = ""  # "YYYY-MM-DDTHH:MM:SS" of ``_second``, JSON; "HH:MM:SS", text
         self._quoted: dict[str, str] = {}  # route names, methods, upstream origins, client addresses: quoted once
+        self._paths: dict[str, str] = {}  # paths without a query, as ``_client_field`` shows them: checked once
 
     def close(self) -> None:
         """Write what is buffered; later lines are written at once (shutdown)."""
@@ -97,20 +127,27 @@ class AccessLog:
     def _masked(self, value: str) -> str:
         return self._redact(value) if might_hold_a_secret(value) else value
 
-    def _field(self, value: str) -> str:
-        """A field the client chose, masked if it might hold a secret, as a JSON string."""
-        if value.isascii() and value.isprintable():  # then the only whitespace is " "
-            if not (
-                '"' in value
-                or "\\" in value
-                or "=" in value
-                or ":" in value
-                or "," in value
-                or " " in value
-                or "eyJ" in value
-            ):
-                return '"' + value + '"'
-        return json_string(self._masked(value))
+    def _escaped(self, value: str) -> str:
+        """A field the client chose that ``plain`` refused: masked if it might hold a secret, escaped, unquoted."""
+        return json_string(self._masked(value))[1:-1]
+
+    def _client_field(self, value: str) -> str:
+        """A field the client chose, as it goes between a JSON string's quotes."""
+        return value if plain(value) else self._escaped(value)
+
+    def _known_path(self, path: str) -> str:
+        """``_client_field(path)``, kept for the next request to the same path (most of a gateway's traffic)."""
+        shown = self._client_field(path)
+        if len(path) <= MAX_KEPT_PATH:
+            if len(self._paths) >= MAX_KEPT_PATHS:  # the paths are the clients': keep the cache bounded
+                self._paths.clear()
+            self._paths[path] = shown
+        return shown
+
+    @staticmethod
+    def _closed(close_code: int) -> str:
+        """The end of a WebSocket's line."""
+        return f',"close_code":{close_code}}}'
 
     def _quote(self, value: str) -> str:
         quoted = self._quoted.get(value)
@@ -128,7 +165,7 @@ class AccessLog:
 
     def emit(
         self,
-        request_id: str,
+        request_id: RequestId,
         trace_id: str | None,
         route: str,
         method: str,
@@ -156,34 +193,46 @@ class AccessLog:
         if self._json:
             quoted = self._quoted
             digits = THREE_DIGITS
+            numbers = NUMBERS
             took = int(duration * 1_000_000 + 0.5)  # microseconds, shown as milliseconds with three decimals
+            whole = took // 1000
             upstream_ms = "null"
             if upstream_duration is not None:
                 waited = int(upstream_duration * 1_000_000 + 0.5)
-                upstream_ms = f"{waited // 1000}.{digits[waited % 1000]}"
+                ms = waited // 1000
+                upstream_ms = f"{numbers[ms] if ms < 1000 else ms}.{digits[waited % 1000]}"
             trace = "null" if trace_id is None else '"' + trace_id + '"'
+            rid = request_id.decode()
+            if "=" in rid or ":" in rid or "eyJ" in rid:  # a sane id (``RequestId``): only these can
+                rid = self._escaped(rid)  # be credential-shaped (``plain`` says why the others need no test)
+            if query:
+                shown = self._client_field(path + "?" + redact_query(query, self._secret))
+            else:
+                shown = self._paths.get(path) or self._known_path(path)
+            # The client's fields go between the line's own quotes: quoting them apart cost a copy each.
             line = (
                 f'{{"timestamp":"{self._date}.{digits[int((now - second) * 1000)]}+00:00",'
-                f'"request_id":{self._field(request_id)},'
+                f'"request_id":"{rid}",'
                 f'"trace_id":{trace},'
                 f'"route":{quoted.get(route) or self._quote(route)},'
                 f'"method":{quoted.get(method) or self._quote(method)},'
-                f'"path":{self._field(path + "?" + redact_query(query, self._secret) if query else path)},'
-                f'"status":{status},"bytes_in":{bytes_in},"bytes_out":{bytes_out},'
-                f'"duration_ms":{took // 1000}.{digits[took % 1000]},'
+                f'"path":"{shown}",'
+                f'"status":{numbers[status] if status < 1000 else status},'
+                f'"bytes_in":{numbers[bytes_in] if bytes_in < 1000 else bytes_in},'
+                f'"bytes_out":{numbers[bytes_out] if bytes_out < 1000 else bytes_out},'
+                f'"duration_ms":{numbers[whole] if whole < 1000 else whole}.{digits[took % 1000]},'
                 f'"upstream":{"null" if upstream is None else quoted.get(upstream) or self._quote(upstream)},'
                 f'"upstream_ms":{upstream_ms},"client":{quoted.get(client) or self._quote(client)}'
+                f"{'}' if close_code is None else self._closed(close_code)}"
             )
-            self.lines.write(line + "}" if close_code is None else f'{line},"close_code":{close_code}}}')
+            self.lines.write(line)
             return
         date = self._date
         shown = self._masked(self.safe_path(path, query))
-        request_id = self._masked(request_id)
+        rid = self._masked(request_id.decode())
         up_ms = None if upstream_duration is None else round(upstream_duration * 1000, 3)
         up = f" -> {upstream} {up_ms}ms" if upstream else ""
-        line = (
-            f"{date} {client} {method} {shown} {status} {bytes_out}B {duration * 1000:.1f}ms [{route}]{up} {request_id}"
-        )
+        line = f"{date} {client} {method} {shown} {status} {bytes_out}B {duration * 1000:.1f}ms [{route}]{up} {rid}"
         if close_code is not None:
             line += f" close={close_code}"
         self.lines.write(escape_text(line))  # the whole line: method and client are the client's too

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from app.observability.tracing import continue_trace
-from app.wire import HOP_BY_HOP, sane_request_id
+from app.wire import HOP_BY_HOP, RequestId, sane_request_id
 
 # Set by the gateway itself; a client's copy is believed only from a trusted proxy.
 FORWARDING = frozenset(
@@ -108,7 +108,7 @@ class InboundRequest:
     """What one pass over the client's headers found."""
 
     headers: list[tuple[bytes, bytes]]
-    request_id: bytes
+    request_id: RequestId
     content_length: int | None
     chunked: bool
     traceparent: bytes  # what was sent upstream (the caller's trace, the gateway's span id)

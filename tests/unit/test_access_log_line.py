@@ -34,7 +34,7 @@ def one_line(fmt: str = "json", query_params: tuple[str, ...] = ("token",), **ov
     written: list[bytes] = []
     log = AccessLog(fmt, query_params, LineBuffer(written.append))  # no event loop: written at once
     fields: dict[str, Any] = {
-        "request_id": "0f8e5c1a2b3c4d5e",
+        "request_id": b"0f8e5c1a2b3c4d5e",
         "trace_id": None,
         "route": "api",
         "method": "GET",
@@ -122,8 +122,41 @@ def test_credentials_in_the_path_or_query_are_masked(path, query, secret, fmt):
         assert list(orjson.loads(line)) == FIELDS
 
 
+def lines_of(written: list[bytes]) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in b"".join(written).decode().removesuffix("\n").split("\n")]
+
+
+def emit_path(log: AccessLog, path: str) -> None:
+    log.emit(b"0f8e5c1a2b3c4d5e", None, "api", "GET", path, b"", 200, 0, 96, 0.01, None, None, "127.0.0.1:1")
+
+
+@pytest.mark.parametrize("path", ["/api/x", "/api/eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl", '/api/"quoted"\n'])
+def test_a_path_seen_before_is_shown_as_the_first_time(path):
+    written: list[bytes] = []
+    log = AccessLog("json", (), LineBuffer(written.append))
+    for _ in range(3):
+        emit_path(log, path)
+    first, *again = lines_of(written)
+    assert again == [first | {"timestamp": line["timestamp"]} for line in again]
+    if "eyJ" in path:
+        assert "eyJhbGciOi" not in first["path"] and REDACTED in first["path"]
+    else:
+        assert first["path"] == path
+
+
+def test_the_paths_kept_are_bounded_in_number_and_length(monkeypatch):
+    monkeypatch.setattr("app.observability.access.MAX_KEPT_PATHS", 8)
+    written: list[bytes] = []
+    log = AccessLog("json", (), LineBuffer(written.append))
+    paths = [f"/api/{i}" for i in range(20)] + ["/" + "x" * 300]
+    for path in paths:
+        emit_path(log, path)
+    assert [line["path"] for line in lines_of(written)] == paths
+    assert 0 < len(log._paths) <= 8 and "/" + "x" * 300 not in log._paths
+
+
 def test_a_credential_shaped_request_id_is_masked():
-    line = one_line(request_id="eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl")
+    line = one_line(request_id=b"eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl")
     assert "eyJhbGciOi" not in line and orjson.loads(line)["request_id"] == REDACTED
 
 
@@ -152,5 +185,5 @@ def test_text_format_is_one_readable_line():
     ],
 )
 def test_text_format_escapes_control_characters_so_a_client_cannot_forge_a_line(path, shown):
-    line = one_line("text", path=path, request_id="a\x1bb")
+    line = one_line("text", path=path, request_id=b"a\x1bb")
     assert f" GET {shown} 200 " in line and line.endswith(" a\\x1bb") and line.isprintable()
