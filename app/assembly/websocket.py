@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from time import perf_counter
+from time import perf_counter_ns
 
 import anyio
 import httpx
@@ -89,7 +89,7 @@ class WebSocketGateway:
         self._access = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        start = perf_counter()
+        start = perf_counter_ns()
         message = await receive()
         if message["type"] != "websocket.connect":
             return  # the client left before the handshake was read
@@ -105,7 +105,7 @@ class WebSocketGateway:
                 ended.status = error.status
                 await self._refuse(scope, send, error, ended)
         finally:
-            self._log(scope, ended, perf_counter() - start)
+            self._log(scope, ended, perf_counter_ns() - start)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, ended: _Ended) -> None:
         generation = self.gateway.generation
@@ -237,7 +237,7 @@ class WebSocketGateway:
         status, headers, body = render_problem(exc, instance=scope["path"], request_id=rid)
         await _deny(send, status, headers, body)
 
-    def _log(self, scope: Scope, ended: _Ended, duration: float) -> None:
+    def _log(self, scope: Scope, ended: _Ended, elapsed_ns: int) -> None:
         if self._access is None:
             return
         client = scope.get("client")
@@ -252,9 +252,9 @@ class WebSocketGateway:
             status=ended.status if outcome is not None or not ended.accepted else CLIENT_CLOSED,
             bytes_in=outcome.bytes["to_upstream"] if outcome else 0,
             bytes_out=outcome.bytes["to_client"] if outcome else 0,
-            duration=duration,
+            duration_ns=elapsed_ns,
             upstream=ended.upstream,
-            upstream_duration=None,
+            upstream_ns=None,
             client=f"{client[0]}:{client[1]}" if client else "",
             close_code=outcome.close_code if outcome is not None else None,
         )

@@ -45,7 +45,7 @@ class Exchange:
     tracer: Tracer | None = None
     trailers: bool = False  # relay the upstream's trailers (the client accepts them, the server sends them)
     attempts: int = 0  # upstream attempts so far (more than one: retries)
-    upstream_seconds: float | None = None  # the last attempt's time to response headers
+    upstream_ns: int | None = None  # the last attempt's time to response headers, in nanoseconds
 
 
 Handler = Callable[[Exchange], Awaitable[httpx.Response]]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from time import perf_counter
+from time import perf_counter_ns
 
 import httpx
 from starlette.types import Receive, Send
@@ -108,7 +108,7 @@ async def send_request(
         parent = exchange.tracer.traceparent(span)
         headers = [(b"traceparent", parent) if name == b"traceparent" else (name, value) for name, value in headers]
     request = build_request(exchange.method, url, headers, body, {"timeout": route.timeout_extension})
-    started = perf_counter()
+    started = perf_counter_ns()
     try:
         try:
             auth = exchange.upstream_auth
@@ -131,9 +131,9 @@ async def send_request(
         if failure is not None and failure is not exc:
             raise failure from exc
         raise
-    elapsed = exchange.upstream_seconds = perf_counter() - started
+    elapsed = exchange.upstream_ns = perf_counter_ns() - started
     if metrics is not None:
-        metrics.upstream_duration.observe(elapsed)
+        metrics.upstream_duration.observe(elapsed / 1e9)
     if span is not None:
         assert exchange.tracer is not None
         exchange.tracer.end_client(span, response.status_code, http_version=response.http_version)

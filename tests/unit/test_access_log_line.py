@@ -43,9 +43,9 @@ def one_line(fmt: str = "json", query_params: tuple[str, ...] = ("token",), **ov
         "status": 200,
         "bytes_in": 0,
         "bytes_out": 96,
-        "duration": 0.0123456,
+        "duration_ns": 12_345_600,
         "upstream": "http://127.0.0.1:9000",
-        "upstream_duration": 0.0101,
+        "upstream_ns": 10_100_000,
         "client": "127.0.0.1:40000",
     }
     log.emit(**(fields | overrides))
@@ -74,9 +74,24 @@ def test_a_line_holds_every_field_in_order_with_its_value():
 
 
 def test_missing_values_are_null_and_a_websocket_line_has_its_close_code():
-    line = orjson.loads(one_line(upstream=None, upstream_duration=None, status=101, close_code=1000))
+    line = orjson.loads(one_line(upstream=None, upstream_ns=None, status=101, close_code=1000))
     assert list(line) == [*FIELDS, "close_code"]
     assert (line["upstream"], line["upstream_ms"], line["close_code"]) == (None, None, 1000)
+
+
+@pytest.mark.parametrize(
+    ("nanoseconds", "shown"),
+    [(0, 0.0), (499, 0.0), (500, 0.001), (999_999, 1.0), (1_000_000_000, 1000.0), (3_723_500_250_000, 3_723_500.25)],
+)
+def test_durations_are_milliseconds_rounded_to_the_microsecond(nanoseconds, shown):
+    line = orjson.loads(one_line(duration_ns=nanoseconds, upstream_ns=nanoseconds))
+    assert line["duration_ms"] == shown and line["upstream_ms"] == shown
+
+
+@pytest.mark.parametrize("count", [0, 999, 1000, 1024, 10**12])
+def test_counts_and_statuses_are_written_whole_whatever_their_size(count):
+    line = orjson.loads(one_line(bytes_in=count, bytes_out=count + 1, status=599))
+    assert (line["bytes_in"], line["bytes_out"], line["status"]) == (count, count + 1, 599)
 
 
 def test_the_timestamp_is_utc_to_the_millisecond_and_now():
@@ -127,7 +142,7 @@ def lines_of(written: list[bytes]) -> list[dict[str, Any]]:
 
 
 def emit_path(log: AccessLog, path: str) -> None:
-    log.emit(b"0f8e5c1a2b3c4d5e", None, "api", "GET", path, b"", 200, 0, 96, 0.01, None, None, "127.0.0.1:1")
+    log.emit(b"0f8e5c1a2b3c4d5e", None, "api", "GET", path, b"", 200, 0, 96, 10_000_000, None, None, "127.0.0.1:1")
 
 
 @pytest.mark.parametrize("path", ["/api/x", "/api/eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl", '/api/"quoted"\n'])
