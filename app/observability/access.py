@@ -10,16 +10,16 @@ patterns needs, masking anything credential-shaped. Lines do not go through
 ``logging``: a ``LogRecord`` and a write per line were most of the log's cost
 (``app.observability.lines``).
 
-A JSON line is written by hand, not by a JSON encoder over a dict: the keys
-are constants, the values are numbers or strings that need no escaping (route
-names, IP addresses, hex IDs) unless a quick test says otherwise, durations
-are formatted from integers, and the timestamp's date and time once per
-second. With the redaction moved from a regex pass over each batch to the
-client's fields alone, the log's cost per request fell by about a third
-(callgrind, in-process gateway: +70k -> +50k instructions over ``access_log: off``).
-Redacting fields before they are quoted also keeps each line valid JSON: the
-batch's pass read ``/x/authorization","status`` as a credential header and
-masked the key after the path.
+A JSON line is written by hand, not by a JSON encoder over a dict: the keys are constants, the
+values are numbers or strings that need no escaping (route names, IP addresses, hex IDs) unless a
+quick test says otherwise, durations are formatted from integer nanoseconds, and the timestamp's
+date and time once per second. Request IDs arrive checked (``app.wire.RequestId``), a path seen
+before is not tested again, and numbers below 1,000 are looked up (``NUMBERS``). With the redaction
+moved from a regex pass over each batch to the client's fields alone, the log's cost per request
+fell by about a third (callgrind, in-process gateway: +70k -> +50k instructions over
+``access_log: off``). Redacting fields before they are quoted also keeps each line valid JSON:
+the batch's pass read ``/x/authorization","status`` as a credential header and masked the key
+after the path.
 """
 
 from __future__ import annotations
