@@ -80,7 +80,8 @@ if TYPE_CHECKING:
 else:  # the plain type at run time: calling a NewType is a Python frame, and these run per request
     RequestId = bytes
 
-_SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:+/=@-]{1,128}$")
+# ``fullmatch``, not ``match`` with ``$``: ``$`` also matches before a final newline.
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+/=@-]{1,128}")
 _ID_PREFIX = os.urandom(8).hex().encode()
 _ID_COUNTER = itertools.count(1)
 
@@ -93,7 +94,7 @@ def new_request_id() -> RequestId:
 
 def sane_request_id(value: bytes | None) -> RequestId:
     """The client's X-Request-ID if it is sane, else a fresh one."""
-    if value is not None and _SANE_REQUEST_ID.match(value):
+    if value is not None and _SANE_REQUEST_ID.fullmatch(value):
         return RequestId(value)
     return new_request_id()
 

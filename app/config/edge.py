@@ -308,7 +308,7 @@ class Cors(ConfigModel):
         return self
 
 
-_KEY = re.compile(r"^(ip|api_key|subject|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
+_KEY = re.compile(r"^(ip|api_key|subject|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)\Z")
 
 
 class RateLimit(ConfigModel):

@@ -12,8 +12,10 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: methods, header names
+# ``\Z``, not ``$``, in every anchored pattern here and elsewhere: ``$`` also matches before a final
+# newline, so "api\n" passed (tests/unit/test_line_end_anchors.py).
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 token: methods, header names
 
 
 def _check_name(value: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from app import __version__
 from app.observability.logging import redact_query
 
-_TRACEPARENT = re.compile(rb"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_TRACEPARENT = re.compile(rb"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})\Z")
 _ZERO_TRACE = b"0" * 32
 _ZERO_SPAN = b"0" * 16
 

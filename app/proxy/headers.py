@@ -32,7 +32,7 @@ FORWARDING = frozenset(
 METHOD_OVERRIDE = frozenset({b"x-http-method-override", b"x-method-override", b"x-http-method"})
 # RFC 9112 §3.2 / RFC 3986 §3.2.2, narrowed to what DNS names and IP literals use:
 # no userinfo, path, comma, space or percent-escape can hide in it.
-VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z")
 
 
 @functools.lru_cache(maxsize=1024)

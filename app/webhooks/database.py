@@ -28,7 +28,7 @@ from app.config.webhooks import store_url
 from app.webhooks.failures import StoreError as StoreError
 from app.webhooks.failures import StoreUnavailable as StoreUnavailable
 
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
 def utc_now() -> datetime:

@@ -12,6 +12,7 @@ import pytest
 from app.observability.access import AccessLog
 from app.observability.lines import LineBuffer
 from app.observability.logging import REDACTED
+from app.wire import sane_request_id
 
 FIELDS = [
     "timestamp",
@@ -168,6 +169,11 @@ def test_the_paths_kept_are_bounded_in_number_and_length(monkeypatch):
         emit_path(log, path)
     assert [line["path"] for line in lines_of(written)] == paths
     assert 0 < len(log._paths) <= 8 and "/" + "x" * 300 not in log._paths
+
+
+def test_a_client_request_id_with_a_line_end_cannot_split_the_line():
+    line = one_line(request_id=sane_request_id(b"abc\n"))
+    assert orjson.loads(line)["request_id"] != "abc\n"
 
 
 def test_a_credential_shaped_request_id_is_masked():

@@ -51,6 +51,14 @@ def test_sane_request_id_is_kept_and_insane_one_replaced():
     assert sane_request_id(None) != sane_request_id(None)
 
 
+@pytest.mark.parametrize("value", [b"abc\n", b"abc\r\n", b"\nabc", b"a" * 129])
+def test_a_request_id_with_a_line_end_or_too_long_is_replaced(value):
+    # ``$`` also matches before a final newline: "abc\n" passed, and the access log writes a sane id
+    # between quotes without escaping it, so it split the JSON line in two.
+    fresh = sane_request_id(value)
+    assert fresh != value and len(fresh) == 32
+
+
 def test_new_request_ids_are_32_hex_characters_a_fixed_prefix_and_a_counter():
     from app.wire import new_request_id, sane_request_id
 
