@@ -11,6 +11,7 @@ import json
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -47,8 +48,9 @@ def test_aiohttp_still_loads_the_ca_store_twice_at_import() -> None:
     assert all(isinstance(loaded, int) and loaded > 0 for _, loaded, *_ in contexts)
 
 
-def test_the_gateway_imports_aiohttp_without_loading_them() -> None:
-    verified, unverified = aiohttp_contexts("app.outbound.transport")
+@pytest.mark.parametrize("first", ["app.outbound.transport", "app.main"])
+def test_the_gateway_imports_aiohttp_without_loading_them(first: str) -> None:
+    verified, unverified = aiohttp_contexts(first)
     # As aiohttp configured them, with no certificate loaded yet.
     assert verified == ["DeferredVerifyPaths", 0, int(ssl.CERT_REQUIRED), True]
     assert unverified == ["DeferredVerifyPaths", 0, int(ssl.CERT_NONE), False]
@@ -130,3 +132,47 @@ def test_outside_the_deferral_contexts_load_the_store_at_once() -> None:
     context = ssl.create_default_context()
     assert type(context) is ssl.SSLContext
     assert ssl.SSLContext.cert_store_stats(context)["x509_ca"] > 0
+
+
+def test_only_plain_contexts_of_the_importing_thread_are_deferred(
+    server_and_ca: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subclass, or a context another thread builds meanwhile, loads the store at once as it asked."""
+    server, ca_pem = server_and_ca
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_pem))
+
+    class Subclass(ssl.SSLContext):
+        pass
+
+    built: list[ssl.SSLContext] = []
+    with verify_paths_deferred() as noted:
+        subclass = Subclass(ssl.PROTOCOL_TLS_CLIENT)
+        subclass.set_default_verify_paths()
+        other = threading.Thread(target=lambda: built.append(ssl.create_default_context()))
+        other.start()
+        other.join(10)
+    assert noted == [] and type(subclass) is Subclass and type(built[0]) is ssl.SSLContext
+    for context in (subclass, built[0]):
+        assert ssl.SSLContext.cert_store_stats(context)["x509_ca"] == 1
+        handshake(context, server)
+
+
+def test_a_store_that_fails_to_load_is_loaded_again_at_the_next_use(
+    server_and_ca: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The context stays deferred until the store is in: no handshake ever runs against an empty one."""
+    server, ca_pem = server_and_ca
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_pem))
+    verified, _ = deferred_default_contexts()
+    real = ssl.SSLContext.set_default_verify_paths
+
+    def failing(_context: ssl.SSLContext) -> None:
+        raise OSError("store unreadable")
+
+    monkeypatch.setattr(ssl.SSLContext, "set_default_verify_paths", failing)
+    with pytest.raises(OSError, match="store unreadable"):
+        handshake(verified, server)
+    assert type(verified) is DeferredVerifyPaths
+    monkeypatch.setattr(ssl.SSLContext, "set_default_verify_paths", real)
+    handshake(verified, server)
+    assert type(verified) is ssl.SSLContext
