@@ -41,9 +41,11 @@ class DeferredOpenAPIModels:
         sys.meta_path.remove(self)
         spec = PathFinder.find_spec(name, path, target)
         if spec is not None and spec.loader is not None:
-            run = spec.loader.exec_module
+            loader = spec.loader
+            run = loader.exec_module
 
             def run_deferred(module: ModuleType) -> None:
+                del loader.exec_module  # the loader may be shared (zipimport): its next module runs as before
                 from pydantic import BaseModel
 
                 config: dict[str, Any] = BaseModel.model_config  # type: ignore[assignment]
@@ -57,7 +59,7 @@ class DeferredOpenAPIModels:
                     else:
                         config["defer_build"] = before
 
-            spec.loader.exec_module = run_deferred  # type: ignore[method-assign]
+            loader.exec_module = run_deferred  # type: ignore[method-assign]
         return spec
 
 

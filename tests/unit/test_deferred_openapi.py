@@ -103,3 +103,14 @@ except ValidationError as exc:
     title, extra, errors = json.loads(run(script))
     assert (title, extra) == ("t", {"x-extra": 1})
     assert sorted(map(tuple, errors)) == [("info", "title"), ("info", "version")]
+
+
+def test_the_loader_is_left_as_it_was() -> None:
+    """A loader may be shared (zipimport keeps one per archive): the next module it runs must not be deferred."""
+    script = """
+import app, json, sys
+import fastapi.openapi.models
+loader = sys.modules["fastapi.openapi.models"].__spec__.loader
+print(json.dumps(sorted(vars(loader))))
+"""
+    assert "exec_module" not in json.loads(run(script))
