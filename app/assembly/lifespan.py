@@ -80,21 +80,23 @@ def make_lifespan(
         try:
             yield state
         finally:
-            # uvicorn has stopped accepting and waited for in-flight exchanges (up to shutdown_grace).
-            drain.start("lifespan shutdown")
-            await background.aclose()  # the dispatcher hands back what it holds, then the store closes
-            await reloader.aclose()
-            await gateway.generation.close(0)
-            await edge.aclose()
-            if multiprocess_dir() is not None:
-                from prometheus_client import multiprocess
+            try:
+                # uvicorn has stopped accepting and waited for in-flight exchanges (up to shutdown_grace).
+                drain.start("lifespan shutdown")
+                await background.aclose()  # the dispatcher hands back what it holds, then the store closes
+                await reloader.aclose()
+                await gateway.generation.close(0)
+                await edge.aclose()
+                if multiprocess_dir() is not None:
+                    from prometheus_client import multiprocess
 
-                multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call] # this worker's live gauges leave the sum
-            if gateway.tracer is not None:
-                # Export the buffered spans; off the event loop, since the exporter's HTTP call blocks.
-                await anyio.to_thread.run_sync(gateway.tracer.shutdown)
-            log.info("gatehouse stopped: upstream clients closed")
-            if gateway.access_log is not None:
-                gateway.access_log.close()  # the last buffered lines; later ones are written at once
+                    multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call] # this worker's live gauges leave the sum
+                if gateway.tracer is not None:
+                    # Export the buffered spans; off the event loop, since the exporter's HTTP call blocks.
+                    await anyio.to_thread.run_sync(gateway.tracer.shutdown)
+                log.info("gatehouse stopped: upstream clients closed")
+            finally:  # even if a step above failed or was cancelled
+                if gateway.access_log is not None:
+                    gateway.access_log.close()  # the last buffered lines; later ones are written at once
 
     return lifespan

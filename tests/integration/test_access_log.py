@@ -6,6 +6,7 @@ import anyio
 import httpx
 import pytest
 
+from app.edge.resources import EdgeResources
 from tests.gateway import Written, route, run_gateway
 
 pytestmark = pytest.mark.anyio
@@ -121,3 +122,22 @@ async def test_access_log_off_or_log_level_above_info_writes_nothing(upstream, s
     ):
         assert (await client.get(f"{gw.url}/a/echo/")).status_code == 200
     assert written.batches == []
+
+
+async def test_the_buffered_lines_are_written_even_when_a_shutdown_step_fails(upstream, monkeypatch):
+    server, _ = upstream
+    written = Written()
+    close = EdgeResources.aclose
+
+    async def failing(self: EdgeResources) -> None:
+        await close(self)
+        raise RuntimeError("a shutdown step failed")
+
+    monkeypatch.setattr(EdgeResources, "aclose", failing)
+    # A long flush interval: the line can only leave at shutdown (uvicorn logs the failed shutdown).
+    async with (
+        run_gateway(route("a", "/a", server.url), access_write=written, access_log_flush_interval=60) as gw,
+        httpx.AsyncClient() as client,
+    ):
+        assert (await client.get(f"{gw.url}/a/echo/")).status_code == 200
+    assert [line["status"] for line in written.json()] == [200]

@@ -129,3 +129,17 @@ def _read_all(fd: int, size: int) -> bytes:
     while len(data) < size:
         data += os.read(fd, size - len(data))
     return data
+
+
+@pytest.mark.anyio
+async def test_a_line_after_a_full_batch_still_leaves_within_the_interval():
+    sink = Sink()
+    buffer = LineBuffer(sink, max_lines=2, interval=0.05)
+    buffer.write("one")
+    buffer.write("two")  # a full batch: written at once, its timer cancelled
+    assert sink.lines == ["one", "two"]
+    buffer.write("three")  # the next batch's first line arms a new timer
+    with anyio.fail_after(5):
+        while len(sink.lines) < 3:
+            await anyio.sleep(0.01)
+    assert sink.lines == ["one", "two", "three"]
