@@ -89,6 +89,14 @@ def server_and_ca(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
     return server, ca.ca_pem
 
 
+@pytest.fixture
+def trusted_server(server_and_ca: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A server whose CA is the default store's (``SSL_CERT_FILE``), as OpenSSL reads it when loaded."""
+    server, ca_pem = server_and_ca
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_pem))
+    return server
+
+
 def deferred_default_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """Built as aiohttp's ``_make_ssl_context`` builds its two, inside ``verify_paths_deferred``."""
     with verify_paths_deferred() as noted:
@@ -101,11 +109,8 @@ def deferred_default_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return verified, unverified
 
 
-def test_a_deferred_context_loads_the_default_store_at_first_use(
-    server_and_ca: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    server, ca_pem = server_and_ca
-    monkeypatch.setenv("SSL_CERT_FILE", str(ca_pem))
+def test_a_deferred_context_loads_the_default_store_at_first_use(trusted_server: ssl.SSLContext) -> None:
+    server = trusted_server
     verified, unverified = deferred_default_contexts()
     assert type(verified) is DeferredVerifyPaths
     assert ssl.SSLContext.cert_store_stats(verified)["x509_ca"] == 0
@@ -134,12 +139,9 @@ def test_outside_the_deferral_contexts_load_the_store_at_once() -> None:
     assert ssl.SSLContext.cert_store_stats(context)["x509_ca"] > 0
 
 
-def test_only_plain_contexts_of_the_importing_thread_are_deferred(
-    server_and_ca: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_only_plain_contexts_of_the_importing_thread_are_deferred(trusted_server: ssl.SSLContext) -> None:
     """A subclass, or a context another thread builds meanwhile, loads the store at once as it asked."""
-    server, ca_pem = server_and_ca
-    monkeypatch.setenv("SSL_CERT_FILE", str(ca_pem))
+    server = trusted_server
 
     class Subclass(ssl.SSLContext):
         pass
@@ -158,11 +160,10 @@ def test_only_plain_contexts_of_the_importing_thread_are_deferred(
 
 
 def test_a_store_that_fails_to_load_is_loaded_again_at_the_next_use(
-    server_and_ca: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
+    trusted_server: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The context stays deferred until the store is in: no handshake ever runs against an empty one."""
-    server, ca_pem = server_and_ca
-    monkeypatch.setenv("SSL_CERT_FILE", str(ca_pem))
+    server = trusted_server
     verified, _ = deferred_default_contexts()
     real = ssl.SSLContext.set_default_verify_paths
 
